@@ -1,0 +1,1 @@
+"""Benchmarks run by ``ntkdiv bench``; results go to docs/performance.md."""

@@ -1,0 +1,1 @@
+"""Cluster files: Ray launcher YAML, KubeRay RayJob, runtime env and local start scripts."""

@@ -1,0 +1,17 @@
+"""Errors that carry a one-line message for the user (the CLI maps them to exit code 2)."""
+
+
+class NtkdivError(Exception):
+    """Base of every error whose message is meant for the user, without a traceback."""
+
+
+class ConfigError(NtkdivError, ValueError):
+    """A config or spec field holds a bad value. The message names the field and the value."""
+
+
+class DataError(NtkdivError, ValueError):
+    """A data set could not be built: a missing or corrupt file, or bad labels."""
+
+
+class NumericalOverflow(NtkdivError, ArithmeticError):
+    """Training produced a non-finite loss or output (recorded as a status, not raised)."""

@@ -1,0 +1,1 @@
+"""ntkdiv dashboards: the aggregator's verdicts and fits, figures and the HTML report."""
