@@ -72,7 +72,9 @@ class TrackConfig(_Frozen):
 
 
 class CheckpointConfig(_Frozen):
-    every: int = Field(0, ge=0)  # steps between checkpoints; 0 = only at the end
+    every: int = Field(0, ge=0)  # steps between checkpoints; 0 = no periodic checkpoints
+    minutes: float = Field(5.0, ge=0)  # also checkpoint after this much wall time (0 = off)
+    keep_final: bool = True  # keep the final parameters (checkpoint.pt) after the run ends
 
 
 class TrialConfig(_Frozen):

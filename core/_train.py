@@ -1,0 +1,155 @@
+"""Full-batch gradient descent on the seed's losses, with tracking and checkpoints.
+
+The loop reads top to bottom: set up, resume, then per step: track, check, update, checkpoint.
+Gradient-flow time is t = step * lr. Losses are sums over points, as in the seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ._config import TrainConfig
+from ._schedule import checkpoint_due
+from ._tracker import Tracker
+
+
+def soft_targets(y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Label-smoothed targets y (1 - e) + e / 2; e = 0 gives the hard labels back. Shape (n,)."""
+    return y * (1.0 - smoothing) + 0.5 * smoothing
+
+
+def data_loss(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """Summed training loss.
+
+    cross_entropy: sum_i softplus(f_i) - y_i f_i, which equals the seed's
+        sum_i log(1 + exp(-(2 y_i - 1) f_i)) for hard labels and is the binary cross-entropy
+        with soft targets otherwise.
+    mse: 0.5 * sum_i (f_i - y_i)^2, the regression control.
+    """
+    if loss == "cross_entropy":
+        return (F.softplus(f) - target * f).sum()
+    return 0.5 * ((f - target) ** 2).sum()
+
+
+def loss_residual(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """dL/df, shape (n,): sigmoid(f) - y for cross-entropy, f - y for mse.
+
+    Gradient flow then reads df/dt = -K (dL/df), which the tests check against K_t.
+    """
+    return torch.sigmoid(f) - target if loss == "cross_entropy" else f - target
+
+
+@dataclass
+class LoopState:
+    """Everything a checkpoint needs, besides the tracker."""
+
+    step: int
+    params: list[torch.Tensor]
+    theta0: list[torch.Tensor]
+    wall_s: float = 0.0  # wall time spent in earlier (interrupted) processes
+    overflow_step: int | None = None
+
+
+def save_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
+    """Atomically write a ``torch.load(weights_only=True)``-safe checkpoint."""
+    import io
+
+    from .store import atomic_write_bytes
+
+    payload = {
+        "step": state.step,
+        "params": [p.detach().cpu().clone() for p in state.params],
+        "theta0": [p.detach().cpu().clone() for p in state.theta0],
+        "wall_s": state.wall_s,
+        "tracker": tracker.state(),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
+    """Restore params, theta_0, step and tracker state in place from ``path``."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        for p, saved in zip(state.params, payload["params"], strict=True):
+            p.copy_(saved)
+        for p, saved in zip(state.theta0, payload["theta0"], strict=True):
+            p.copy_(saved)
+    state.step = int(payload["step"])
+    state.wall_s = float(payload["wall_s"])
+    tstate = payload["tracker"]
+    device = state.params[0].device
+    for key in ("K0", "patterns"):
+        if tstate[key] is not None:
+            tstate[key] = tstate[key].to(device if key == "patterns" else "cpu")
+    tracker.load_state(tstate)
+
+
+def train(
+    model: torch.nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    X_probe: torch.Tensor | None,
+    cfg: TrainConfig,
+    tracked: set[int],
+    tracker: Tracker,
+    state: LoopState,
+    checkpoint: Callable[[LoopState], None] | None = None,
+    checkpoint_every: int = 0,
+    checkpoint_minutes: float = 0.0,
+    on_step: Callable[[int], None] | None = None,
+) -> LoopState:
+    """Run full-batch GD from ``state.step`` to ``cfg.epochs``, tracking at ``tracked`` steps.
+
+    Args:
+        X: (n, d) training inputs; y: (n,) labels in {0, 1}; X_probe: (p, d) or None.
+        tracked: steps s at which theta_s is recorded (before the update of step s).
+        state: parameters (the model's own tensors), theta_0 and the starting step.
+        checkpoint: called with the state after the update that reaches a checkpoint step.
+
+    Returns the final state; ``state.overflow_step`` is set if the loss stopped being finite.
+    """
+    # --- set up -------------------------------------------------------------------------------
+    params, theta0, lr = state.params, state.theta0, cfg.lr
+    target = soft_targets(y, cfg.label_smoothing)  # (n,)
+    center = theta0 if cfg.weight_decay_center == "init" else None
+    last_ckpt = time.monotonic()
+    step = state.step
+    while True:
+        # --- step: loss and gradient at theta_s --------------------------------------------------
+        f = model(X)  # (n,)
+        loss = data_loss(f, target, cfg.loss)
+        loss_value = loss.item()  # the overflow check (an infinite f makes the loss inf or nan)
+        if not math.isfinite(loss_value):
+            state.overflow_step = step
+            break
+        # --- track every scheduled step ----------------------------------------------------------
+        if step in tracked:
+            tracker.record(step, lr, model, X, y, X_probe, loss_value, params, theta0)
+        if step >= cfg.epochs:
+            break
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            if cfg.weight_decay > 0:  # gradient of (wd/2) |theta - c|^2
+                decay = torch._foreach_sub(params, center) if center is not None else params
+                grads = torch._foreach_add(grads, decay, alpha=cfg.weight_decay)
+            torch._foreach_add_(params, grads, alpha=-lr)
+        step += 1
+        state.step = step
+        if on_step is not None:
+            on_step(step)
+        # --- checkpoint ------------------------------------------------------------------------
+        timed = checkpoint_minutes > 0 and time.monotonic() - last_ckpt > 60 * checkpoint_minutes
+        if checkpoint is not None and (checkpoint_due(step, checkpoint_every) or timed):
+            checkpoint(state)
+            last_ckpt = time.monotonic()
+    state.step = step
+    return state

@@ -1,0 +1,246 @@
+"""One trial: ``run_trial(config, out_dir)``, the same function locally and on a Ray worker.
+
+Files in ``out_dir`` (all written atomically): ``config.yaml`` first, ``checkpoint.pt`` as the run
+goes, then ``trajectory.parquet`` and last ``summary.json``, whose presence marks the trial done.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from . import store
+from ._analytic import NTKReference, ntk_reference
+from ._config import TrialConfig, config_from_dict, config_to_yaml, trial_id
+from ._data import Dataset, make_dataset
+from ._errors import ConfigError, DataError
+from ._models import build_model
+from ._schedule import tracked_steps
+from ._tracker import Tracker, kernel_pairs
+from ._train import LoopState, load_checkpoint, save_checkpoint, train
+
+log = logging.getLogger("ntkdiv")
+
+DONE = ("completed", "overflow")
+RESOLUTION_SAFETY = 1000.0  # kernel entries sum O(P) products: rounding grows with the sum
+
+
+def resolution(dtype: str, max_abs_k: float) -> float:
+    """Smallest kernel difference that can be told from rounding: eps(dtype) * max|K| * 1000."""
+    eps = torch.finfo(getattr(torch, dtype)).eps
+    return float(eps * max_abs_k * RESOLUTION_SAFETY)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when the worker has it, else CPU; ``cuda`` without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config field 'device' = {device!r}: CUDA is not available; use auto")
+    return torch.device(device)
+
+
+def prepare(config: TrialConfig) -> tuple[Dataset, NTKReference]:
+    """Build the data and the analytic reference; every user-input error surfaces here.
+
+    Nothing is written before this returns, so bad input leaves no trace.
+    """
+    data = make_dataset(config.data, dtype=torch.float64, device="cpu")
+    if config.train.loss == "cross_entropy" and len(torch.unique(data.y)) < 2:
+        raise DataError(
+            f"data ({data.name}) has a single class {float(data.y[0]):g}; "
+            "cross-entropy needs both labels 0 and 1"
+        )
+    pairs = config.track.kernel_pairs or []
+    bad = [p for p in pairs if not (0 <= p[0] < data.X.shape[0] and 0 <= p[1] < data.X.shape[0])]
+    if bad:
+        raise ConfigError(f"config field 'track.kernel_pairs' = {bad[0]}: index out of range")
+    ref = ntk_reference(config.model.arch, data.X, config.model.depth, config.model.alpha)
+    return data, ref
+
+
+def lr_warning(config: TrialConfig, ref: NTKReference) -> str | None:
+    """A one-line warning when lr exceeds the GD stability limit at initialization."""
+    limit = ref.lr_limit_ce if config.train.loss == "cross_entropy" else ref.lr_limit_mse
+    if config.train.lr <= limit:
+        return None
+    factor = "8" if config.train.loss == "cross_entropy" else "2"
+    return (
+        f"train.lr={config.train.lr:g} exceeds the {config.train.loss} stability limit "
+        f"{factor}/lambda_max={limit:.4g} at initialization (lambda_max={ref.lambda_max:.4g}); "
+        "gradient descent will likely diverge"
+    )
+
+
+def _check_out_dir(config: TrialConfig, out_dir: Path) -> dict[str, Any] | None:
+    """Return a finished summary if ``out_dir`` already holds this trial; refuse a foreign dir."""
+    cfg_path = out_dir / "config.yaml"
+    if cfg_path.exists():
+        existing = config_from_dict(yaml.safe_load(cfg_path.read_text()))
+        if trial_id(existing) != trial_id(config):
+            raise ConfigError(
+                f"output directory {out_dir} holds another trial ({trial_id(existing)}); "
+                "choose another --out"
+            )
+    summary_path = out_dir / "summary.json"
+    if summary_path.exists():
+        summary = store.read_json(summary_path)
+        if summary.get("status") in DONE:
+            return summary
+    return None
+
+
+def run_trial(
+    config: TrialConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = True
+) -> dict[str, Any]:
+    """Run one trial (train + track) and write its files into ``out_dir``.
+
+    Args:
+        config: the full trial config.
+        out_dir: the trial directory (created if missing).
+        progress: show a progress bar on stderr.
+        resume: continue from ``out_dir/checkpoint.pt`` if present.
+
+    Returns:
+        The summary dict (the keys of DESIGN §3 and extras), also written to summary.json.
+    """
+    out_dir = Path(out_dir)
+    done = _check_out_dir(config, out_dir)
+    if done is not None:
+        return done
+    data, ref = prepare(config)
+    warning = lr_warning(config, ref)
+    if warning:
+        log.warning(warning)
+    store.atomic_write_text(out_dir / "config.yaml", config_to_yaml(config))
+    return _execute(config, out_dir, data, ref, progress, resume)
+
+
+def _execute(config, out_dir, data, ref, progress, resume) -> dict[str, Any]:
+    # --- set up -----------------------------------------------------------------------------
+    t_start = time.monotonic()
+    device = resolve_device(config.device)
+    dtype = getattr(torch, config.dtype)
+    m = config.model
+    model = build_model(m.arch, data.X.shape[1], m.width, m.depth, m.alpha, config.seed, dtype,
+                        device)  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    state = LoopState(step=0, params=params, theta0=[p.detach().clone() for p in params])
+    tracker = Tracker(
+        ref=ref,
+        pairs=kernel_pairs(
+            data.X.shape[0], config.track.kernel_full_max_n, config.track.kernel_pairs
+        ),  # fmt: skip
+        with_kernel=config.track.kernel,
+        with_flips=config.track.flips,
+        block_size=config.track.ntk_block,
+        threshold=0.0 if config.train.loss == "cross_entropy" else 0.5,
+    )
+    X, y = data.X.to(device, dtype), data.y.to(device, dtype)
+    X_probe = data.X_probe.to(device, dtype) if data.X_probe.shape[0] else None
+    # --- resume -----------------------------------------------------------------------------
+    ckpt = out_dir / "checkpoint.pt"
+    resumed_from = None
+    if resume and ckpt.exists():
+        load_checkpoint(ckpt, state, tracker)
+        resumed_from = state.step
+    prior_wall = state.wall_s
+
+    def checkpoint(s: LoopState) -> None:
+        s.wall_s = prior_wall + time.monotonic() - t_start
+        save_checkpoint(ckpt, s, tracker)
+
+    # --- train ------------------------------------------------------------------------------
+    tracked = set(tracked_steps(config.train.epochs, config.track.log_points,
+                                config.track.every).tolist())  # fmt: skip
+    bar = _progress_bar(config, state.step) if progress else None
+    train(model, X, y, X_probe, config.train, tracked, tracker, state, checkpoint,
+          config.checkpoint.every, config.checkpoint.minutes,
+          on_step=(lambda s: bar.update(1)) if bar else None)  # fmt: skip
+    if bar is not None:
+        bar.close()
+    # --- write results ----------------------------------------------------------------------
+    wall = prior_wall + time.monotonic() - t_start
+    summary = summarize(config, ref, tracker, state, wall, device, resumed_from)
+    tid = summary["trial_id"]
+    table = store.trajectory_table(tracker.rows, {"trial_id": tid, "kernel_pairs": tracker.pairs})
+    store.write_trajectory(out_dir / "trajectory.parquet", table)
+    if config.checkpoint.keep_final:
+        checkpoint(state)
+    elif ckpt.exists():
+        ckpt.unlink()
+    store.write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _progress_bar(config: TrialConfig, start: int):
+    from tqdm import tqdm
+
+    m = config.model
+    desc = f"{m.arch} m={m.width} L={m.depth} {config.train.loss}"
+    return tqdm(total=config.train.epochs, initial=start, desc=desc, unit="step",
+                mininterval=0.5, dynamic_ncols=True)  # fmt: skip
+
+
+def _first_exceed(rows: dict[str, list], bound: float) -> float | None:
+    for t, drift in zip(rows["t"], rows["drift"], strict=True):
+        if drift is not None and drift >= bound:
+            return float(t)
+    return None
+
+
+def _finite_min(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.min(vals)) if vals else None
+
+
+def _finite_max(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.max(vals)) if vals else None
+
+
+def summarize(config, ref, tracker, state, wall, device, resumed_from) -> dict[str, Any]:
+    """The summary.json content (DESIGN §3 keys first, then extras)."""
+    rows = tracker.rows
+    last = {k: (v[-1] if v else None) for k, v in rows.items()}
+    overflow = state.overflow_step is not None
+    return {
+        "trial_id": trial_id(config),
+        "status": "overflow" if overflow else "completed",
+        "lambda0": ref.lambda0,
+        "bound": ref.bound,
+        "gap_init": rows["gap"][0] if rows["gap"] else None,
+        "gap_sup": _finite_max(rows["gap"]),
+        "drift_sup": _finite_max(rows["drift"]),
+        "t_exceed": _first_exceed(rows, ref.bound),
+        "lambda_min_emp_min": _finite_min(rows["lambda_min"]),
+        "f_abs_min_final": last["f_abs_min"],
+        "theta_inf_final": last["theta_inf"],
+        "loss_final": last["loss"],
+        "steps": state.step,
+        "wall_s": wall,
+        "device": device.type,
+        "dtype": config.dtype,
+        "lambda_max": ref.lambda_max,
+        "max_K": ref.max_abs,
+        "resolution": resolution(config.dtype, ref.max_abs),
+        "loss_init": rows["loss"][0] if rows["loss"] else None,
+        "accuracy_final": last["accuracy"],
+        "resumed_from_step": resumed_from,
+        "overflow_step": state.overflow_step,
+        "kernel_pairs": tracker.pairs,
+        "n": int(ref.K.shape[0]),
+        "tracked_rows": len(rows["step"]),
+        "error": None,
+    }
+
+
+def finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
