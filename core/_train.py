@@ -55,6 +55,7 @@ class LoopState:
     theta0: list[torch.Tensor]
     wall_s: float = 0.0  # wall time spent in earlier (interrupted) processes
     overflow_step: int | None = None
+    stopped_step: int | None = None  # set when a monitor stopped the run early
 
 
 def save_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
@@ -106,6 +107,7 @@ def train(
     checkpoint_every: int = 0,
     checkpoint_minutes: float = 0.0,
     on_step: Callable[[int], None] | None = None,
+    monitor: Callable[[dict], bool] | None = None,
 ) -> LoopState:
     """Run full-batch GD from ``state.step`` to ``cfg.epochs``, tracking at ``tracked`` steps.
 
@@ -114,6 +116,8 @@ def train(
         tracked: steps s at which theta_s is recorded (before the update of step s).
         state: parameters (the model's own tensors), theta_0 and the starting step.
         checkpoint: called with the state after the update that reaches a checkpoint step.
+        monitor: called after each tracked row with the tracker's columns; returning True stops
+            the run early (``state.stopped_step`` records where), e.g. for exact pruning.
 
     Returns the final state; ``state.overflow_step`` is set if the loss stopped being finite.
     """
@@ -132,8 +136,12 @@ def train(
             state.overflow_step = step
             break
         # --- track every scheduled step ----------------------------------------------------------
-        if step in tracked:
+        recorded = tracker.rows["step"] and tracker.rows["step"][-1] >= step  # after a stop
+        if step in tracked and not recorded:
             tracker.record(step, lr, model, X, y, X_probe, loss_value, params, theta0)
+            if monitor is not None and step < cfg.epochs and monitor(tracker.rows):
+                state.stopped_step = step
+                break
         if step >= cfg.epochs:
             break
         grads = torch.autograd.grad(loss, params)

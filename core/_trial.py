@@ -7,8 +7,8 @@ goes, then ``trajectory.parquet`` and last ``summary.json``, whose presence mark
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,12 @@ def _check_out_dir(config: TrialConfig, out_dir: Path) -> dict[str, Any] | None:
 
 
 def run_trial(
-    config: TrialConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = True
+    config: TrialConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = False,
+    resume: bool = True,
+    monitor: Callable[[dict], bool] | None = None,
 ) -> dict[str, Any]:
     """Run one trial (train + track) and write its files into ``out_dir``.
 
@@ -107,6 +112,9 @@ def run_trial(
         out_dir: the trial directory (created if missing).
         progress: show a progress bar on stderr.
         resume: continue from ``out_dir/checkpoint.pt`` if present.
+        monitor: called with the tracked columns after each tracked row; True stops the run,
+            which is then written with status ``stopped`` (resumable: a later call continues it
+            from its checkpoint).
 
     Returns:
         The summary dict (the keys of DESIGN §3 and extras), also written to summary.json.
@@ -120,10 +128,10 @@ def run_trial(
     if warning:
         log.warning(warning)
     store.atomic_write_text(out_dir / "config.yaml", config_to_yaml(config))
-    return _execute(config, out_dir, data, ref, progress, resume)
+    return _execute(config, out_dir, data, ref, progress, resume, monitor)
 
 
-def _execute(config, out_dir, data, ref, progress, resume) -> dict[str, Any]:
+def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str, Any]:
     # --- set up -----------------------------------------------------------------------------
     t_start = time.monotonic()
     device = resolve_device(config.device)
@@ -163,7 +171,7 @@ def _execute(config, out_dir, data, ref, progress, resume) -> dict[str, Any]:
     bar = _progress_bar(config, state.step) if progress else None
     train(model, X, y, X_probe, config.train, tracked, tracker, state, checkpoint,
           config.checkpoint.every, config.checkpoint.minutes,
-          on_step=(lambda s: bar.update(1)) if bar else None)  # fmt: skip
+          on_step=(lambda s: bar.update(1)) if bar else None, monitor=monitor)  # fmt: skip
     if bar is not None:
         bar.close()
     # --- write results ----------------------------------------------------------------------
@@ -172,8 +180,8 @@ def _execute(config, out_dir, data, ref, progress, resume) -> dict[str, Any]:
     tid = summary["trial_id"]
     table = store.trajectory_table(tracker.rows, {"trial_id": tid, "kernel_pairs": tracker.pairs})
     store.write_trajectory(out_dir / "trajectory.parquet", table)
-    if config.checkpoint.keep_final:
-        checkpoint(state)
+    if config.checkpoint.keep_final or state.stopped_step is not None:
+        checkpoint(state)  # a stopped run must be resumable
     elif ckpt.exists():
         ckpt.unlink()
     store.write_json(out_dir / "summary.json", summary)
@@ -210,10 +218,14 @@ def summarize(config, ref, tracker, state, wall, device, resumed_from) -> dict[s
     """The summary.json content (DESIGN §3 keys first, then extras)."""
     rows = tracker.rows
     last = {k: (v[-1] if v else None) for k, v in rows.items()}
-    overflow = state.overflow_step is not None
+    status = "completed"
+    if state.overflow_step is not None:
+        status = "overflow"
+    elif state.stopped_step is not None:
+        status = "stopped"
     return {
         "trial_id": trial_id(config),
-        "status": "overflow" if overflow else "completed",
+        "status": status,
         "lambda0": ref.lambda0,
         "bound": ref.bound,
         "gap_init": rows["gap"][0] if rows["gap"] else None,
@@ -240,7 +252,3 @@ def summarize(config, ref, tracker, state, wall, device, resumed_from) -> dict[s
         "tracked_rows": len(rows["step"]),
         "error": None,
     }
-
-
-def finite_or_none(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
