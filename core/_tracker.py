@@ -34,7 +34,8 @@ def kernel_pairs(n: int, full_max_n: int, chosen: list[tuple[int, int]] | None) 
 
 def param_distance(params: list[torch.Tensor], theta0: list[torch.Tensor]) -> tuple[float, float]:
     """(||theta - theta_0||_inf, ||theta - theta_0||_2) over all trained parameters."""
-    diffs = torch._foreach_sub(params, theta0)
+    with torch.no_grad():
+        diffs = torch._foreach_sub(params, theta0)
     inf = max(float(d.abs().max()) for d in diffs)
     l2 = math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(diffs)))
     return inf, l2

@@ -129,7 +129,9 @@ def test_seed_figure_1_at_smoke_size(tmp_path):
 
 
 def test_divergent_lr_is_recorded_as_overflow(tmp_path):
-    cfg = config_from_dict(small(train={"loss": "mse", "lr": 5.0, "epochs": 2000}))
+    cfg = config_from_dict(
+        small(model={"arch": "resnet"}, train={"loss": "mse", "lr": 1.0, "epochs": 2000})
+    )
     summary = run_trial(cfg, tmp_path)
     assert summary["status"] == "overflow"
     assert 0 < summary["overflow_step"] < 2000

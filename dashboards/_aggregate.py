@@ -1,0 +1,171 @@
+"""``aggregate(sweep_dir)``: read a sweep store, decide the verdicts, fit, draw, write the report.
+
+The pipeline, top to bottom:
+1. read the summary rows and the unpublished trial directories (small);
+2. one streaming pass over the trajectories: per-trial metrics and curves on a common log-t grid
+   (pyarrow on this machine, or Ray Data for stores beyond it, see :class:`Engine`);
+3. tables: per trial, per (group, width) with verdicts; fits per group;
+4. figures, for which only a handful of trials' dense columns (f, kernel) are read;
+5. the report directory (see ``_report``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import pandas as pd
+
+from core import DataError
+
+from . import _figures as F
+from ._fits import fit_table, side_by_side
+from ._read import SweepStore, dense_trajectory, iter_trajectories, open_store
+from ._report import render_html, write_outputs
+from ._tables import check_consistency, row_table, trajectory_pass, trial_table
+from ._verdict import add_verdicts, conclusions, verdict_text
+
+MAX_FAMILIES = 24  # (arch, depth, data) families drawn; more are listed in the notes
+
+
+class Engine(str, Enum):
+    """How the trajectory pass runs.
+
+    ARROW: ``pyarrow.dataset`` on this machine, one trial in memory at a time. Wins whenever the
+        store is on a filesystem this machine can read: no cluster, no start-up cost (2,000
+        trials take seconds).
+    RAY: Ray Data reads the same Parquet dataset on a Ray cluster and reduces each trial where
+        its partition lives; only the per-trial rows come back. For stores too large for one
+        machine to read in reasonable time (see docs/aggregation.md).
+    """
+
+    ARROW = "arrow"
+    RAY = "ray"
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """What :func:`aggregate` produced; the files are under ``report_dir``."""
+
+    sweep_dir: Path
+    report_dir: Path
+    verdict: pd.DataFrame  # one row per (group, width), with ``verdict``
+    fits: pd.DataFrame  # one row per (group, quantity, t)
+    trials: pd.DataFrame  # one row per trial, failed and missing ones included
+    verdict_text: str  # plain-text table + conclusions (``ntkdiv sweep`` prints it)
+    conclusions: dict[str, str]
+    notes: list[str]
+    figures: list[F.Figure]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def html(self) -> Path:
+        return self.report_dir / "report.html"
+
+
+def _trajectory_pass(store: SweepStore, engine: Engine, address: str | None):
+    bounds = dict(zip(store.summary["trial_id"], store.summary.get("bound", []), strict=False))
+    if store.trajectory is None:
+        return pd.DataFrame({"trial_id": pd.Series([], dtype=str)}), {}
+    if engine is Engine.RAY:
+        from ._raydata import trajectory_pass_ray
+
+        return trajectory_pass_ray(store.sweep_dir / "dataset" / "trajectory", bounds, address)
+    return trajectory_pass(iter_trajectories(store.trajectory), bounds)
+
+
+def _notes(trials: pd.DataFrame) -> list[str]:
+    notes = check_consistency(trials)
+    for r in trials[~trials["usable"]].itertuples():
+        err = str(r.error).strip().splitlines()[-1] if isinstance(r.error, str) else ""
+        notes.append(f"trial {r.trial_id} ({r.loss}, m={r.width}, seed={r.seed}) is "
+                     f"{r.status}, not counted{': ' + err if err else ''}")  # fmt: skip
+    return notes
+
+
+def _family_figures(trials, fits, curves, store, fig_dir: Path) -> tuple[list, list[str]]:
+    usable = trials[trials["usable"] & trials["trial_id"].isin(curves.keys())]
+    figs, notes = [], []
+    families = list(usable.groupby(["arch", "depth", "data"], sort=True))
+    if len(families) > MAX_FAMILIES:
+        notes.append(f"{len(families)} (arch, depth, data) families; figures for the first "
+                     f"{MAX_FAMILIES} only")  # fmt: skip
+    for i, ((arch, depth, data), fam) in enumerate(families[:MAX_FAMILIES]):
+        name = f"{arch} L={int(depth)}, {data}"
+        stem = fig_dir / f"f{i:02d}"
+        figs += [
+            F.drift_figure(fam, curves, stem.with_name(f"{stem.name}_drift.png"), name),
+            F.width_figure(fam, fits, stem.with_name(f"{stem.name}_width.png"), name),
+            F.t_exceed_figure(fam, fits, stem.with_name(f"{stem.name}_texceed.png"), name),
+            F.crossing_figure(fam, fits, stem.with_name(f"{stem.name}_crossing.png"), name),
+            F.lambda_theta_figure(fam, curves, stem.with_name(f"{stem.name}_lambda.png"), name),
+        ]
+        figs += _seed_figures(fam, store, fig_dir / f"f{i:02d}")
+    return figs, notes
+
+
+def _seed_figures(family: pd.DataFrame, store: SweepStore, stem: Path) -> list[F.Figure]:
+    """The seed's Figures 1 and 2 for each group's widest trial (lowest seed)."""
+    figs = []
+    for j, (_, sub) in enumerate(family.groupby(["loss", "lr", "variant"], sort=True)):
+        pick = sub.sort_values(["width", "seed"], ascending=[False, True]).iloc[0]
+        dense, pairs = dense_trajectory(store.trajectory, pick["trial_id"])
+        name = (f"{pick['arch']} L={int(pick['depth'])} m={int(pick['width'])}, "
+                f"{pick['loss']} lr={pick['lr']:g}, seed {int(pick['seed'])}")  # fmt: skip
+        if dense["f"].size:
+            figs.append(F.outputs_figure(dense, stem.with_name(f"{stem.name}_g{j}_f.png"), name))
+        if dense["kernel"].size and pairs:
+            figs.append(F.kernel_figure(dense, pairs, stem.with_name(f"{stem.name}_g{j}_K.png"),
+                                        name))  # fmt: skip
+    return figs
+
+
+def aggregate(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    engine: Engine | str = Engine.ARROW,
+    address: str | None = None,
+    figures: bool = True,
+) -> AggregateResult:
+    """Aggregate one sweep directory into verdicts, fits, figures and an HTML report.
+
+    Args:
+        sweep_dir: ``<storage>/<sweep>`` (see ``core/store.py`` for the layout).
+        out_dir: the report directory; default ``<sweep_dir>/report``.
+        engine: ``arrow`` (default) or ``ray`` for the trajectory pass.
+        address: Ray address for ``engine="ray"`` (default: RAY_ADDRESS or a local cluster).
+        figures: draw the figures (off: tables and text only).
+
+    Raises:
+        DataError: not a sweep store, an empty one, or mixed incompatible schemas.
+    """
+    timings, t0 = {}, time.perf_counter()
+    sweep_dir = Path(sweep_dir)
+    report_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
+    store = open_store(sweep_dir)
+    if store.summary.empty and store.unpublished.empty:
+        raise DataError(f"sweep {sweep_dir} has no trials yet; run 'ntkdiv sweep' first")
+    timings["read"] = time.perf_counter() - t0
+    traj, curves = _trajectory_pass(store, Engine(engine), address)
+    timings["trials"] = time.perf_counter() - t0 - timings["read"]
+    trials = trial_table(store.summary, store.unpublished, traj)
+    verdict = add_verdicts(row_table(trials))
+    fits = fit_table(trials)
+    paragraphs, notes = conclusions(verdict, fits), _notes(trials)
+    figs: list[F.Figure] = []
+    if figures and curves:
+        figs, more = _family_figures(trials, fits, curves, store, report_dir / "figures")
+        notes += more
+    timings["figures"] = time.perf_counter() - t0 - sum(timings.values())
+    text = verdict_text(verdict, paragraphs, notes)
+    page = render_html(sweep_dir, verdict, fits, side_by_side(fits), trials, paragraphs, notes,
+                       figs)  # fmt: skip
+    write_outputs(report_dir, {"verdict": verdict, "fits": fits, "trials": trials}, text, page)
+    timings["total"] = time.perf_counter() - t0
+    return AggregateResult(sweep_dir, report_dir, verdict, fits, trials, text, paragraphs, notes,
+                           figs, {k: round(v, 3) for k, v in timings.items()})  # fmt: skip
+
+

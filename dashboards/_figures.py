@@ -1,0 +1,254 @@
+"""The report's figures, as PNG files (matplotlib, Agg backend; no display, no network).
+
+A *family* is (arch, depth, data): its groups (one per loss, lr and variant) are drawn side by
+side, so cross-entropy and the squared-loss control sit next to each other. Medians over seeds are
+lines; the band spans the seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ._tables import CURVES, T_GRID  # noqa: E402
+
+DPI = 90
+MAX_PANELS = 6  # groups per family figure; more are listed in the caption and left out
+MAX_POINTS = 12  # f_t lines in the outputs figure
+SMOOTH = 9  # rows in the centred moving average of the kernel figure (rows are log-spaced in t)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A written figure: its file, a title and a caption for the report."""
+
+    path: Path
+    title: str
+    caption: str
+
+
+def _panel_name(g: pd.Series) -> str:
+    variant = f"\n{g['variant']}" if g["variant"] else ""
+    return f"{g['loss']} lr={g['lr']:g}{variant}"
+
+
+def _width_colors(widths) -> dict:
+    ws = sorted(set(int(w) for w in widths))
+    cmap = plt.get_cmap("viridis")
+    return {w: cmap(i / max(1, len(ws) - 1) * 0.9) for i, w in enumerate(ws)}
+
+
+def _save(fig, path: Path, title: str, caption: str) -> Figure:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return Figure(path, title, caption)
+
+
+def _panels(n: int, rows: int = 1, size=(4.6, 3.4)):
+    fig, axes = plt.subplots(rows, n, figsize=(size[0] * n, size[1] * rows), squeeze=False)
+    return fig, axes
+
+
+def _groups(family: pd.DataFrame) -> list[tuple[pd.Series, pd.DataFrame]]:
+    """(group keys, its usable trials) for each group in a family, cross-entropy first."""
+    out = []
+    for _, sub in family.groupby(["loss", "lr", "variant"], sort=True):
+        out.append((sub.iloc[0], sub))
+    return out[:MAX_PANELS]
+
+
+def _median_curve(tids, curves: dict, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median, min and max over trials of one curve on T_GRID (NaN where no trial has data)."""
+    block = np.stack([curves[t][CURVES.index(which)] for t in tids if t in curves])
+    with np.errstate(all="ignore"), _quiet():
+        return np.nanmedian(block, 0), np.nanmin(block, 0), np.nanmax(block, 0)
+
+
+class _quiet:
+    """Silence numpy's all-NaN slice warnings (columns beyond the horizon are all NaN)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+
+def _curves_by_width(ax, sub: pd.DataFrame, curves: dict, which: str, colors: dict) -> None:
+    for width, wsub in sub.groupby("width"):
+        med, lo, hi = _median_curve(wsub["trial_id"], curves, which)
+        ok = np.isfinite(med)
+        ax.plot(T_GRID[ok], med[ok], color=colors[int(width)], label=f"m={int(width)}")
+        if len(wsub) > 1:
+            ax.fill_between(T_GRID[ok], lo[ok], hi[ok], color=colors[int(width)], alpha=0.15)
+    ax.set_xscale("log")
+
+
+def drift_figure(family: pd.DataFrame, curves: dict, path: Path, name: str) -> Figure:
+    """drift_t = max|K_t - K_0| against t, one line per width, each group in its own panel."""
+    groups = _groups(family)
+    fig, axes = _panels(len(groups))
+    colors = _width_colors(family["width"])
+    for ax, (g, sub) in zip(axes[0], groups, strict=False):
+        _curves_by_width(ax, sub, curves, "drift", colors)
+        ax.axhline(g["bound"], color="red", ls="--", lw=1, label="bound")
+        ax.set_yscale("log")
+        ax.set(title=_panel_name(g), xlabel="t = step x lr", ylabel="drift_t")
+        ax.legend(fontsize=7)
+    cap = ("Training-induced kernel change max|K_t - K_0| against gradient-flow time (log); "
+           "median over seeds, band over seeds; dashed: the bound lambda0/(2n^2).")  # fmt: skip
+    return _save(fig, path, f"drift_t against t: {name}", cap)
+
+
+def _fit_line(ax, fits: pd.DataFrame, quantity: str, widths, color, label: str) -> None:
+    sel = fits[fits["quantity"] == quantity]
+    if sel.empty or not math.isfinite(sel.iloc[0]["exponent"]):
+        return
+    r = sel.iloc[0]
+    m = np.geomspace(min(widths), max(widths), 20)
+    ax.plot(m, r["prefactor"] * m ** r["exponent"], color=color, lw=1,
+            label=f"{label} ~ m^{r['exponent']:.2f}")  # fmt: skip
+
+
+def width_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: str) -> Figure:
+    """gap_init and drift_sup against width (log-log), fits and the bound."""
+    groups = _groups(family)
+    fig, axes = _panels(len(groups))
+    for ax, (g, sub) in zip(axes[0], groups, strict=False):
+        gf = _select(fits, g)
+        ax.scatter(sub["width"], sub["gap_init"], s=12, color="C0", label="gap_init (per seed)")
+        ax.scatter(sub["width"], sub["drift_sup"], s=12, color="C1", label="drift_sup (per seed)")
+        _fit_line(ax, gf, "gap_init", sub["width"], "C0", "gap_init")
+        _fit_line(ax, gf, "drift_sup_horizon", sub["width"], "C1", "drift_sup")
+        ax.axhline(g["bound"], color="red", ls="--", lw=1, label="bound")
+        ax.set(xscale="log", yscale="log", title=_panel_name(g), xlabel="width m")
+        ax.legend(fontsize=7)
+    cap = ("gap_0 = max|K_0 - K| and drift_sup = sup_t max|K_t - K_0| within the horizon, per "
+           "trial, with power-law fits; dashed: the bound.")  # fmt: skip
+    return _save(fig, path, f"gap_init and drift_sup against width: {name}", cap)
+
+
+def _select(fits: pd.DataFrame, g: pd.Series) -> pd.DataFrame:
+    sel = np.ones(len(fits), dtype=bool)
+    for k in ("arch", "depth", "loss", "lr", "data", "variant"):
+        sel &= (fits[k] == g[k]).to_numpy()
+    return fits[sel]
+
+
+def t_exceed_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: str) -> Figure:
+    """t_exceed against width (log-log); trials that never exceeded sit at the horizon as ^."""
+    groups = _groups(family)
+    fig, axes = _panels(len(groups))
+    for ax, (g, sub) in zip(axes[0], groups, strict=False):
+        ax.set(xscale="log", yscale="log")
+        ax.set_autoscaley_on(False)  # equal values would give a singular autoscaled range
+        hit = np.isfinite(sub["t_exceed"].to_numpy(float))
+        ax.scatter(sub["width"][hit], sub["t_exceed"][hit], s=14, color="C2", label="t_exceed")
+        if (~hit).any():
+            ax.scatter(sub["width"][~hit], sub["t_horizon"][~hit], marker="^", s=30,
+                       color="gray", label="never (at horizon)")  # fmt: skip
+        _fit_line(ax, _select(fits, g), "t_exceed", sub["width"], "C2", "t_exceed")
+        ax.set(title=_panel_name(g), xlabel="width m", ylabel="first t with drift_t >= bound")
+        _open_ylim(ax, np.r_[sub["t_exceed"][hit], sub["t_horizon"][~hit]])
+        ax.legend(fontsize=7)
+    cap = "First tracked t at which the training-induced drift reaches the bound."
+    return _save(fig, path, f"t_exceed against width: {name}", cap)
+
+
+def _open_ylim(ax, y: np.ndarray) -> None:
+    """Set a log y range around the data, with room when every point has the same value."""
+    y = y[np.isfinite(y) & (y > 0)]
+    if y.size:
+        ax.set_ylim(y.min() / 3, y.max() * 3)
+
+
+def lambda_theta_figure(family: pd.DataFrame, curves: dict, path: Path, name: str) -> Figure:
+    """lambda_min(K_t) (top) and ||theta_t - theta_0||_inf (bottom) against t, per width."""
+    groups = _groups(family)
+    fig, axes = _panels(len(groups), rows=2)
+    colors = _width_colors(family["width"])
+    for i, (g, sub) in enumerate(groups):
+        _curves_by_width(axes[0][i], sub, curves, "lambda_min", colors)
+        axes[0][i].set(title=_panel_name(g), ylabel="lambda_min(K_t)")
+        _curves_by_width(axes[1][i], sub, curves, "theta_inf", colors)
+        axes[1][i].set(yscale="log", xlabel="t", ylabel="||theta_t - theta_0||_inf")
+        axes[0][i].legend(fontsize=7)
+    cap = "Smallest eigenvalue of the empirical kernel and the largest parameter move."
+    return _save(fig, path, f"lambda_min(K_t) and ||theta_t - theta_0||_inf: {name}", cap)
+
+
+def crossing_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: str):
+    """Extrapolated width where drift_sup(t) would fall below the bound, against the horizon t."""
+    groups = _groups(family)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    drawn = False
+    for i, (g, _) in enumerate(groups):
+        f = _select(fits, g)
+        f = f[(f["quantity"] == "drift_sup") & np.isfinite(f["crossing_width"].to_numpy(float))]
+        if f.empty:
+            continue
+        lo = np.clip(f["crossing_width"] - f["crossing_width_lo"], 0, None).fillna(0)
+        hi = (f["crossing_width_hi"] - f["crossing_width"]).replace(np.inf, np.nan).fillna(0)
+        ax.errorbar(f["t"], f["crossing_width"], yerr=[lo, hi], marker="o", capsize=3,
+                    color=f"C{i}", label=_panel_name(g).replace("\n", " "))  # fmt: skip
+        drawn = True
+    ax.set(xscale="log", yscale="log", xlabel="horizon t", ylabel="crossing width m*")
+    if drawn:
+        ax.legend(fontsize=7)
+    cap = ("Width at which the fitted drift_sup(t) ~ m^b would fall below the bound, for each "
+           "horizon t (95% interval from the exponent). Growing with t: the drift outruns width; "
+           "flat: a fixed width suffices at every horizon.")  # fmt: skip
+    return _save(fig, path, f"crossing width against horizon: {name}", cap)
+
+
+def outputs_figure(dense: dict, path: Path, name: str) -> Figure:
+    """The seed's Figure 1: f_t(x_i) on each training point against t."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    t, f = dense["t"], dense["f"]
+    pos = t > 0
+    for i in range(min(f.shape[1], MAX_POINTS)):
+        ax.plot(t[pos], f[pos, i], lw=1, label=f"x_{i + 1}")
+    ax.set(xscale="log", xlabel="t", ylabel="f_t(x_i)", title=name)
+    ax.legend(fontsize=6, ncol=2)
+    shown = f" (first {MAX_POINTS} of {f.shape[1]})" if f.shape[1] > MAX_POINTS else ""
+    return _save(fig, path, f"Outputs f_t on the training points: {name}",
+                 f"The network's output on each training point{shown} against t.")  # fmt: skip
+
+
+def chosen_pairs(pairs: list) -> list[int]:
+    """Indices into ``pairs`` of the seed's Figure 2 entries: the first three points' pairs."""
+    wanted = [[0, 0], [1, 1], [2, 2], [0, 1], [0, 2], [1, 2]]
+    idx = [pairs.index(p) for p in wanted if p in pairs]
+    return idx or list(range(min(6, len(pairs))))
+
+
+def kernel_figure(dense: dict, pairs: list, path: Path, name: str) -> Figure:
+    """The seed's Figure 2: chosen K_t entries against t, raw (thin) and smoothed (thick)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    t, k = dense["t"], dense["kernel"]
+    pos = t > 0
+    kernel = np.ones(SMOOTH) / SMOOTH
+    for c, j in enumerate(chosen_pairs(pairs)):
+        raw = k[pos, j]
+        pad = np.pad(raw, SMOOTH // 2, mode="edge")
+        ax.plot(t[pos], raw, lw=0.6, alpha=0.5, color=f"C{c}")
+        ax.plot(t[pos], np.convolve(pad, kernel, mode="valid"), lw=1.8, color=f"C{c}",
+                label=f"K(x_{pairs[j][0] + 1}, x_{pairs[j][1] + 1})")  # fmt: skip
+    ax.set(xscale="log", xlabel="t", ylabel="K_t entry", title=name)
+    ax.legend(fontsize=6, ncol=2)
+    cap = f"Chosen NTK entries: raw (thin) and a {SMOOTH}-row moving average (thick)."
+    return _save(fig, path, f"NTK entries against t: {name}", cap)

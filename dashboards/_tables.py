@@ -1,0 +1,287 @@
+"""Per-trial and per-row tables: what each trajectory says, and medians over seeds.
+
+A *group* is (arch, depth, loss, lr, data) plus a ``variant`` naming any other config field that
+varies inside it (dtype, epochs, weight decay, ...), so that trials that differ in more than the
+seed are never pooled. Rows of a group are widths; seeds are replicates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+GROUP_KEYS = ("arch", "depth", "loss", "lr", "data", "variant")
+ROW_KEYS = (*GROUP_KEYS, "width")
+CONFIG_KEYS = {"model.arch": "arch", "model.depth": "depth", "train.loss": "loss",
+               "train.lr": "lr", "model.width": "width", "seed": "seed"}  # fmt: skip
+# config fields that never split a group: replicates, where it ran, what was tracked
+NOT_VARIANT = ("model.arch", "model.depth", "train.loss", "train.lr", "data.kind", "data.n",
+               "model.width", "seed", "device", "track.", "checkpoint.")  # fmt: skip
+CHECKPOINTS = tuple(10.0**k for k in range(10))  # t = 1, 10, ..., 1e9 (gradient-flow time)
+T_GRID = 10.0 ** np.arange(-3.0, 9.0 + 1e-9, 0.125)  # common log-t grid for the curves
+CURVES = ("drift", "gap", "lambda_min", "theta_inf", "f_abs_min")
+SATURATION = 0.05  # late growth below 5% of the final drift per decade of t counts as flat
+STATS = ("gap_init", "drift_sup", "gap_sup", "t_exceed", "lambda_min_emp_min")
+SUMMARY_NUMBERS = (*STATS, "bound", "lambda0", "max_K", "resolution", "f_abs_min_final",
+                   "theta_inf_final", "loss_final", "wall_s")  # fmt: skip
+
+
+# Kernel entries are sums of O(m) products per layer, and K_t - K_0 subtracts two of them: the
+# rounding error of such sums grows like sqrt(terms) * eps in practice (up to terms * eps in the
+# worst case). 1e3 covers sqrt(1e6) terms, i.e. widths up to ~1e6, and matches core's summary.
+RESOLUTION_SAFETY = 1000.0
+EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
+
+
+def resolution(dtype: str, max_abs_k: float) -> float:
+    """eps(dtype) * max|K| * RESOLUTION_SAFETY: kernel differences below this are rounding."""
+    eps = EPS.get(dtype)
+    if eps is None:
+        return math.nan
+    return eps * max_abs_k * RESOLUTION_SAFETY
+
+
+def checkpoint_name(t: float) -> str:
+    """Column suffix of a checkpoint: 1 -> 't1e0', 1000 -> 't1e3'."""
+    return f"t1e{round(math.log10(t))}"
+
+
+# --- one trial -------------------------------------------------------------------------------
+
+
+def step_value(t: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """y at the last tracked t <= each point of ``at``; NaN before the first or after the last.
+
+    Args:
+        t: (k,) sorted tracked times; y: (k,) values; at: (g,) query times.
+    Returns:
+        (g,) values.
+    """
+    idx = np.searchsorted(t, at, side="right") - 1
+    out = y[np.clip(idx, 0, None)].astype(float)
+    out[(idx < 0) | (at > t[-1] * (1 + 1e-12))] = np.nan
+    return out
+
+
+def first_exceed(t: np.ndarray, drift: np.ndarray, bound: float) -> float:
+    """First tracked t with drift_t >= bound; +inf if never (within the horizon)."""
+    hit = np.flatnonzero(drift >= bound)
+    return float(t[hit[0]]) if hit.size else math.inf
+
+
+def late_slope(t: np.ndarray, drift: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of drift against log10 t over the last decade of tracked time.
+
+    Returns:
+        (slope per decade, slope relative to the final drift); NaN when under 3 rows qualify.
+        Falls back to the later half of the positive-t rows when the run spans under a decade.
+    """
+    ok = (t > 0) & np.isfinite(drift)
+    t, drift = t[ok], drift[ok]
+    if t.size < 3:
+        return math.nan, math.nan
+    late = t >= t[-1] / 10.0
+    if late.sum() < 3 or late.all():
+        late = np.log(t) >= 0.5 * (np.log(t[0]) + np.log(t[-1]))
+    if late.sum() < 3:
+        return math.nan, math.nan
+    slope = float(np.polyfit(np.log10(t[late]), drift[late], 1)[0])
+    scale = max(abs(float(drift[-1])), 1e-300)
+    return slope, slope / scale
+
+
+def trend(rel_slope: float) -> str:
+    """'growing', 'flat' or 'shrinking' from the relative late slope (per decade)."""
+    if not math.isfinite(rel_slope):
+        return "unknown"
+    if rel_slope >= SATURATION:
+        return "growing"
+    return "shrinking" if rel_slope <= -SATURATION else "flat"
+
+
+def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.ndarray]:
+    """Scalar metrics and resampled curves of one trajectory.
+
+    Args:
+        cols: {name: (k,) array} for ``t`` and :data:`CURVES` (and ``flips``), sorted by t.
+        bound: the trial's lambda0 / (2 n^2).
+    Returns:
+        (metrics dict, (len(CURVES), len(T_GRID)) float32 curves on :data:`T_GRID`).
+    """
+    t, drift = cols["t"], cols["drift"]
+    finite = np.isfinite(drift)
+    running = np.fmax.accumulate(np.where(finite, drift, -np.inf)) if t.size else drift
+    slope, rel = late_slope(t, drift)
+    out = {
+        "rows": int(t.size), "t_horizon": float(t[-1]) if t.size else math.nan,
+        "t_exceed_traj": first_exceed(t, drift, bound) if finite.any() else math.nan,
+        "drift_sup_traj": float(np.nanmax(drift)) if finite.any() else math.nan,
+        "drift_slope_late": slope, "drift_slope_rel": rel, "drift_trend": trend(rel),
+        "flips_total": float(np.nansum(cols.get("flips", np.zeros(0)))),
+    }  # fmt: skip
+    at = np.asarray(CHECKPOINTS)
+    now = step_value(t, drift, at) if t.size else np.full(at.size, np.nan)
+    sup = step_value(t, running, at) if t.size else np.full(at.size, np.nan)
+    for tc, d_now, d_sup in zip(CHECKPOINTS, now, sup, strict=True):
+        out[f"drift_{checkpoint_name(tc)}"] = d_now
+        out[f"drift_sup_{checkpoint_name(tc)}"] = d_sup if np.isfinite(d_sup) else math.nan
+    curves = np.full((len(CURVES), T_GRID.size), np.nan, dtype=np.float32)
+    pos = t > 0  # the curves are drawn in log t; t = 0 (drift 0) stays out
+    if pos.any():
+        for i, name in enumerate(CURVES):
+            curves[i] = step_value(t[pos], cols[name][pos], T_GRID)
+    return out, curves
+
+
+def trajectory_pass(
+    stream: Iterable[tuple[str, dict[str, np.ndarray]]], bounds: dict[str, float]
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Reduce a stream of trajectories to one metrics row and one curve block per trial.
+
+    Memory is O(trials x len(T_GRID)), never O(trials x tracked rows).
+    """
+    rows, curves = [], {}
+    for tid, cols in stream:
+        metrics, block = trial_metrics(cols, bounds.get(tid, math.nan))
+        rows.append({"trial_id": tid, **metrics})
+        curves[tid] = block
+    return pd.DataFrame(rows), curves
+
+
+# --- the per-trial table -------------------------------------------------------------------
+
+
+def data_label(row: pd.Series) -> str:
+    """'circle n=6' from data.kind and data.n."""
+    kind, n = row.get("data.kind"), row.get("data.n")
+    if kind is None or (isinstance(kind, float) and math.isnan(kind)):
+        return "unknown"
+    return f"{kind} n={int(n)}" if pd.notna(n) else str(kind)
+
+
+def _variants(frame: pd.DataFrame) -> pd.Series:
+    """Per trial: 'key=value, ...' over config fields that vary inside its base group."""
+    cfg = [c for c in frame.columns if ("." in c or c == "dtype") and not c.startswith(NOT_VARIANT)]
+    out = pd.Series("", index=frame.index, dtype=object)
+    base = ["arch", "depth", "loss", "lr", "data"]
+    for _, sub in frame.groupby(base, dropna=False, sort=False):
+        varying = [c for c in cfg if sub[c].astype(str).nunique(dropna=False) > 1]
+        if varying:
+            out[sub.index] = sub[varying].astype(str).apply(
+                lambda r, v=varying: ", ".join(f"{k}={r[k]}" for k in v), axis=1
+            )
+    return out
+
+
+def trial_table(summary: pd.DataFrame, unpublished: pd.DataFrame, traj: pd.DataFrame):
+    """One row per trial: keys, status, the summary's numbers and the trajectory's metrics.
+
+    Unpublished trials (failed, missing) appear with their status and keys, and NaN numbers.
+    """
+    frame = pd.concat([summary.assign(published=True), unpublished.assign(published=False)],
+                      ignore_index=True)  # fmt: skip
+    for col in (*CONFIG_KEYS, "data.kind", "data.n", "dtype", "status", "error"):
+        if col not in frame.columns:
+            frame[col] = None
+    for col in SUMMARY_NUMBERS:
+        frame[col] = frame[col].astype(float) if col in frame.columns else math.nan
+    frame = frame.rename(columns=CONFIG_KEYS)
+    frame["data"] = frame.apply(data_label, axis=1)
+    frame["variant"] = _variants(frame)
+    if len(traj):
+        frame = frame.merge(traj, on="trial_id", how="left")
+    frame["usable"] = frame["published"] & frame["status"].isin(("completed", "overflow"))
+    # a null t_exceed with a measured drift means "never within the horizon": +inf
+    never = frame["usable"] & frame["t_exceed"].isna() & frame["drift_sup"].notna()
+    frame["t_exceed"] = frame["t_exceed"].astype(float).mask(never, math.inf)
+    kmax = frame["max_K"].astype(float) + frame["gap_sup"].astype(float).fillna(0.0).clip(lower=0)
+    frame["resolution_run"] = [
+        resolution(d, k) if isinstance(d, str) and math.isfinite(k) else math.nan
+        for d, k in zip(frame["dtype"], kmax, strict=True)
+    ]
+    return frame
+
+
+def check_consistency(trials: pd.DataFrame) -> list[str]:
+    """Lines naming trials whose summary t_exceed / drift_sup disagree with their trajectory."""
+    if "t_exceed_traj" not in trials.columns:
+        return []
+    out = []
+    sub = trials[trials["usable"] & trials["t_exceed_traj"].notna()]
+    for _, r in sub.iterrows():
+        a, b = float(r["t_exceed"]), float(r["t_exceed_traj"])
+        same = (a == b) or (math.isfinite(a) and math.isfinite(b) and math.isclose(a, b))
+        if not same:
+            out.append(f"trial {r['trial_id']}: summary t_exceed={a:g}, trajectory says {b:g}")
+        d1, d2 = float(r.get("drift_sup", math.nan)), float(r["drift_sup_traj"])
+        if math.isfinite(d1) and math.isfinite(d2) and not math.isclose(d1, d2, rel_tol=1e-9):
+            out.append(f"trial {r['trial_id']}: summary drift_sup={d1:g}, trajectory {d2:g}")
+    return out
+
+
+# --- medians over seeds --------------------------------------------------------------------
+
+
+def median_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
+    """Median and a distribution-free confidence interval for it from order statistics.
+
+    The interval [x_(k), x_(n+1-k)] covers the median with probability 1 - 2 P(Bin(n, 1/2) < k)
+    whatever the distribution; k is the largest index reaching ``level``. Under 6 seeds no k
+    does, so [min, max] is returned with its smaller coverage (e.g. 0.75 for 3 seeds).
+    Infinite values (t_exceed "never") are ordinary order statistics.
+
+    Returns:
+        (median, lo, hi, coverage); all NaN when ``values`` is empty.
+    """
+    x = np.sort(np.asarray(values, dtype=float)[~np.isnan(np.asarray(values, dtype=float))])
+    n = x.size
+    if n == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    med = float(np.median(x))
+    k, cover = 1, 1.0 - 2.0 * stats.binom.cdf(0, n, 0.5)
+    for j in range(1, (n + 1) // 2 + 1):
+        c = 1.0 - 2.0 * stats.binom.cdf(j - 1, n, 0.5)
+        if c >= level:
+            k, cover = j, c
+    return med, float(x[k - 1]), float(x[n - k]), float(cover)
+
+
+def _row_stats(sub: pd.DataFrame) -> Iterator[tuple[str, float]]:
+    ok = sub[sub["usable"]]
+    yield "n_seeds", len(ok)
+    yield "n_failed", int((~sub["usable"] & sub["status"].ne("missing")).sum())
+    yield "n_missing", int((sub["status"] == "missing").sum())
+    yield "n_overflow", int((ok["status"] == "overflow").sum())
+    for q in STATS:
+        med, lo, hi, _ = median_interval(ok[q].to_numpy(float))
+        yield f"{q}_med", med
+        yield f"{q}_lo", lo
+        yield f"{q}_hi", hi
+    yield "ci_coverage", median_interval(ok["drift_sup"].to_numpy(float))[3]
+    yield "bound", float(ok["bound"].median()) if len(ok) else math.nan
+    yield "resolution", float(ok["resolution_run"].max()) if len(ok) else math.nan
+    yield "t_horizon", float(ok["t_horizon"].min()) if "t_horizon" in ok and len(ok) else math.nan
+    exceed = ok["drift_sup"].to_numpy(float) >= ok["bound"].to_numpy(float)
+    yield "frac_exceed", float(exceed.mean()) if len(ok) else math.nan
+    rel = ok["drift_slope_rel"].to_numpy(float) if "drift_slope_rel" in ok else np.array([])
+    yield "drift_slope_rel_med", float(np.nanmedian(rel)) if np.isfinite(rel).any() else math.nan
+    yield "dtype", ",".join(sorted(set(map(str, sub["dtype"].dropna())))) or "unknown"
+
+
+def row_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per (group, width): counts, medians and intervals over seeds, bound, resolution.
+
+    ``resolution`` is the largest over the row's seeds of eps(dtype) * max|K_t| * safety, with
+    max|K_t| <= max|K| + gap_sup (under cross-entropy K_t grows well past max|K|).
+    """
+    rows = []
+    for keys, sub in trials.groupby(list(ROW_KEYS), dropna=False, sort=True):
+        rows.append({**dict(zip(ROW_KEYS, keys, strict=True)), **dict(_row_stats(sub))})
+    out = pd.DataFrame(rows)
+    if len(out) and out["width"].notna().all():
+        out["width"] = out["width"].astype(int)
+    return out
