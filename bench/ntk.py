@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import resource
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,10 @@ DTYPE = torch.float64  # the tracker's default precision
 THREADS = 1  # torch threads, here and in every child: on a shared 2-core machine, 2 OpenMP
 # threads spin against other processes and timings swing by 10x; one thread keeps ratios stable
 JACOBIAN_CAP_GIB = 6.0  # skip the Jacobian when J alone would exceed this (the machine is shared)
-METHODS = {"per-map": empirical_ntk, "jacobian": jacobian_ntk}
+METHODS: dict[str, Callable[..., torch.Tensor]] = {
+    "per-map": empirical_ntk,
+    "jacobian": jacobian_ntk,
+}
 HEADER = ["arch", "n", "m", "L", "per-map s", "jacobian s", "speedup", "per-map MiB",
           "jacobian MiB", "memory ratio"]  # fmt: skip
 
@@ -97,7 +101,7 @@ def peak_mib(arch: str, n: int, m: int, L: int, method: str) -> float:
 def versus_jacobian(arch: str, n: int, m: int, L: int, repeats: int) -> list:
     """One row of HEADER: both methods timed side by side, then their peaks in fresh processes."""
     model, X = build_model(arch, D, m, L, dtype=DTYPE), points(n)
-    fns = {"per-map": lambda: empirical_ntk(model, X)}
+    fns: dict[str, Callable[[], object]] = {"per-map": lambda: empirical_ntk(model, X)}
     if jacobian_gib(arch, n, m, L) <= JACOBIAN_CAP_GIB:
         fns["jacobian"] = lambda: jacobian_ntk(model, X)
     for fn in fns.values():
@@ -117,7 +121,8 @@ def _train_step(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, lr: fl
     (F.softplus(f) - y * f).sum().backward()
     with torch.no_grad():
         for p in model.parameters():
-            p -= lr * p.grad
+            assert p.grad is not None
+            p.sub_(lr * p.grad)
             p.grad = None
 
 
@@ -125,7 +130,10 @@ def versus_training(arch: str, n: int, m: int, L: int, repeats: int) -> list:
     """[arch, n, m, L, NTK s, step s, ratio] on the same points."""
     model, X = build_model(arch, D, m, L, dtype=DTYPE), points(n)
     y = (torch.arange(n) % 2).to(DTYPE)
-    fns = {"ntk": lambda: empirical_ntk(model, X), "step": lambda: _train_step(model, X, y, 1e-6)}
+    fns: dict[str, Callable[[], object]] = {
+        "ntk": lambda: empirical_ntk(model, X),
+        "step": lambda: _train_step(model, X, y, 1e-6),
+    }
     for fn in fns.values():
         fn()  # warm up
     times = interleaved(fns, repeats)

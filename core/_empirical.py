@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from ._models import SeedNet
+
 Tensor = torch.Tensor
 
 
@@ -41,7 +43,7 @@ class _Features:
     bias: list[bool]
 
 
-def _block_features(model: nn.Module, X: Tensor) -> tuple[_Features, Tensor, Tensor]:
+def _block_features(model: SeedNet, X: Tensor) -> tuple[_Features, Tensor, Tensor]:
     """One forward and one backward of f.sum() over the points X (n_b, d).
 
     Returns the block's features, f (n_b,) and the activation pattern (n_b, H). The autograd graph
@@ -66,7 +68,7 @@ def _kernel_block(a: _Features, b: _Features) -> Tensor:
     return K
 
 
-def ntk_with_patterns(model: nn.Module, X: Tensor, block_size: int | None = None) -> EmpiricalNTK:
+def ntk_with_patterns(model: SeedNet, X: Tensor, block_size: int | None = None) -> EmpiricalNTK:
     """The empirical NTK, f and the activation pattern on X, from one forward + backward pass.
 
     Args:
@@ -95,7 +97,7 @@ def ntk_with_patterns(model: nn.Module, X: Tensor, block_size: int | None = None
     return EmpiricalNTK(K=K, f=f, patterns=patterns)
 
 
-def empirical_ntk(model: nn.Module, X: Tensor, block_size: int | None = None) -> Tensor:
+def empirical_ntk(model: SeedNet, X: Tensor, block_size: int | None = None) -> Tensor:
     """The empirical NTK K(X, X) by the per-linear-map identity: (n, n), the model's dtype/device.
 
     Args:

@@ -1,4 +1,4 @@
-"""The seed's two networks (DESIGN §1), in the seed's parametrization, with every trained map exposed.
+"""The seed's two networks (DESIGN §1) in the seed's parametrization, every trained map exposed.
 
 FCN, L hidden layers of width m:
     a_0 = x;  a_l = sqrt(2/m) relu(W_l a_{l-1} + b_l), l = 1..L;  f = w . a_L
@@ -8,7 +8,7 @@ ResNet, L residual blocks of width m:
 
 Every parameter is drawn N(0, 1). The ResNet's block biases are fixed at 0 and are not parameters
 (that keeps its kernel homogeneous in x~ = (x, 1)). Every trained parameter sits in one linear map
-y = W u (+ b); ``forward_maps`` returns the (u, y) of each map, which is all the empirical NTK needs.
+y = W u (+ b); ``forward_maps`` returns each map's (u, y), all that the empirical NTK needs.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class ResNet(SeedNet):
 
 
 def n_params(arch: str, d: int, width: int, depth: int) -> int:
-    """Number of trained parameters: FCN d m + m + (L-1)(m^2 + m) + m; ResNet d m + m + 2 L m^2 + m."""
+    """Trained parameters: FCN d m + m + (L-1)(m^2 + m) + m; ResNet d m + m + 2 L m^2 + m."""
     m, L = width, depth
     if arch == "fcn":
         return d * m + m + (L - 1) * (m * m + m) + m

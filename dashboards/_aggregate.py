@@ -80,8 +80,10 @@ def _notes(trials: pd.DataFrame) -> list[str]:
     notes = check_consistency(trials)
     for r in trials[~trials["usable"]].itertuples():
         err = str(r.error).strip().splitlines()[-1] if isinstance(r.error, str) else ""
-        notes.append(f"trial {r.trial_id} ({r.loss}, m={r.width}, seed={r.seed}) is "
-                     f"{r.status}, not counted{': ' + err if err else ''}")  # fmt: skip
+        where = (f"{r.loss}, m={int(r.width)}, seed={int(r.seed)}" if pd.notna(r.width)
+                 else "no readable config.yaml, so in no row")  # fmt: skip
+        notes.append(f"trial {r.trial_id} ({where}) is {r.status}, not counted"
+                     f"{': ' + err if err else ''}")  # fmt: skip
     return notes
 
 
@@ -167,5 +169,3 @@ def aggregate(
     timings["total"] = time.perf_counter() - t0
     return AggregateResult(sweep_dir, report_dir, verdict, fits, trials, text, paragraphs, notes,
                            figs, {k: round(v, 3) for k, v in timings.items()})  # fmt: skip
-
-

@@ -2,34 +2,30 @@
 
 STORE is a sweep directory ``<storage>/<sweep>``, or a storage root: then every sweep directory
 just below it is aggregated, each into its own report (``<sweep>/report``, or ``DIR/<sweep>``).
+With ``--tracking-uri`` each report is attached to its sweep's MLflow parent run (through
+``sweep._mlflow``, imported only then: dashboards itself never imports mlflow).
+
+Exit codes: 0 done; 2 bad input (not a store, incompatible schemas); 3 the reports were written
+but MLflow could not be reached (log them later with the same command).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-
-import yaml
 
 from ._aggregate import aggregate
 from ._read import find_sweeps
 
 
-def _experiment(sweep_dir: Path) -> str | None:
-    """The MLflow experiment named in the sweep's spec.yaml, if any (else the logger's default)."""
-    spec = sweep_dir / "spec.yaml"
-    if not spec.is_file():
-        return None
-    raw = yaml.safe_load(spec.read_text()) or {}
-    mlflow = raw.get("mlflow") if isinstance(raw.get("mlflow"), dict) else {}
-    return mlflow.get("experiment") or raw.get("experiment")
-
-
 def log_to_mlflow(tracking_uri: str, sweep_dir: Path, report_dir: Path, text: str) -> None:
-    """Attach the report to the sweep's MLflow parent run (dashboards never imports mlflow)."""
+    """Attach the report to the sweep's parent run (the experiment comes from spec.yaml)."""
     from sweep._mlflow import MlflowLogger
+    from sweep._sync import spec_defaults
 
-    logger = MlflowLogger(tracking_uri, _experiment(sweep_dir), sweep_dir.name, sweep_dir)
+    experiment = spec_defaults(sweep_dir).get("experiment")
+    logger = MlflowLogger(tracking_uri, experiment, sweep_dir.name, sweep_dir)
     logger.log_report(report_dir, text)
 
 
@@ -38,6 +34,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     sweeps = find_sweeps(Path(args.store))
     out = Path(args.out) if args.out else None
     engine = getattr(args, "engine", None) or "arrow"
+    code = 0
     for sweep_dir in sweeps:
         report_dir = None if out is None else (out if len(sweeps) == 1 else out / sweep_dir.name)
         if len(sweeps) > 1:
@@ -46,5 +43,17 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         print(result.verdict_text)
         print(f"report: {result.html}", flush=True)
         if args.tracking_uri:
-            log_to_mlflow(args.tracking_uri, sweep_dir, result.report_dir, result.verdict_text)
+            code = max(code, _log(args.tracking_uri, sweep_dir, result))
+    return code
+
+
+def _log(tracking_uri: str, sweep_dir: Path, result) -> int:
+    from sweep._mlflow import TrackingUnavailable
+
+    try:
+        log_to_mlflow(tracking_uri, sweep_dir, result.report_dir, result.verdict_text)
+    except TrackingUnavailable as err:
+        print(f"ntkdiv: error: {err}; the report is in {result.report_dir}", file=sys.stderr)
+        return 3
+    print(f"logged the report to the parent run of sweep {sweep_dir.name} at {tracking_uri}")
     return 0

@@ -55,8 +55,10 @@ def trajectory_pass_ray(
                  log_to_driver=False)  # fmt: skip
     try:
         part = Partitioning("hive", base_dir=str(root), field_types={"trial_id": str})
-        data = ray.data.read_parquet(str(root), columns=[*SCALAR_COLUMNS, "trial_id"],
-                                     partitioning=part)  # fmt: skip
+        # select_columns is pushed down into the Parquet read (projection): list columns stay
+        data = ray.data.read_parquet(str(root), partitioning=part).select_columns(
+            [*SCALAR_COLUMNS, "trial_id"]
+        )
         reduced = data.groupby("trial_id").map_groups(
             _reduce_trial, batch_format="pandas", fn_kwargs={"bounds": bounds}
         )

@@ -6,6 +6,10 @@ The store layout is the one in ``core/store.py``'s docstring. The sweep dataset 
 - the trajectories are streamed one trial at a time, scalar columns only, so memory does not grow
   with the number of trials;
 - the dense columns (``f``, ``kernel``) are read only for the few trials a figure shows.
+
+Files are scanned in chunks, each through a fresh ``pyarrow.dataset`` that is dropped after use:
+a dataset's fragments keep every Parquet footer they have read (about 130 kB per 50-column
+summary file), so one long-lived dataset over 10,000 trials would grow by over a gigabyte.
 """
 
 from __future__ import annotations
@@ -33,6 +37,30 @@ SCALAR_COLUMNS = ("t", "drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "
 KEY_COLUMNS = ("model.arch", "model.depth", "model.width", "train.loss", "train.lr",
                "data.kind", "data.n", "seed", "dtype")  # fmt: skip
 USABLE = ("completed", "overflow")  # statuses whose trajectories count
+CHUNK = 256  # files per scanned dataset: bounds the footers held at once
+
+
+@dataclass(frozen=True)
+class Parquet:
+    """A hive-partitioned dataset on disk: its unified schema and its files, read in chunks."""
+
+    root: Path
+    schema: pa.Schema
+    files: tuple[str, ...]
+
+    def dataset(self, files: list[str] | tuple[str, ...]) -> ds.Dataset:
+        """A short-lived ``pyarrow.dataset`` over some of the files (drop it after use)."""
+        return ds.dataset(list(files), schema=self.schema, format="parquet",
+                          partitioning=PARTITIONING, partition_base_dir=str(self.root))  # fmt: skip
+
+    def chunks(self) -> Iterator[ds.Dataset]:
+        for i in range(0, len(self.files), CHUNK):
+            yield self.dataset(self.files[i : i + CHUNK])
+
+    def trial(self, trial_id: str) -> ds.Dataset:
+        """The dataset of one trial's partition."""
+        mark = f"trial_id={trial_id}/"
+        return self.dataset([f for f in self.files if mark in f])
 
 
 @dataclass(frozen=True)
@@ -50,7 +78,7 @@ class SweepStore:
     sweep_dir: Path
     summary: pd.DataFrame
     unpublished: pd.DataFrame
-    trajectory: ds.Dataset | None
+    trajectory: Parquet | None
 
 
 def is_sweep_dir(path: Path) -> bool:
@@ -119,7 +147,7 @@ def _repaired_schema(root: Path, kind: str, err: Exception) -> pa.Schema:
     return pa.schema(list(fields.values()))
 
 
-def open_dataset(root: Path, kind: str) -> ds.Dataset | None:
+def open_dataset(root: Path, kind: str) -> Parquet | None:
     """The hive-partitioned dataset under ``root`` with a schema unified over every fragment.
 
     Types are promoted where that is lossless (int -> double, null -> anything); incompatible
@@ -132,19 +160,19 @@ def open_dataset(root: Path, kind: str) -> ds.Dataset | None:
         schema = factory.inspect(promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid) as err:
         schema = _repaired_schema(root, kind, err)
-    dataset = factory.finish(schema)
-    return dataset if dataset.files else None
+    files = tuple(sorted(factory.finish(schema).files))
+    return Parquet(root, schema, files) if files else None
 
 
-def read_summary(dataset: ds.Dataset | None) -> pd.DataFrame:
+def read_summary(data: Parquet | None) -> pd.DataFrame:
     """Every summary row as a DataFrame (one row per trial)."""
-    if dataset is None:
+    if data is None:
         return pd.DataFrame({"trial_id": pd.Series([], dtype=str)})
-    try:
-        table = dataset.to_table(use_threads=False)  # 1-row files: threads only add overhead
+    try:  # 1-row files: threads only add overhead; combine so 1-row chunks do not pile up
+        tables = [d.to_table(use_threads=False).combine_chunks() for d in data.chunks()]
     except (pa.ArrowTypeError, pa.ArrowInvalid) as err:
         raise DataError(f"summary dataset unreadable: {str(err).splitlines()[0]}") from None
-    return table.to_pandas()
+    return pa.concat_tables(tables).to_pandas()
 
 
 def _unpublished_row(tdir: Path) -> dict:
@@ -186,6 +214,8 @@ def read_unpublished(sweep_dir: Path, published: set[str]) -> pd.DataFrame:
 def open_store(sweep_dir: Path) -> SweepStore:
     """Open one sweep directory (see :func:`find_sweeps` for storage roots)."""
     sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise DataError(f"store path {sweep_dir} does not exist or is not a directory")
     if not is_sweep_dir(sweep_dir):
         raise DataError(f"{sweep_dir} is not a sweep store: it has no dataset/summary/ or trials/")
     summary = read_summary(open_dataset(sweep_dir / "dataset" / "summary", "summary"))
@@ -199,7 +229,7 @@ def open_store(sweep_dir: Path) -> SweepStore:
 
 
 def iter_trajectories(
-    dataset: ds.Dataset, columns: tuple[str, ...] = SCALAR_COLUMNS
+    data: Parquet, columns: tuple[str, ...] = SCALAR_COLUMNS
 ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """Yield (trial_id, {column: (k,) float64 array}) one trial at a time, rows sorted by t.
 
@@ -207,22 +237,26 @@ def iter_trajectories(
     complete when the fragment changes. Null entries become NaN. Columns absent from the
     dataset come back as NaN arrays.
     """
-    present = [c for c in columns if c in dataset.schema.names]
-    scanner = dataset.scanner(columns=present, use_threads=True)
+    present = [c for c in columns if c in data.schema.names]
+    for chunk in data.chunks():
+        yield from _trials_of(chunk.scanner(columns=present, use_threads=True), columns)
+
+
+def _trials_of(scanner: ds.Scanner, columns: tuple[str, ...]):
     pending: list[pa.RecordBatch] = []
     current: str | None = None
     try:
         for tagged in scanner.scan_batches():
             tid = ds.get_partition_keys(tagged.fragment.partition_expression)["trial_id"]
             if tid != current and pending:
-                yield current, _columns(pending, columns)  # type: ignore[misc]
+                yield current, _columns(pending, columns)
                 pending = []
             current = tid
             pending.append(tagged.record_batch)
     except (pa.ArrowTypeError, pa.ArrowInvalid) as err:
         raise DataError(f"trajectory dataset unreadable: {str(err).splitlines()[0]}") from None
     if pending:
-        yield current, _columns(pending, columns)  # type: ignore[misc]
+        yield current, _columns(pending, columns)
 
 
 def _columns(batches: list[pa.RecordBatch], columns: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -238,23 +272,23 @@ def _columns(batches: list[pa.RecordBatch], columns: tuple[str, ...]) -> dict[st
     return {k: v[order] for k, v in out.items()}
 
 
-def dense_trajectory(dataset: ds.Dataset, trial_id: str) -> tuple[dict[str, np.ndarray], list]:
+def dense_trajectory(data: Parquet, trial_id: str) -> tuple[dict[str, np.ndarray], list]:
     """One trial's t, f and kernel columns, and its kernel pairs.
 
     Returns:
         ({"t": (k,), "f": (k, n), "kernel": (k, p)}, [[i, j], ...] of length p).
     """
-    flt = ds.field("trial_id") == trial_id
-    table = dataset.to_table(columns=["t", "f", "kernel"], filter=flt)
-    frags = list(dataset.get_fragments(filter=flt))
+    dataset = data.trial(trial_id)
+    table = dataset.to_table(columns=["t", "f", "kernel"],
+                             filter=ds.field("trial_id") == trial_id)  # fmt: skip
+    frags = list(dataset.get_fragments())
     meta = trajectory_meta(frags[0].physical_schema.empty_table()) if frags else {}
-    pairs = meta.get("kernel_pairs", [])
     order = np.argsort(table["t"].to_numpy(), kind="stable")
     return {
         "t": table["t"].to_numpy()[order],
         "f": _stack(table["f"])[order],
         "kernel": _stack(table["kernel"])[order],
-    }, pairs
+    }, meta.get("kernel_pairs", [])
 
 
 def _stack(column: pa.ChunkedArray) -> np.ndarray:

@@ -142,17 +142,40 @@ def render_html(sweep_dir: Path, verdict: pd.DataFrame, fits: pd.DataFrame, wide
         f'<p class="caveat">{html.escape(CAVEAT)}</p>',
         _section("Verdicts", f"<ul>{legend}</ul>" + html_table(verdict, VERDICT_COLUMNS)),
         _section("Conclusions", "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs.values())),
-        _section("Crossing widths, cross-entropy and squared loss side by side",
-                 "<p>Width at which each fitted quantity would fall below the bound "
-                 "(t_exceed: would leave the horizon). inf/never: it does not fall with width."
-                 "</p>" + html_table(wide)),  # fmt: skip
+        _section(
+            "Crossing widths, cross-entropy and squared loss side by side",
+            "<p>Width at which each fitted quantity would fall below the bound "
+            "(t_exceed: would leave the horizon). inf/never: it does not fall with width."
+            "</p>" + html_table(wide),
+        ),  # fmt: skip
         _section("Power-law fits against width", html_table(fits)),
         _section("Figures", "".join(_img(f) for f in figures)),
-        _section("Failed and missing trials",
-                 html_table(lost, ("trial_id", "status", "arch", "depth", "loss", "lr", "data",
-                                   "width", "seed", "error")) if len(lost) else "<p>None.</p>"),
-        _section("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-                 + "</ul>" if notes else "<p>None.</p>"),  # fmt: skip
+        _section(
+            "Failed and missing trials",
+            html_table(
+                lost,
+                (
+                    "trial_id",
+                    "status",
+                    "arch",
+                    "depth",
+                    "loss",
+                    "lr",
+                    "data",
+                    "width",
+                    "seed",
+                    "error",
+                ),
+            )
+            if len(lost)
+            else "<p>None.</p>",
+        ),
+        _section(
+            "Notes",
+            "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
+            if notes
+            else "<p>None.</p>",
+        ),  # fmt: skip
         _section("Trials", _trials_block(trials)),
     ]
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>ntkdiv report: '

@@ -171,8 +171,10 @@ def _variants(frame: pd.DataFrame) -> pd.Series:
     for _, sub in frame.groupby(base, dropna=False, sort=False):
         varying = [c for c in cfg if sub[c].astype(str).nunique(dropna=False) > 1]
         if varying:
-            out[sub.index] = sub[varying].astype(str).apply(
-                lambda r, v=varying: ", ".join(f"{k}={r[k]}" for k in v), axis=1
+            out[sub.index] = (
+                sub[varying]
+                .astype(str)
+                .apply(lambda r, v=varying: ", ".join(f"{k}={r[k]}" for k in v), axis=1)
             )
     return out
 
@@ -182,14 +184,17 @@ def trial_table(summary: pd.DataFrame, unpublished: pd.DataFrame, traj: pd.DataF
 
     Unpublished trials (failed, missing) appear with their status and keys, and NaN numbers.
     """
-    frame = pd.concat([summary.assign(published=True), unpublished.assign(published=False)],
-                      ignore_index=True)  # fmt: skip
+    parts = [summary.assign(published=True), unpublished.assign(published=False)]
+    frame = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
     for col in (*CONFIG_KEYS, "data.kind", "data.n", "dtype", "status", "error"):
         if col not in frame.columns:
             frame[col] = None
     for col in SUMMARY_NUMBERS:
         frame[col] = frame[col].astype(float) if col in frame.columns else math.nan
     frame = frame.rename(columns=CONFIG_KEYS)
+    for col in ("depth", "width", "seed"):  # integers unless a trial's config is unreadable
+        if frame[col].notna().all():
+            frame[col] = frame[col].astype(int)
     frame["data"] = frame.apply(data_label, axis=1)
     frame["variant"] = _variants(frame)
     if len(traj):
@@ -279,7 +284,8 @@ def row_table(trials: pd.DataFrame) -> pd.DataFrame:
     max|K_t| <= max|K| + gap_sup (under cross-entropy K_t grows well past max|K|).
     """
     rows = []
-    for keys, sub in trials.groupby(list(ROW_KEYS), dropna=False, sort=True):
+    known = trials.dropna(subset=["arch", "depth", "loss", "lr", "width"])  # else: notes only
+    for keys, sub in known.groupby(list(ROW_KEYS), dropna=False, sort=True):
         rows.append({**dict(zip(ROW_KEYS, keys, strict=True)), **dict(_row_stats(sub))})
     out = pd.DataFrame(rows)
     if len(out) and out["width"].notna().all():

@@ -24,6 +24,7 @@ from ._tables import GROUP_KEYS, RESOLUTION_SAFETY, SATURATION, resolution
 
 __all__ = ["RESOLUTION_SAFETY", "Verdict", "add_verdicts", "conclusions", "decide", "resolution"]
 
+
 class Verdict(str, Enum):
     """The verdict of one (group, width) row; see the module docstring."""
 
@@ -90,8 +91,13 @@ def _horizon_sentence(fits: pd.DataFrame) -> str:
         return ""
     prev, last = cp.iloc[-2], cp.iloc[-1]
     ratio = last.crossing_width / prev.crossing_width
-    way = (f"rose by a factor {ratio:.2g}" if ratio > 1.2 else
-           f"fell by a factor {1 / ratio:.2g}" if ratio < 1 / 1.2 else "stayed within 20%")
+    way = (
+        f"rose by a factor {ratio:.2g}"
+        if ratio > 1.2
+        else f"fell by a factor {1 / ratio:.2g}"
+        if ratio < 1 / 1.2
+        else "stayed within 20%"
+    )
     return (
         f" From t = {prev.t:g} to t = {last.t:g} the width at which the drift would fall below "
         f"the bound {way} ({_g(prev.crossing_width)} -> {_g(last.crossing_width)})."
@@ -130,23 +136,32 @@ def conclusion(rows: pd.DataFrame, fits: pd.DataFrame) -> str:
         f"{head}: bound {_g(ok['bound'].iloc[0])} (resolution {_g(ok['resolution'].max())}), "
         f"widths {_widths(ok['width'])}, {int(ok['n_seeds'].median())} seed(s) per width, "
         f"horizon t = {_g(ok['t_horizon'].min())}. Verdicts: "
-        + ", ".join(f"{v} at {c} width(s)" for v, c in counts.items()) + "."
+        + ", ".join(f"{v} at {c} width(s)" for v, c in counts.items())
+        + "."
     ]
     if counts.get(Verdict.UNRESOLVABLE.value, 0):
-        parts.append(" Where unresolvable, the bound is below the rounding of the kernel in "
-                     "this dtype and the data say nothing about it; rerun in float64.")
+        parts.append(
+            " Where unresolvable, the bound is below the rounding of the kernel in "
+            "this dtype and the data say nothing about it; rerun in float64."
+        )
     if counts.get(Verdict.EXCEEDS_ONLY_AT_INIT.value, 0):
-        parts.append(" 'exceeds-only-at-init' is uninformative: the finite-width fluctuation "
-                     "gap_0 is above the bound, but training itself did not move K_t that far.")
+        parts.append(
+            " 'exceeds-only-at-init' is uninformative: the finite-width fluctuation "
+            "gap_0 is above the bound, but training itself did not move K_t that far."
+        )
     gi, dh = _fit(fits, "gap_init"), _fit(fits, "drift_sup_horizon")
     if len(gi) and math.isfinite(gi.iloc[0].exponent):
-        parts.append(f" gap_0 scales like {_exponent(gi.iloc[0])} (finite-width fluctuation, "
-                     f"about m^-0.5 expected).")
+        parts.append(
+            f" gap_0 scales like {_exponent(gi.iloc[0])} (finite-width fluctuation, "
+            f"about m^-0.5 expected)."
+        )
     if len(dh) and math.isfinite(dh.iloc[0].exponent):
         r = dh.iloc[0]
-        parts.append(f" drift_sup within the horizon scales like {_exponent(r)}; extrapolated, "
-                     f"it would fall below the bound at m = {_g(r.crossing_width)} "
-                     f"[{_g(r.crossing_width_lo)}, {_g(r.crossing_width_hi)}].")
+        parts.append(
+            f" drift_sup within the horizon scales like {_exponent(r)}; extrapolated, "
+            f"it would fall below the bound at m = {_g(r.crossing_width)} "
+            f"[{_g(r.crossing_width_lo)}, {_g(r.crossing_width_hi)}]."
+        )
     parts.append(_trend_sentence(ok) + _horizon_sentence(fits))
     parts.append(
         f" What the data cannot show: behaviour beyond t = {_g(ok['t_horizon'].min())} or "

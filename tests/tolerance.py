@@ -8,6 +8,7 @@ import numpy as np
 EXACT_F64 = (1e-10, 1e-12)  # two exact formulas for the same float64 quantity
 ANALYTIC = (1e-6, 1e-9)  # published reference values quoted to ~7 digits
 GRADIENT_FLOW = (1e-2, 1e-8)  # one small-lr Euler step vs the kernel ODE
+QUADRATURE = (1e-7, 1e-9)  # a fine trapezoid rule or central difference vs a closed form
 
 
 def assert_close(actual, expected, tol=EXACT_F64, what: str = "value") -> None:

@@ -1,0 +1,233 @@
+"""MlflowLogger against a real ``mlflow server``: runs found before created, no duplicate steps,
+an unreachable server loses nothing, ``ntkdiv sync`` backfills."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from core import config_from_dict, run_trial, trial_id
+from core import store as st
+from core._config import config_to_yaml, flatten
+from sweep._mlflow import MlflowLogger, TrackingUnavailable
+from sweep.cli import main
+from tests.conftest import free_port
+
+HISTORY = ("loss", "accuracy", "gap", "drift", "lambda_min", "theta_inf", "theta_l2", "f_abs_min",
+           "flips")  # fmt: skip
+
+
+def small_config(**train):
+    return config_from_dict({
+        "model": {"arch": "fcn", "width": 32, "depth": 2},
+        "data": {"kind": "circle", "n": 6},
+        "train": {"loss": "cross_entropy", "lr": 0.1, "epochs": 30, **train},
+        "track": {"log_points": 12},
+    })  # fmt: skip
+
+
+def make_trial(sweep_dir: Path, **train) -> str:
+    cfg = small_config(**train)
+    run_trial(cfg, st.trial_dir(sweep_dir, trial_id(cfg)))
+    return trial_id(cfg)
+
+
+def write_failed(sweep_dir: Path, **train) -> str:
+    """A trial that raised: its config and a 'failed' summary, as the sweep runner records it."""
+    cfg = small_config(**train)
+    tid = trial_id(cfg)
+    tdir = st.trial_dir(sweep_dir, tid)
+    st.atomic_write_text(tdir / "config.yaml", config_to_yaml(cfg))
+    error = "RuntimeError: worker died\n  at step 7"
+    st.write_json(tdir / "summary.json", {"trial_id": tid, "status": "failed", "error": error})
+    return tid
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    return tmp_path / unique("sweep")
+
+
+def runs_of(client: MlflowClient, experiment: str, sweep_name: str, role: str):
+    exp = client.get_experiment_by_name(experiment)
+    f = f"tags.`ntkdiv.sweep` = '{sweep_name}' AND tags.`ntkdiv.role` = '{role}'"
+    return client.search_runs([exp.experiment_id], f)
+
+
+def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_parent_and_children_are_created_once(mlflow_server, sweep):
+    tids = [make_trial(sweep, lr=0.1), make_trial(sweep, lr=0.05)]
+    exp = unique("exp")
+    logger = MlflowLogger(mlflow_server, exp, sweep.name, sweep)
+    parent = logger.ensure_parent({"name": sweep.name, "grid": {"model.width": [32]}})
+    first = [logger.log_trial(t) for t in tids]
+    # a new logger (as after a driver restart) finds the same runs
+    again = MlflowLogger(mlflow_server, exp, sweep.name, sweep)
+    assert again.ensure_parent({"name": sweep.name, "grid": {"model.width": [32]}}) == parent
+    assert [again.log_trial(t) for t in tids] == first
+    client = MlflowClient(mlflow_server)
+    assert len(runs_of(client, exp, sweep.name, "parent")) == 1
+    children = runs_of(client, exp, sweep.name, "trial")
+    assert sorted(r.data.tags["trial_id"] for r in children) == sorted(tids)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent}
+    rows = pq.read_table(st.trial_dir(sweep, tids[0]) / "trajectory.parquet").column("step")
+    for key in HISTORY:
+        assert steps_of(client, first[0], key) == rows.to_pylist(), key
+
+
+def test_child_holds_params_metrics_and_artifacts(mlflow_server, sweep):
+    tid = make_trial(sweep)
+    logger = MlflowLogger(mlflow_server, unique("exp"), sweep.name, sweep)
+    run = MlflowClient(mlflow_server).get_run(logger.log_trial(tid))
+    flat = flatten(small_config())
+    assert run.data.params["model.width"] == "32"
+    assert set(run.data.params) == set(flat)
+    summary = st.read_json(st.trial_dir(sweep, tid) / "summary.json")
+    assert run.data.metrics["drift_sup"] == summary["drift_sup"]
+    assert run.data.metrics["lambda0"] == summary["lambda0"]
+    assert run.data.tags["ntkdiv.status"] == "completed"
+    assert run.info.status == "FINISHED"
+    names = {f.path for f in MlflowClient(mlflow_server).list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "summary.json", "trajectory.parquet"} <= names
+
+
+def test_changed_summary_relogs_without_duplicate_steps(mlflow_server, sweep):
+    """A trial stopped mid-way is logged, then resumed to the end: one point per step."""
+    cfg = small_config(epochs=60)
+    tid, tdir = trial_id(cfg), st.trial_dir(sweep, trial_id(cfg))
+    run_trial(cfg, tdir, monitor=lambda rows: len(rows["step"]) >= 5)
+    logger = MlflowLogger(mlflow_server, unique("exp"), sweep.name, sweep)
+    run_id = logger.log_trial(tid)
+    client = MlflowClient(mlflow_server)
+    assert len(steps_of(client, run_id, "loss")) == 5
+    assert client.get_run(run_id).info.status == "KILLED"
+    summary = run_trial(cfg, tdir)
+    assert summary["status"] == "completed" and summary["resumed_from_step"] is not None
+    assert logger.log_trial(tid) == run_id
+    full = pq.read_table(tdir / "trajectory.parquet").column("step").to_pylist()
+    for key in HISTORY:
+        assert steps_of(client, run_id, key) == full, key
+    assert steps_of(client, run_id, "drift_sup") == [0, 1]  # one point per log generation
+    assert client.get_run(run_id).data.metrics["drift_sup"] == summary["drift_sup"]
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_failed_trial_is_logged_with_its_error(mlflow_server, sweep, tmp_path):
+    tid = write_failed(sweep)
+    logger = MlflowLogger(mlflow_server, unique("exp"), sweep.name, sweep)
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(logger.log_trial(tid))
+    assert run.info.status == "FAILED"
+    assert run.data.tags["ntkdiv.status"] == "failed"
+    assert run.data.tags["ntkdiv.error"] == "RuntimeError: worker died"
+    error = client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))
+    assert "at step 7" in Path(error).read_text()
+    # the retry succeeds: the same run is completed, with its histories
+    run_trial(small_config(), st.trial_dir(sweep, tid))
+    assert logger.log_trial(tid) == run.info.run_id
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert len(steps_of(client, run.info.run_id, "loss")) > 0
+
+
+def test_second_call_uploads_nothing(mlflow_server, sweep):
+    tid = make_trial(sweep)
+    logger = MlflowLogger(mlflow_server, unique("exp"), sweep.name, sweep)
+    logger.log_trial(tid)
+    start = time.monotonic()
+    logger.log_trial(tid)
+    assert time.monotonic() - start < 2.0  # one search, no upload
+    assert logger.sync() == 0
+
+
+def test_down_server_fails_fast_loses_nothing_and_sync_backfills(mlflow_server, sweep):
+    tids = [make_trial(sweep, lr=0.1), write_failed(sweep, lr=0.02)]
+    before = {t: (st.trial_dir(sweep, t) / "summary.json").read_bytes() for t in tids}
+    exp = unique("exp")
+    down = MlflowLogger(f"http://127.0.0.1:{free_port()}", exp, sweep.name, sweep)
+    start = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match="unreachable"):
+        down.log_trial(tids[0])
+    with pytest.raises(TrackingUnavailable):
+        down.sync()
+    assert time.monotonic() - start < 10.0
+    assert {t: (st.trial_dir(sweep, t) / "summary.json").read_bytes() for t in tids} == before
+    live = MlflowLogger(mlflow_server, exp, sweep.name, sweep)
+    assert live.sync() == 2
+    assert live.sync() == 0
+    assert len(runs_of(MlflowClient(mlflow_server), exp, sweep.name, "trial")) == 2
+
+
+def test_sync_command_backfills_and_rejects_a_non_sweep_dir(mlflow_server, sweep, tmp_path, capsys):
+    make_trial(sweep)
+    exp = unique("exp")
+    st.atomic_write_text(sweep / "spec.yaml", f"name: {sweep.name}\nexperiment: {exp}\n")
+    assert main(["sync", str(sweep), "--tracking-uri", mlflow_server]) == 0
+    assert "logged 1 trial(s)" in capsys.readouterr().out
+    assert main(["sync", str(sweep), "--tracking-uri", mlflow_server]) == 0
+    assert "logged 0 trial(s)" in capsys.readouterr().out
+    parent = runs_of(MlflowClient(mlflow_server), exp, sweep.name, "parent")[0]
+    names = {f.path for f in MlflowClient(mlflow_server).list_artifacts(parent.info.run_id)}
+    assert "spec.yaml" in names
+    (tmp_path / "empty").mkdir()
+    assert main(["sync", str(tmp_path / "empty"), "--tracking-uri", mlflow_server]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_sync_command_with_server_down_exits_3(sweep, capsys):
+    make_trial(sweep)
+    assert main(["sync", str(sweep), "--tracking-uri", f"http://127.0.0.1:{free_port()}"]) == 3
+    assert "store is intact" in capsys.readouterr().err
+
+
+def test_report_goes_to_the_parent(mlflow_server, sweep, tmp_path):
+    make_trial(sweep)
+    report = tmp_path / "report"
+    (report / "figures").mkdir(parents=True)
+    st.atomic_write_text(report / "report.html", "<html>verdict</html>")
+    st.atomic_write_bytes(report / "figures" / "drift.png", b"\x89PNG\r\n")
+    st.atomic_write_text(report / "verdict.csv", "group,width,verdict\na,32,holds\n")
+    exp = unique("exp")
+    logger = MlflowLogger(mlflow_server, exp, sweep.name, sweep)
+    logger.log_report(report, "width 32: holds")
+    client = MlflowClient(mlflow_server)
+    parent = runs_of(client, exp, sweep.name, "parent")[0]
+    names = {f.path for f in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/verdict.csv", "report/figures"} <= names
+    assert parent.data.tags["ntkdiv.verdict"] == "width 32: holds"
+    assert parent.info.status == "FINISHED"
+
+
+def test_local_sqlite_store_keeps_artifacts_next_to_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "store" / "local"
+    tid = make_trial(sweep)
+    logger = MlflowLogger(f"sqlite:///{tmp_path}/db/mlflow.db", None, "local", sweep)
+    run_id = logger.log_trial(tid)
+    assert logger.experiment == "ntkdiv"
+    assert list((tmp_path / "db" / "mlartifacts").rglob("summary.json"))
+    assert not (tmp_path / "mlruns").exists()
+    assert steps_of(MlflowClient(f"sqlite:///{tmp_path}/db/mlflow.db"), run_id, "loss")
+
+
+def test_overflowed_trial_logs_non_finite_values(mlflow_server, sweep):
+    cfg = config_from_dict({"model": {"width": 32, "depth": 2},
+                            "train": {"loss": "mse", "lr": 1e6, "epochs": 40},
+                            "track": {"log_points": 15}})  # fmt: skip
+    summary = run_trial(cfg, st.trial_dir(sweep, trial_id(cfg)))
+    assert summary["status"] == "overflow"
+    logger = MlflowLogger(mlflow_server, unique("exp"), sweep.name, sweep)
+    run = MlflowClient(mlflow_server).get_run(logger.log_trial(trial_id(cfg)))
+    assert run.data.tags["ntkdiv.status"] == "overflow"
+    assert run.data.metrics["overflow_step"] == summary["overflow_step"]
