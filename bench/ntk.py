@@ -9,12 +9,14 @@ Goals (issue "ntk"):
 Times are medians of interleaved repeats in this process. Peak memory is measured in a fresh
 spawned process per measurement: after building the model and the points, the process resets
 its resident-set high-water mark (``/proc/self/clear_refs``, Linux) and reports VmHWM after one
-call minus VmRSS before it, i.e. the peak of what the call itself adds. Where clear_refs is not
-writable it falls back to getrusage's ru_maxrss before and after the call.
+call minus VmRSS before it, i.e. the peak of what the call itself adds. glibc is told to mmap
+every block >= 64 KiB and its freed heap is trimmed first, so the call cannot reuse freed pages
+unseen. Where clear_refs is not writable it falls back to getrusage's ru_maxrss.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import resource
 from collections.abc import Callable
@@ -32,6 +34,7 @@ DTYPE = torch.float64  # the tracker's default precision
 THREADS = 1  # torch threads, here and in every child: on a shared 2-core machine, 2 OpenMP
 # threads spin against other processes and timings swing by 10x; one thread keeps ratios stable
 JACOBIAN_CAP_GIB = 6.0  # skip the Jacobian when J alone would exceed this (the machine is shared)
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 METHODS: dict[str, Callable[..., torch.Tensor]] = {
     "per-map": empirical_ntk,
     "jacobian": jacobian_ntk,
@@ -68,6 +71,18 @@ def _status_kib(key: str) -> int:
     return int(line.split()[1])
 
 
+def _exact_malloc():
+    """Make glibc mmap every block >= 64 KiB (a fixed threshold: by default it grows after large
+    frees), so freed tensors leave the resident set and a later call cannot reuse them unseen.
+    Returns libc, or None off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
 def _peak_child(arch: str, n: int, m: int, L: int, method: str) -> float:
     """Runs in a fresh process: peak MiB added by one call of ``method``.
 
@@ -75,8 +90,11 @@ def _peak_child(arch: str, n: int, m: int, L: int, method: str) -> float:
     which are not part of the method's memory.
     """
     torch.set_num_threads(THREADS)
+    libc = _exact_malloc()
     METHODS[method](build_model(arch, D, 4, 1, dtype=DTYPE), points(2))
     model, X = build_model(arch, D, m, L, dtype=DTYPE), points(n)
+    if libc is not None:
+        libc.malloc_trim(0)  # hand freed heap pages back, so the call cannot hide in them
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset the high-water mark to the current RSS
@@ -202,7 +220,8 @@ def _section(quick, n, L, repeats, jac_rows, train_rows, scale_rows) -> str:
         f"S^{D - 1}. Times: medians of "
         f"{repeats} interleaved repeats. Peak memory: what one call adds to the resident set, "
         "measured in a fresh spawned process (high-water mark reset after building the model, "
-        f"via /proc/self/clear_refs). The Jacobian is skipped where J alone exceeds "
+        "via /proc/self/clear_refs; glibc mmaps blocks >= 64 KiB, so freed pages cannot hide "
+        f"the call's allocations). The Jacobian is skipped where J alone exceeds "
         f"{JACOBIAN_CAP_GIB:g} GiB (this machine is shared).",
         "",
         "### Per-linear-map identity vs torch.func Jacobian contraction",

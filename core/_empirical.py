@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from ._errors import ConfigError
 from ._models import SeedNet
 
 Tensor = torch.Tensor
@@ -80,10 +81,12 @@ def ntk_with_patterns(model: SeedNet, X: Tensor, block_size: int | None = None) 
     Returns:
         EmpiricalNTK with K (n, n) in the model's dtype/device, f (n,), patterns (n, H) bool.
     """
+    if block_size is not None and (isinstance(block_size, bool) or int(block_size) < 1):
+        raise ConfigError(f"track.ntk_block = {block_size!r}: must be an integer >= 1 or None")
     p = next(model.parameters())
     X = X.to(device=p.device, dtype=p.dtype)
     n = X.shape[0]
-    step = n if block_size is None else max(1, int(block_size))
+    step = n if block_size is None else int(block_size)
     spans = [slice(i, min(i + step, n)) for i in range(0, n, step)]
     blocks = [_block_features(model, X[s]) for s in spans]
     K = torch.empty(n, n, dtype=p.dtype, device=p.device)

@@ -94,33 +94,35 @@ def _family_figures(trials, fits, curves, store, fig_dir: Path) -> tuple[list, l
     if len(families) > MAX_FAMILIES:
         notes.append(f"{len(families)} (arch, depth, data) families; figures for the first "
                      f"{MAX_FAMILIES} only")  # fmt: skip
+    for old in fig_dir.glob("f[0-9][0-9]_*.png"):  # a previous report's figures
+        old.unlink()
     for i, ((arch, depth, data), fam) in enumerate(families[:MAX_FAMILIES]):
-        name = f"{arch} L={int(depth)}, {data}"
-        stem = fig_dir / f"f{i:02d}"
+        name, stem = f"{arch} L={int(depth)}, {data}", f"f{i:02d}"
         figs += [
-            F.drift_figure(fam, curves, stem.with_name(f"{stem.name}_drift.png"), name),
-            F.width_figure(fam, fits, stem.with_name(f"{stem.name}_width.png"), name),
-            F.t_exceed_figure(fam, fits, stem.with_name(f"{stem.name}_texceed.png"), name),
-            F.crossing_figure(fam, fits, stem.with_name(f"{stem.name}_crossing.png"), name),
-            F.lambda_theta_figure(fam, curves, stem.with_name(f"{stem.name}_lambda.png"), name),
+            F.drift_figure(fam, curves, fig_dir / f"{stem}_drift.png", name),
+            F.width_figure(fam, fits, fig_dir / f"{stem}_width.png", name),
+            F.t_exceed_figure(fam, fits, fig_dir / f"{stem}_texceed.png", name),
+            F.crossing_figure(fam, fits, fig_dir / f"{stem}_crossing.png", name),
+            F.lambda_theta_figure(fam, curves, fig_dir / f"{stem}_lambda.png", name),
         ]
-        figs += _seed_figures(fam, store, fig_dir / f"f{i:02d}")
+        figs += _seed_figures(fam, store, fig_dir, stem)
     return figs, notes
 
 
-def _seed_figures(family: pd.DataFrame, store: SweepStore, stem: Path) -> list[F.Figure]:
+def _seed_figures(family: pd.DataFrame, store: SweepStore, fig_dir: Path, stem: str) -> list:
     """The seed's Figures 1 and 2 for each group's widest trial (lowest seed)."""
-    figs = []
+    figs: list[F.Figure] = []
+    if store.trajectory is None:
+        return figs
     for j, (_, sub) in enumerate(family.groupby(["loss", "lr", "variant"], sort=True)):
         pick = sub.sort_values(["width", "seed"], ascending=[False, True]).iloc[0]
         dense, pairs = dense_trajectory(store.trajectory, pick["trial_id"])
         name = (f"{pick['arch']} L={int(pick['depth'])} m={int(pick['width'])}, "
                 f"{pick['loss']} lr={pick['lr']:g}, seed {int(pick['seed'])}")  # fmt: skip
         if dense["f"].size:
-            figs.append(F.outputs_figure(dense, stem.with_name(f"{stem.name}_g{j}_f.png"), name))
+            figs.append(F.outputs_figure(dense, fig_dir / f"{stem}_g{j}_f.png", name))
         if dense["kernel"].size and pairs:
-            figs.append(F.kernel_figure(dense, pairs, stem.with_name(f"{stem.name}_g{j}_K.png"),
-                                        name))  # fmt: skip
+            figs.append(F.kernel_figure(dense, pairs, fig_dir / f"{stem}_g{j}_K.png", name))
     return figs
 
 
@@ -154,9 +156,14 @@ def aggregate(
     traj, curves = _trajectory_pass(store, Engine(engine), address)
     timings["trials"] = time.perf_counter() - t0 - timings["read"]
     trials = trial_table(store.summary, store.unpublished, traj)
-    verdict = add_verdicts(row_table(trials))
+    rows = row_table(trials)
+    if rows.empty:
+        raise DataError(f"sweep {sweep_dir} has {len(trials)} trial(s), none with a readable "
+                        "config; nothing to aggregate (see its trials/ directory)")  # fmt: skip
+    verdict = add_verdicts(rows)
     fits = fit_table(trials)
     paragraphs, notes = conclusions(verdict, fits), _notes(trials)
+    timings["tables"] = time.perf_counter() - t0 - sum(timings.values())
     figs: list[F.Figure] = []
     if figures and curves:
         figs, more = _family_figures(trials, fits, curves, store, report_dir / "figures")

@@ -183,6 +183,7 @@ def lambda_theta_figure(family: pd.DataFrame, curves: dict, path: Path, name: st
     colors = _width_colors(family["width"])
     for i, (g, sub) in enumerate(groups):
         _curves_by_width(axes[0][i], sub, curves, "lambda_min", colors)
+        axes[0][i].axhline(g["lambda0"], color="gray", ls=":", lw=1, label="lambda0 (analytic)")
         axes[0][i].set(title=_panel_name(g), ylabel="lambda_min(K_t)")
         _curves_by_width(axes[1][i], sub, curves, "theta_inf", colors)
         axes[1][i].set(yscale="log", xlabel="t", ylabel="||theta_t - theta_0||_inf")

@@ -13,6 +13,7 @@ See docs/aggregation.md, "Beyond one machine".
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -47,21 +48,20 @@ def trajectory_pass_ray(
         ``_tables.trajectory_pass``.
     """
     import ray
-    from ray.data.datasource import Partitioning
+    from ray.data.datasource import Partitioning, PartitionStyle
 
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, num_cpus=None if address else 2, include_dashboard=False,
                  log_to_driver=False)  # fmt: skip
     try:
-        part = Partitioning("hive", base_dir=str(root), field_types={"trial_id": str})
+        part = Partitioning(PartitionStyle.HIVE, base_dir=str(root), field_types={"trial_id": str})
         # select_columns is pushed down into the Parquet read (projection): list columns stay
         data = ray.data.read_parquet(str(root), partitioning=part).select_columns(
             [*SCALAR_COLUMNS, "trial_id"]
         )
-        reduced = data.groupby("trial_id").map_groups(
-            _reduce_trial, batch_format="pandas", fn_kwargs={"bounds": bounds}
-        )
+        reduce = functools.partial(_reduce_trial, bounds=bounds)
+        reduced = data.groupby("trial_id").map_groups(reduce, batch_format="pandas")
         frame = reduced.to_pandas()
     finally:
         if started:

@@ -37,7 +37,7 @@ VERDICT_HELP = {
     "exceeds-only-at-init": "gap_0 >= bound > drift_sup: uninformative (finite-width noise only)",
     "below-bound": "neither gap_0 nor drift_sup reaches the bound",
     "unresolvable": "the bound is below the kernel's numerical resolution in this dtype",
-    "no-data": "no usable trial (failed or missing)",
+    "no-data": "no usable trial (failed or missing), or no kernel tracked (track.kernel off)",
 }
 MAX_TRIAL_ROWS = 2000  # rows of the per-trial table shown in the HTML; the Parquet has all
 VERDICT_COLUMNS = (

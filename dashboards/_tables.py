@@ -255,7 +255,7 @@ def median_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, flo
     return med, float(x[k - 1]), float(x[n - k]), float(cover)
 
 
-def _row_stats(sub: pd.DataFrame) -> Iterator[tuple[str, float]]:
+def _row_stats(sub: pd.DataFrame) -> Iterator[tuple[str, object]]:
     ok = sub[sub["usable"]]
     yield "n_seeds", len(ok)
     yield "n_failed", int((~sub["usable"] & sub["status"].ne("missing")).sum())

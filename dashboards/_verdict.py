@@ -9,7 +9,7 @@ verdict therefore rests on the training-induced part, drift_sup = sup_t max|K_t 
 - ``exceeds-by-training``: the median over seeds of drift_sup is >= the bound;
 - ``exceeds-only-at-init``: gap_0 >= bound > drift_sup: uninformative, and said so;
 - ``below-bound``: neither gap_0 nor drift_sup reaches the bound;
-- ``no-data``: no usable trial in the row (all failed or missing).
+- ``no-data``: no usable trial in the row (all failed or missing), or no kernel was tracked.
 """
 
 from __future__ import annotations
@@ -198,10 +198,13 @@ TEXT_COLUMNS = (("arch", "{}"), ("depth", "{}"), ("loss", "{}"), ("lr", "{:g}"),
 
 def verdict_text(verdict: pd.DataFrame, paragraphs: dict[str, str], notes: list[str]) -> str:
     """A plain-text table of the verdicts, then the per-group conclusions and any notes."""
-    cells = [[c for c, _ in TEXT_COLUMNS]]
+    columns = list(TEXT_COLUMNS)
+    if "variant" in verdict and verdict["variant"].astype(bool).any():
+        columns.insert(5, ("variant", "{}"))
+    cells = [[c for c, _ in columns]]
     for r in verdict.itertuples():
         row = []
-        for c, fmt in TEXT_COLUMNS:
+        for c, fmt in columns:
             v = getattr(r, c)
             is_num = isinstance(v, (int, float, np.integer, np.floating))
             row.append("never" if is_num and v == math.inf else

@@ -19,7 +19,7 @@ def spec_defaults(sweep_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     raw = read_yaml(path)
-    section = raw.get("mlflow") if isinstance(raw.get("mlflow"), dict) else {}
+    section = raw["mlflow"] if isinstance(raw.get("mlflow"), dict) else {}
     return {
         "spec": raw,
         "tracking_uri": section.get("tracking_uri") or raw.get("tracking_uri"),

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from core import build_model, empirical_ntk, jacobian_ntk, ntk_with_patterns
+from core import ConfigError, build_model, empirical_ntk, jacobian_ntk, ntk_with_patterns
 from tests.tolerance import EXACT_F64, GRADIENT_FLOW, assert_close, max_rel_err
 
 
@@ -50,6 +50,12 @@ def test_blocks_give_the_same_kernel(arch, block_size):
     assert_close(blocked.K, full.K, EXACT_F64, f"K with block_size={block_size}")
     assert torch.equal(blocked.patterns, full.patterns)
     assert_close(blocked.f, full.f, EXACT_F64, "f")
+
+
+@pytest.mark.parametrize("block_size", [0, -3])
+def test_bad_block_size_raises_config_error(block_size):
+    with pytest.raises(ConfigError, match="ntk_block"):
+        empirical_ntk(build_model("fcn", 2, 4, 1), circle(), block_size=block_size)
 
 
 @pytest.mark.parametrize("arch", ["fcn", "resnet"])

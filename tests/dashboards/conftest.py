@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.aggregate import SyntheticGroup, constant, linear_until, log_growth, saturating
-from bench.aggregate import CIRCLE_BOUND, write_sweep
+from bench.aggregate import (
+    CIRCLE_BOUND,
+    SyntheticGroup,
+    constant,
+    linear_until,
+    log_growth,
+    saturating,
+    write_sweep,
+)
 
 WIDTHS = (64, 128, 256, 512, 1024)
 
@@ -30,11 +37,13 @@ def verdict_groups() -> list[SyntheticGroup]:
         # drift 0.01 < bound 0.0247 < gap_0 (4.2 at m = 128): exceeds only at init
         SyntheticGroup(depth=1, widths=(64, 256), seeds=(0, 1), drift=constant(0.01)),
         # gap_0 and drift both tiny: below the bound
-        SyntheticGroup(depth=2, widths=(64, 256), seeds=(0, 1), drift=constant(0.001),
-                       gap_init_c=1e-3),  # fmt: skip
+        SyntheticGroup(
+            depth=2, widths=(64, 256), seeds=(0, 1), drift=constant(0.001), gap_init_c=1e-3
+        ),  # fmt: skip
         # float32 and a bound of 1e-6: below eps32 * max|K| * 1e3 ~ 1.5e-3, unresolvable
-        SyntheticGroup(depth=4, widths=(64, 256), seeds=(0, 1), dtype="float32", bound=1e-6,
-                       n=200),  # fmt: skip
+        SyntheticGroup(
+            depth=4, widths=(64, 256), seeds=(0, 1), dtype="float32", bound=1e-6, n=200
+        ),  # fmt: skip
         # every trial failed: no data
         SyntheticGroup(depth=5, widths=(64,), seeds=(0, 1), failed=[(64, 0), (64, 1)]),
     ]
@@ -42,8 +51,15 @@ def verdict_groups() -> list[SyntheticGroup]:
 
 def texceed_group(exponent: float = 0.5) -> SyntheticGroup:
     """drift = bound * t / tau(m), tau(m) = 1 * (m/64)^exponent: t_exceed ~ m^exponent."""
-    return SyntheticGroup(depth=6, widths=WIDTHS, seeds=(0,), noise=0.0, epochs=20_000,
-                          log_points=400, drift=linear_until(CIRCLE_BOUND, 1.0, 64, exponent))
+    return SyntheticGroup(
+        depth=6,
+        widths=WIDTHS,
+        seeds=(0,),
+        noise=0.0,
+        epochs=20_000,
+        log_points=400,
+        drift=linear_until(CIRCLE_BOUND, 1.0, 64, exponent),
+    )
 
 
 @pytest.fixture(scope="session")

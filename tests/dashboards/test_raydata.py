@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import dashboards
 from bench.aggregate import SyntheticGroup, saturating, write_sweep
@@ -12,7 +13,17 @@ from dashboards._read import iter_trajectories, open_store
 from dashboards._tables import trajectory_pass
 
 
-def test_ray_data_pass_equals_local_pass(tmp_path):
+@pytest.fixture
+def local_ray():
+    """One small local Ray for the whole test (the aggregator reuses a running one)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_data_pass_equals_local_pass(tmp_path, local_ray):
     sweep = tmp_path / "s"
     write_sweep(sweep, [
         SyntheticGroup(widths=(64, 256), seeds=(0, 1), epochs=300, log_points=40),

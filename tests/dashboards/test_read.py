@@ -87,3 +87,12 @@ def test_unpublished_trial_without_config_is_still_listed(tmp_path):
     result = dashboards.aggregate(sweep, figures=False)
     lost = result.trials[result.trials["trial_id"] == "deadbeefdeadbeef"]
     assert list(lost["status"]) == ["missing"]
+
+
+def test_sweep_without_readable_trials_is_a_data_error(tmp_path):
+    (tmp_path / "s" / "trials").mkdir(parents=True)
+    with pytest.raises(DataError, match="no trials yet"):
+        dashboards.aggregate(tmp_path / "s")
+    (tmp_path / "s" / "trials" / "0123456789abcdef").mkdir()
+    with pytest.raises(DataError, match="none with a readable config"):
+        dashboards.aggregate(tmp_path / "s")

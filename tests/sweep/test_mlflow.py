@@ -37,12 +37,13 @@ def make_trial(sweep_dir: Path, **train) -> str:
     return trial_id(cfg)
 
 
-def write_failed(sweep_dir: Path, **train) -> str:
-    """A trial that raised: its config and a 'failed' summary, as the sweep runner records it."""
+def write_failed(sweep_dir: Path, with_config: bool = True, **train) -> str:
+    """A trial that raised: a 'failed' summary (and its config unless it failed before that)."""
     cfg = small_config(**train)
     tid = trial_id(cfg)
     tdir = st.trial_dir(sweep_dir, tid)
-    st.atomic_write_text(tdir / "config.yaml", config_to_yaml(cfg))
+    if with_config:
+        st.atomic_write_text(tdir / "config.yaml", config_to_yaml(cfg))
     error = "RuntimeError: worker died\n  at step 7"
     st.write_json(tdir / "summary.json", {"trial_id": tid, "status": "failed", "error": error})
     return tid
@@ -141,14 +142,23 @@ def test_failed_trial_is_logged_with_its_error(mlflow_server, sweep, tmp_path):
     assert len(steps_of(client, run.info.run_id, "loss")) > 0
 
 
+def test_trial_that_failed_before_its_config_is_logged(mlflow_server, sweep):
+    tid = write_failed(sweep, with_config=False)
+    logger = MlflowLogger(mlflow_server, unique("exp"), sweep.name, sweep)
+    run = MlflowClient(mlflow_server).get_run(logger.log_trial(tid))
+    assert run.info.status == "FAILED" and run.info.run_name == tid
+    assert run.data.params == {}
+
+
 def test_second_call_uploads_nothing(mlflow_server, sweep):
     tid = make_trial(sweep)
     logger = MlflowLogger(mlflow_server, unique("exp"), sweep.name, sweep)
-    logger.log_trial(tid)
-    start = time.monotonic()
-    logger.log_trial(tid)
-    assert time.monotonic() - start < 2.0  # one search, no upload
+    run_id = logger.log_trial(tid)
+    assert logger.log_trial(tid) == run_id
     assert logger.sync() == 0
+    client = MlflowClient(mlflow_server)
+    assert client.get_run(run_id).data.tags["ntkdiv.generation"] == "0"
+    assert steps_of(client, run_id, "drift_sup") == [0]
 
 
 def test_down_server_fails_fast_loses_nothing_and_sync_backfills(mlflow_server, sweep):

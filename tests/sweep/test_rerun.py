@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from mlflow import MlflowClient
@@ -19,7 +20,7 @@ def logged_trial(mlflow_server, tmp_path) -> tuple[str, dict]:
     sweep = tmp_path / f"sweep-{uuid.uuid4().hex[:8]}"
     cfg = config_from_dict({
         "model": {"arch": "resnet", "width": 32, "depth": 2},
-        "train": {"loss": "cross_entropy", "lr": 0.1, "epochs": 40},
+        "train": {"loss": "cross_entropy", "lr": 0.05, "epochs": 40},
         "track": {"log_points": 10},
     })  # fmt: skip
     summary = run_trial(cfg, st.trial_dir(sweep, trial_id(cfg)))
@@ -68,7 +69,7 @@ def test_unknown_run_id_is_one_line_and_exit_2(mlflow_server, tmp_path, capsys):
 
 
 def test_comparison_modes():
-    assert same(0.1, 0.1, None) and not same(0.1, 0.1 + 1e-17 + 1e-16, None)
+    assert same(0.1, 0.1, None) and not same(0.1, math.nextafter(0.1, 1.0), None)
     assert same(1.0, 1.0 + 5e-7, RTOL["float64"]) and not same(1.0, 1.0 + 5e-6, RTOL["float64"])
     assert same(float("nan"), float("nan"), None) and same("inf", float("inf"), None)
     assert same(None, None, None) and not same(None, 0.0, None)

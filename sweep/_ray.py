@@ -1,0 +1,270 @@
+"""The one module that imports Ray: connecting, the trial task, submitting and waiting.
+
+Trials are plain Ray *tasks*, not Ray Tune trials: a warm task costs milliseconds, while Tune
+measured about 3 s per trial here (DESIGN §4), and small-width trials last seconds.
+
+Failures come in two kinds:
+- system failures (a worker or node dies): Ray re-executes the task up to ``max_retries`` times,
+  and the new attempt resumes from the trial's checkpoint in the store;
+- exceptions in trial code: caught in the task, recorded as a ``failed`` summary with the
+  traceback, never retried in the same sweep run (``retry_exceptions=False``).
+
+Every attempt is recorded in ``<trial_dir>/attempts.json`` (start, end, node, pid, status), which
+the driver reads to count retries and which tests read to see when trials ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.exceptions
+
+from core import ConfigError
+from core.store import read_json, write_json
+
+ATTEMPTS = "attempts.json"
+PROBE_TIMEOUT_S = 120.0  # waiting for a GPU node to answer (an autoscaler may be adding one)
+ERROR_CHARS = 20_000  # tracebacks beyond this are cut (summary.json stays small)
+
+
+class SystemFailure(Exception):
+    """A trial's task died for good (node or worker lost after every retry, or cancelled)."""
+
+
+# --- attempts.json -------------------------------------------------------------------------
+
+
+def read_attempts(trial_dir: Path) -> list[dict[str, Any]]:
+    """The recorded attempts of a trial, oldest first (empty if it never started)."""
+    path = Path(trial_dir) / ATTEMPTS
+    if not path.exists():
+        return []
+    return list(read_json(path).get("attempts", []))
+
+
+def _write_attempts(trial_dir: Path, attempts: list[dict[str, Any]]) -> None:
+    write_json(Path(trial_dir) / ATTEMPTS, {"attempts": attempts})
+
+
+def begin_attempt(trial_dir: Path, **where: Any) -> int:
+    """Append an open attempt (start time, host, pid and ``where``); return its index."""
+    attempts = read_attempts(trial_dir)
+    attempts.append({"start": time.time(), "end": None, "status": "running",
+                     "host": socket.gethostname(), "pid": os.getpid(), **where})  # fmt: skip
+    _write_attempts(trial_dir, attempts)
+    return len(attempts) - 1
+
+
+def end_attempt(trial_dir: Path, index: int | None, status: str, **extra: Any) -> None:
+    """Close attempt ``index`` (or append a closed one when None) with its final status."""
+    attempts = read_attempts(trial_dir)
+    if index is None or index >= len(attempts):
+        attempts.append({"start": None, "host": None, "pid": None})
+        index = len(attempts) - 1
+    attempts[index].update({"end": time.time(), "status": status, **extra})
+    _write_attempts(trial_dir, attempts)
+
+
+def failed_summary(config: Any, trial_dir: Path, error: str, wall_s: float) -> dict[str, Any]:
+    """Write ``summary.json`` with status ``failed`` and ``error`` (and config.yaml if missing)."""
+    from core import trial_id
+    from core._config import config_to_yaml
+    from core.store import atomic_write_text
+
+    trial_dir = Path(trial_dir)
+    if not (trial_dir / "config.yaml").exists():  # publish_trial reads the config from here
+        atomic_write_text(trial_dir / "config.yaml", config_to_yaml(config))
+    summary = {"trial_id": trial_id(config), "status": "failed", "error": error[-ERROR_CHARS:],
+               "wall_s": wall_s, "dtype": config.dtype, "device": None, "steps": None}  # fmt: skip
+    write_json(trial_dir / "summary.json", summary)
+    return summary
+
+
+# --- the trial task ------------------------------------------------------------------------
+
+
+def execute_trial(
+    config_dict: dict[str, Any], trial_dir: str, threads: int, monitor: Any = None
+) -> dict[str, Any]:
+    """The body of a trial task: ``core.run_trial(config, trial_dir, resume=True)``.
+
+    Args:
+        config_dict: the full trial config (``TrialConfig.model_dump``).
+        trial_dir: absolute ``<storage>/<sweep>/trials/<trial_id>``.
+        threads: torch threads; fixed so that a resumed run reduces in the same order.
+        monitor: optional early-stopping callable handed to run_trial (the Optuna search).
+
+    Returns:
+        The summary; trial-code exceptions become a ``failed`` summary with the traceback.
+    """
+    import torch
+
+    from core import config_from_dict, run_trial
+
+    t0 = time.monotonic()
+    config = config_from_dict(config_dict)
+    tdir = Path(trial_dir)
+    tdir.mkdir(parents=True, exist_ok=True)
+    ctx = ray.get_runtime_context()
+    index = begin_attempt(tdir, node=ctx.get_node_id(), gpus=[str(g) for g in ray.get_gpu_ids()])
+    torch.set_num_threads(threads)
+    logging.getLogger("ntkdiv").setLevel(logging.ERROR)  # the driver printed the lr warnings
+    try:
+        summary = run_trial(config, tdir, resume=True, monitor=monitor)
+    except Exception:  # trial code: recorded, the sweep goes on
+        summary = failed_summary(config, tdir, traceback.format_exc(), time.monotonic() - t0)
+    end_attempt(tdir, index, summary["status"], run_s=time.monotonic() - t0)
+    return summary
+
+
+_cpu_task = ray.remote(execute_trial)
+# A GPU worker keeps its CUDA context and cached blocks after a task; one task per worker process
+# returns them, so packed shares stay honest (Ray's own default for GPU tasks).
+_gpu_task = ray.remote(max_calls=1)(execute_trial)
+
+
+def submit(
+    config_dict: dict[str, Any],
+    trial_dir: Path,
+    *,
+    num_cpus: float,
+    num_gpus: float,
+    retries: int,
+    monitor: Any = None,
+    name: str = "trial",
+) -> Any:
+    """Start one trial task; returns an opaque handle for :func:`wait` and :func:`result`."""
+    task = _gpu_task if num_gpus > 0 else _cpu_task
+    threads = max(1, int(num_cpus))
+    return task.options(
+        num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries, retry_exceptions=False,
+        name=name,
+    ).remote(config_dict, str(trial_dir), threads, monitor)  # fmt: skip
+
+
+def wait(handles: list[Any], timeout_s: float) -> tuple[list[Any], list[Any]]:
+    """Split handles into (finished, pending), waiting up to ``timeout_s`` for one to finish."""
+    if not handles:
+        return [], []
+    return ray.wait(handles, num_returns=1, timeout=timeout_s, fetch_local=True)
+
+
+def result(handle: Any) -> dict[str, Any]:
+    """The summary of a finished task.
+
+    Raises:
+        SystemFailure: the task died for good (one line saying how).
+    """
+    try:
+        return ray.get(handle)
+    except ray.exceptions.RayError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise SystemFailure(f"{type(err).__name__}: {first}") from None
+
+
+def cancel(handles: list[Any]) -> None:
+    for handle in handles:
+        ray.cancel(handle, force=True)
+
+
+# --- the cluster ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the driver connected to."""
+
+    address: str  # the GCS address, or "local" for a cluster started here
+    local: bool  # started by this process (dies with it); no autoscaler
+    cpus: float  # CPUs offered now
+    gpus: float  # GPUs offered now (an autoscaling cluster may add more)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast: Ray itself retries an unreachable GCS for minutes."""
+    if address.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--address / RAY_ADDRESS = {address!r} is a dashboard URL; pass the GCS address "
+            "HOST:6379 (or ray://HOST:10001)"
+        )
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address / RAY_ADDRESS = {address!r}: expected HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(
+            f"--address / RAY_ADDRESS = {address!r}: no Ray cluster answers ({err.strerror or err}); "
+            "start one (cluster/start_local.sh start) or omit --address for a local cluster"
+        ) from None
+
+
+def connect(address: str | None = None, num_cpus: int | None = None,
+            num_gpus: int | None = None) -> Cluster:  # fmt: skip
+    """Connect to ``address`` (else ``RAY_ADDRESS``), or start a local cluster.
+
+    A local cluster is started explicitly (``address="local"``), never by attaching to whatever
+    cluster the machine ran last; it listens on 127.0.0.1 and dies with this process.
+
+    Raises:
+        ConfigError: nothing answers at the address, or Ray refuses the connection.
+    """
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target is not None:
+        _check_reachable(target)
+        try:
+            ray.init(address=target, logging_level=logging.WARNING)
+        except Exception as err:  # noqa: BLE001 - Ray raises several types; one line for the user
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"--address / RAY_ADDRESS = {target!r}: cannot connect ({first}); with token "
+                "authentication set RAY_AUTH_MODE=token"
+            ) from None
+    else:
+        # Ray enables token authentication for a new local cluster and says so; the notice
+        # would precede every sweep, so it is silenced (the token lives in ~/.ray/auth_token).
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus,
+                 include_dashboard=False, logging_level=logging.WARNING,
+                 _node_ip_address="127.0.0.1")  # fmt: skip
+    res = ray.cluster_resources()
+    return Cluster(target or "local", target is None, float(res.get("CPU", 0.0)),
+                   float(res.get("GPU", 0.0)))  # fmt: skip
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _probe() -> int | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.get_device_properties(0).total_memory)
+
+
+def probe_gpu_memory(timeout_s: float = PROBE_TIMEOUT_S) -> int | None:
+    """Total memory of a GPU of the cluster, in bytes, read by a tiny task on a GPU worker.
+
+    Returns None when no GPU worker answers within ``timeout_s`` or its GPU has no CUDA (GPUs
+    declared to Ray without devices, as in tests).
+    """
+    ref = ray.remote(_probe).options(num_cpus=0, num_gpus=0.01, max_retries=0).remote()
+    ready, _ = ray.wait([ref], timeout=timeout_s)
+    if not ready:
+        ray.cancel(ref, force=True)
+        return None
+    return ray.get(ref)

@@ -1,0 +1,416 @@
+"""``ntkdiv sweep SPEC.yaml``: validate, dispatch every trial to Ray, publish, log, aggregate.
+
+The run, top to bottom:
+1. validate: the spec, every grid point, every trial's data and kernel (nothing is created
+   before all of it passed: bad input leaves no store, no MLflow database);
+2. connect to Ray (``--address``, ``RAY_ADDRESS``, or a local cluster) and size the resources;
+3. write ``<storage>/<name>/spec.yaml``; trials whose ``summary.json`` says completed or overflow
+   are skipped, the rest are submitted (``run_trial`` resumes from their checkpoints);
+4. as trials finish: publish each into the sweep dataset, then log it to MLflow;
+5. aggregate, print the verdict table, log the report.
+
+Killing the driver loses nothing that a rerun cannot redo: the store is written first, the
+dataset and MLflow are rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from core import ConfigError, TrialConfig, trial_id
+from core.store import atomic_write_text, read_json, trial_dir
+
+from ._progress import Counts, Progress
+from ._spec import SweepSpec, expand, gpu_fraction, gpu_memory_bytes, load_spec, spec_to_dict
+
+DONE = ("completed", "overflow")
+WAIT_S = 0.5  # ray.wait timeout: how often the progress line is refreshed
+RUNNING_SCAN_S = 2.0  # how often attempts.json of unfinished trials is read for "running"
+
+
+@dataclass
+class SweepResult:
+    """What a sweep run did (also what ``bench/sweep.py`` measures)."""
+
+    sweep_dir: Path
+    counts: Counts
+    exit_code: int
+    wall_s: float  # the whole run, Ray start and aggregation included
+    dispatch_s: float = 0.0  # from the first submission to the last result
+    mlflow_s: float = 0.0  # spent in MLflow calls
+    trial_s: dict[str, float] = field(default_factory=dict)  # this run's trials: run_s of each
+    failed: dict[str, str] = field(default_factory=dict)  # trial_id -> last line of the error
+    aggregate: Any = None
+
+
+# --- validation (before anything is created) -----------------------------------------------
+
+
+def check_inputs(configs: list[TrialConfig]) -> list[str]:
+    """Build every distinct data set and analytic kernel once; return the lr warnings.
+
+    Raises:
+        ConfigError, DataError: a missing data file, a single-class data set, bad kernel pairs.
+    """
+    from core._trial import lr_warning, prepare
+
+    seen: dict[str, Any] = {}
+    warnings: dict[str, int] = {}
+    for config in configs:
+        m = config.model  # what prepare() depends on: the data, the analytic kernel, the loss
+        key = repr((config.data, m.arch, m.depth, m.alpha, config.train.loss,
+                    config.track.kernel_pairs))  # fmt: skip
+        if key not in seen:
+            seen[key] = prepare(config)[1]
+        text = lr_warning(config, seen[key])
+        if text:
+            warnings[text] = warnings.get(text, 0) + 1
+    return [f"{w} ({n} trial{'s' if n > 1 else ''})" for w, n in warnings.items()]
+
+
+def check_storage(spec: SweepSpec) -> None:
+    """The sweep directory can be created (checked without creating it)."""
+    target = spec.sweep_dir()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"sweep spec field 'storage': {target} exists and is not a directory")
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"sweep spec field 'storage' = {spec.storage!r}: cannot create {target} "
+            f"({probe} is not a writable directory); pass --storage DIR"
+        )
+
+
+# --- resources -----------------------------------------------------------------------------
+
+
+def plan_resources(spec: SweepSpec, configs: list[TrialConfig], cluster: Any,
+                   note) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """trial_id -> (num_cpus, num_gpus) for each trial, checked against the cluster."""
+    from . import _ray
+
+    res = spec.resources
+    cpus = res.cpus_per_trial
+    if cluster.local and cpus > cluster.cpus:
+        raise ConfigError(
+            f"sweep spec field 'resources.cpus_per_trial' = {cpus:g}: the local cluster has "
+            f"{cluster.cpus:g} CPUs; lower it"
+        )
+    gpus = res.gpus_per_trial
+    if gpus == "auto":
+        if cluster.gpus == 0 and (cluster.local or res.gpu_memory_gb is None):
+            return {trial_id(c): (cpus, 0.0) for c in configs}  # no GPU: trials run on CPU
+        memory = int(res.gpu_memory_gb * 2**30) if res.gpu_memory_gb else _ray.probe_gpu_memory()
+        if memory is None:
+            raise ConfigError(
+                "sweep spec field 'resources.gpus_per_trial' = 'auto': could not read the GPU "
+                "memory (no GPU worker with CUDA answered); set resources.gpu_memory_gb"
+            )
+        return {trial_id(c): (cpus, _auto_share(c, memory, note)) for c in configs}
+    if gpus > 0 and cluster.gpus == 0:
+        if cluster.local:
+            raise ConfigError(
+                f"sweep spec field 'resources.gpus_per_trial' = {gpus:g}: the local cluster has "
+                "no GPU; use 0 or auto"
+            )
+        note("the Ray cluster offers no GPU now: trials wait until an autoscaler adds GPU nodes")
+    return {trial_id(c): (cpus, float(gpus)) for c in configs}
+
+
+def _auto_share(config: TrialConfig, memory: int, note) -> float:
+    estimate = gpu_memory_bytes(config)
+    if estimate > memory:
+        note(f"trial {trial_id(config)} (width {config.model.width}) needs about "
+             f"{estimate / 2**30:.1f} GiB, more than a GPU's {memory / 2**30:.1f} GiB: "
+             "it gets a whole GPU and may run out of memory")  # fmt: skip
+    return gpu_fraction(estimate, memory)
+
+
+# --- MLflow, guarded -----------------------------------------------------------------------
+
+
+class Tracking:
+    """The MLflow logger, or nothing. An unreachable tracking server warns once and pauses
+    logging for the rest of the run (the store holds everything; a final ``sync`` retries)."""
+
+    def __init__(self, spec: SweepSpec, note) -> None:
+        self.logger, self.paused, self.seconds, self.note = None, False, 0.0, note
+        self.unavailable: type[Exception] = RuntimeError
+        if spec.mlflow.enabled:
+            from ._mlflow import MlflowLogger, TrackingUnavailable
+
+            self.unavailable = TrackingUnavailable
+            self.logger = MlflowLogger(spec.mlflow.tracking_uri, spec.experiment, spec.name,
+                                       spec.sweep_dir())  # fmt: skip
+
+    def call(self, method: str, *args: Any) -> Any:
+        if self.logger is None or self.paused:
+            return None
+        t0 = time.perf_counter()
+        try:
+            return getattr(self.logger, method)(*args)
+        except self.unavailable as err:
+            self.paused = True
+            self.note(f"ntkdiv: warning: MLflow unavailable ({err}); the store has everything, "
+                      "and the next 'ntkdiv sweep' or 'ntkdiv sync' backfills MLflow")  # fmt: skip
+            return None
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def retry_sync(self) -> None:
+        if self.logger is not None and self.paused:
+            self.paused = False
+            self.call("sync")
+
+
+# --- the store -----------------------------------------------------------------------------
+
+
+def _status(tdir: Path) -> str | None:
+    path = tdir / "summary.json"
+    return read_json(path).get("status") if path.exists() else None
+
+
+def _failures(attempts: list[dict]) -> int:
+    return sum(1 for a in attempts if a.get("status") == "failed")
+
+
+def _publish_if_stale(sweep_dir: Path, tid: str) -> None:
+    """Publish a finished trial whose dataset partition is missing or older than its summary."""
+    from core.store import publish_trial
+
+    part = sweep_dir / "dataset" / "summary" / f"trial_id={tid}" / "part-0.parquet"
+    summary = trial_dir(sweep_dir, tid) / "summary.json"
+    if not part.exists() or part.stat().st_mtime < summary.stat().st_mtime:
+        publish_trial(sweep_dir, tid)
+
+
+def scan(sweep_dir: Path, configs: list[TrialConfig], retries: int) -> dict[str, str]:
+    """trial_id -> done | exhausted | pending. Publishes finished trials the dataset lacks, and
+    marks attempts left open by a lost driver as lost (one driver per sweep at a time)."""
+    from ._ray import end_attempt, read_attempts
+
+    states = {}
+    for config in configs:
+        tid = trial_id(config)
+        tdir = trial_dir(sweep_dir, tid)
+        attempts = read_attempts(tdir)
+        for i, attempt in enumerate(attempts):
+            if attempt.get("end") is None:
+                end_attempt(tdir, i, "lost")
+        status = _status(tdir)
+        if status in DONE:
+            states[tid] = "done"
+        elif status == "failed" and _failures(attempts) > retries:
+            states[tid] = "exhausted"
+        else:
+            states[tid] = "pending"
+        if states[tid] != "pending":
+            _publish_if_stale(sweep_dir, tid)
+    return states
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dispatch:
+    """The in-flight trials of one run."""
+
+    sweep_dir: Path
+    configs: dict[str, TrialConfig]
+    before: dict[str, int]  # attempts recorded before this run, per trial
+    handles: dict[Any, str] = field(default_factory=dict)  # handle -> trial_id
+    last_scan: float = 0.0
+
+
+def _submit(d: _Dispatch, plan: dict[str, tuple[float, float]], retries: int) -> None:
+    from . import _ray
+
+    for tid, config in d.configs.items():
+        cpus, gpus = plan[tid]
+        tdir = trial_dir(d.sweep_dir, tid)
+        d.before[tid] = len(_ray.read_attempts(tdir))
+        m = config.model
+        name = f"trial {tid} {m.arch} m={m.width} {config.train.loss}"
+        handle = _ray.submit(config.model_dump(mode="json"), tdir, num_cpus=cpus, num_gpus=gpus,
+                             retries=retries, name=name)  # fmt: skip
+        d.handles[handle] = tid
+
+
+def _finish(d: _Dispatch, handle: Any, res: SweepResult, tracking: Tracking) -> None:
+    """Collect one finished trial: its summary (or a system failure), publish, log, count."""
+    from core.store import publish_trial
+
+    from . import _ray
+
+    tid = d.handles.pop(handle)
+    tdir = trial_dir(d.sweep_dir, tid)
+    try:
+        summary = _ray.result(handle)
+    except _ray.SystemFailure as err:
+        summary = _system_failure(d, tid, str(err))
+    attempts = _ray.read_attempts(tdir)[d.before[tid]:]
+    for i, attempt in enumerate(attempts[:-1]):  # earlier attempts of this run died with a node
+        if attempt.get("end") is None:
+            _ray.end_attempt(tdir, d.before[tid] + i, "lost")
+    publish_trial(d.sweep_dir, tid)
+    tracking.call("log_trial", tid)
+    c = res.counts
+    c.retried += len(attempts) > 1
+    status = summary.get("status")
+    if status in DONE:
+        setattr(c, status, getattr(c, status) + 1)
+        res.trial_s[tid] = float(attempts[-1].get("run_s") or 0.0) if attempts else 0.0
+    else:
+        c.failed += 1
+        res.failed[tid] = _last_line(summary.get("error"))
+
+
+def _system_failure(d: _Dispatch, tid: str, error: str) -> dict[str, Any]:
+    from . import _ray
+
+    tdir = trial_dir(d.sweep_dir, tid)
+    if _status(tdir) in DONE:  # it finished; only the reply was lost
+        return read_json(tdir / "summary.json")
+    attempts = _ray.read_attempts(tdir)
+    open_ = [i for i, a in enumerate(attempts) if a.get("end") is None and i >= d.before[tid]]
+    _ray.end_attempt(tdir, open_[-1] if open_ else None, "failed", by="driver", error=error)
+    return _ray.failed_summary(d.configs[tid], tdir, f"system failure: {error}", 0.0)
+
+
+def _last_line(error: Any) -> str:
+    lines = [ln for ln in str(error or "").strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "unknown error"
+
+
+def _running(d: _Dispatch) -> int:
+    """Unfinished trials of this run with an open attempt (read from attempts.json)."""
+    from ._ray import read_attempts
+
+    running = 0
+    for tid in d.handles.values():
+        attempts = read_attempts(trial_dir(d.sweep_dir, tid))[d.before[tid]:]
+        running += bool(attempts) and attempts[-1].get("end") is None
+    return running
+
+
+def _dispatch(d: _Dispatch, plan, spec: SweepSpec, res: SweepResult, tracking: Tracking,
+              progress: Progress) -> None:  # fmt: skip
+    from . import _ray
+
+    t0 = time.monotonic()
+    _submit(d, plan, spec.retries)
+    progress.update(force=True)
+    while d.handles:
+        ready, _ = _ray.wait(list(d.handles), WAIT_S)
+        for handle in ready:
+            _finish(d, handle, res, tracking)
+        if time.monotonic() - d.last_scan > RUNNING_SCAN_S or ready:
+            res.counts.running = _running(d)
+            d.last_scan = time.monotonic()
+        progress.update()
+    res.dispatch_s = time.monotonic() - t0
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    aggregate: bool = True,
+    quiet: bool = False,
+    stream: TextIO | None = None,
+) -> SweepResult:
+    """Run (or resume) a sweep; see the module docstring. ``num_cpus``/``num_gpus`` size a
+    local cluster only."""
+    from . import _ray
+
+    t_start = time.monotonic()
+    stream = stream or sys.stderr
+    configs = expand(spec)
+    warnings = check_inputs(configs)
+    check_storage(spec)
+    progress = Progress(Counts(total=len(configs)), stream, quiet)
+    tracking = Tracking(spec, progress.message)
+    cluster = _ray.connect(address, num_cpus, num_gpus)
+    try:
+        plan = plan_resources(spec, configs, cluster, progress.message)
+        sweep_dir = _prepare_store(spec)
+        for text in warnings:
+            progress.message(f"ntkdiv: warning: {text}")
+        res = SweepResult(sweep_dir, progress.counts, exit_code=1, wall_s=0.0)
+        states = scan(sweep_dir, configs, spec.retries)
+        _earlier(states, res, sweep_dir)
+        tracking.call("ensure_parent", spec_to_dict(spec))
+        tracking.call("sync")
+        todo = {trial_id(c): c for c in configs if states[trial_id(c)] == "pending"}
+        _dispatch(_Dispatch(sweep_dir, todo, {}), plan, spec, res, tracking, progress)
+        progress.close()
+    finally:
+        _ray.shutdown()
+    tracking.retry_sync()
+    c = res.counts
+    res.exit_code = 0 if c.earlier + c.completed + c.overflow == c.total else 1
+    if aggregate:
+        from dashboards import aggregate as run_aggregate
+
+        res.aggregate = run_aggregate(sweep_dir)
+        tracking.call("log_report", res.aggregate.report_dir, res.aggregate.verdict_text)
+    res.mlflow_s = tracking.seconds
+    res.wall_s = time.monotonic() - t_start
+    return res
+
+
+def _prepare_store(spec: SweepSpec) -> Path:
+    sweep_dir = spec.sweep_dir()
+    (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(spec_to_dict(spec), sort_keys=False)
+    atomic_write_text(sweep_dir / "spec.yaml", text)
+    return sweep_dir
+
+
+def _earlier(states: dict[str, str], res: SweepResult, sweep_dir: Path) -> None:
+    """Count trials settled by earlier runs: done ones, and failed ones out of retries."""
+    for tid, state in states.items():
+        if state == "done":
+            res.counts.earlier += 1
+        elif state == "exhausted":
+            res.counts.failed += 1
+            summary = read_json(trial_dir(sweep_dir, tid) / "summary.json")
+            res.failed[tid] = _last_line(summary.get("error")) + " (out of retries)"
+
+
+def report(res: SweepResult, spec: SweepSpec, out: TextIO) -> None:
+    """The closing lines on stdout: counts, failures, the verdict table."""
+    c = res.counts
+    print(f"sweep {spec.name}: {c.total} trials: {c.earlier} from earlier runs, {c.completed} "
+          f"completed, {c.overflow} overflow, {c.failed} failed, {c.retried} retried "
+          f"({res.wall_s:.1f} s); store {res.sweep_dir}", file=out)  # fmt: skip
+    for tid, line in list(res.failed.items())[:10]:
+        print(f"  failed {tid}: {line}", file=out)
+    if len(res.failed) > 10:
+        print(f"  ... and {len(res.failed) - 10} more (summary.json 'error' in each)", file=out)
+    if res.aggregate is not None:
+        print(res.aggregate.verdict_text, file=out)
+        print(f"report: {res.aggregate.report_dir}", file=out)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``ntkdiv sweep``: exit 0 when every trial completed or overflowed, 1 if any failed."""
+    spec = load_spec(args.spec, storage=args.storage, tracking_uri=args.tracking_uri)
+    res = run_sweep(spec, address=args.address, aggregate=not args.no_aggregate,
+                    quiet=args.quiet)  # fmt: skip
+    report(res, spec, sys.stdout)
+    return res.exit_code

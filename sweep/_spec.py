@@ -1,0 +1,367 @@
+"""Sweep specs: a typed, frozen model of ``SPEC.yaml``, its grid expansion, and the GPU sizing.
+
+A spec names a base trial config and a grid of dotted config keys. ``expand`` applies every grid
+point to the base (keys checked with did-you-mean), validates each point as a
+:class:`core.TrialConfig`, and collapses points that resolve to the same config (same trial_id).
+
+Example::
+
+    name: width_scaling
+    base: ../configs/fig1_circle.yaml        # relative to the spec file, or an inline mapping
+    grid:
+      model.width: [256, 1024, 4096]
+      train.loss: [cross_entropy, mse]
+      train.lr: [0.1, 0.02]
+      seed: [0, 1, 2]
+    zip: [[train.loss, train.lr]]            # these lists advance together
+    exclude: [{model.width: 4096, seed: 2}]  # drop the matching points
+    resources: {gpus_per_trial: auto, cpus_per_trial: 1}
+
+Every user error is a :class:`core.ConfigError` whose one line names the spec field and the value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core import ConfigError, TrialConfig, trial_id
+from core._config import _format_validation, config_from_dict, known_keys, read_yaml, set_dotted
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Resources(_Frozen):
+    """What each trial asks Ray for."""
+
+    gpus_per_trial: float | Literal["auto"] = 0.0  # GPU fraction per trial in [0, 1]; auto: sized
+    cpus_per_trial: float = Field(1.0, gt=0)  # Ray CPUs per trial; also torch's thread count
+    gpu_memory_gb: float | None = Field(None, gt=0)  # per-GPU memory for auto (default: probed)
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _one_gpu_at_most(cls, v: float | str) -> float | str:
+        if isinstance(v, str):
+            return v
+        if not 0 <= v <= 1 or not math.isfinite(v):
+            raise ValueError(f"must be in [0, 1] or auto (a trial uses one device), got {v}")
+        return v
+
+
+class MlflowSection(_Frozen):
+    """Where the sweep is indexed in MLflow (the store stays the source of truth)."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"  # a sqlite file, a server http://HOST:5000, ...
+    experiment: str | None = None  # MLflow experiment; default: the sweep name
+    enabled: bool = True  # false: write the store only (``ntkdiv sync`` can backfill later)
+
+
+class SweepSpec(_Frozen):
+    """A sweep: a base trial config, a grid over dotted keys, resources, storage, MLflow."""
+
+    name: str  # the sweep's directory under storage: letters, digits, '_', '.', '-'
+    base: str | dict[str, Any] = Field(default_factory=dict)  # trial config path or mapping
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values (product)
+    zip: list[list[str]] = Field(default_factory=list)  # groups of grid keys that advance together
+    exclude: list[dict[str, Any]] = Field(default_factory=list)  # partial points to drop
+    resources: Resources = Resources()
+    storage: str = "ntkdiv-store"  # store root (a POSIX path or file:// URI); sweep in <root>/<name>
+    mlflow: MlflowSection = MlflowSection()
+    retries: int = Field(3, ge=0)  # system-failure retries; also later reruns of a failed trial
+    search: dict[str, Any] | None = None  # Optuna search (``ntkdiv search``); ignored by sweep
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or not NAME_RE.match(v) or ".." in v or len(v) > 100:
+            raise ValueError(
+                "must be 1-100 characters from [A-Za-z0-9_.-] with no '/' and no '..' "
+                "(it names a directory)"
+            )
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty_lists(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"grid.{key} is an empty list; give at least one value")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _posix_storage(cls, v: str) -> str:
+        if "://" in v and not v.startswith("file://"):
+            raise ValueError(
+                "only POSIX paths (or file://) are supported: the store relies on atomic renames; "
+                "mount object storage as a filesystem instead"
+            )
+        if not v.strip():
+            raise ValueError("must be a directory path")
+        return v
+
+    @property
+    def experiment(self) -> str:
+        return self.mlflow.experiment or self.name
+
+    def storage_path(self) -> Path:
+        """The absolute store root (workers may run in other working directories)."""
+        return Path(self.storage.removeprefix("file://")).expanduser().absolute()
+
+    def sweep_dir(self) -> Path:
+        return self.storage_path() / self.name
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str) if isinstance(value, (dict, list)) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _spec_error(err: ValidationError) -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent = first["loc"][:-1]
+        model: type[BaseModel] = SweepSpec
+        for part in parent:  # the section the unknown key sits in
+            model = model.model_fields[str(part)].annotation  # type: ignore[assignment]
+        hint = _did_you_mean(str(first["loc"][-1]), list(model.model_fields))
+        return ConfigError(f"sweep spec field '{loc}': unknown key{hint}")
+    msg = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"sweep spec field '{loc or '<root>'}' = {_shown(first.get('input'))}: {msg}")
+
+
+def parse_spec(raw: Any, spec_dir: Path | None = None) -> SweepSpec:
+    """Validate a spec mapping; a path ``base`` is read relative to ``spec_dir`` and inlined.
+
+    Raises:
+        ConfigError: naming the field and the value, for every error of the spec and its base.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a sweep spec must be a mapping, got {type(raw).__name__}")
+    if isinstance(raw.get("name"), (int, float)):  # YAML reads `name: 2024` as a number
+        raw = {**raw, "name": str(raw["name"])}
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise _spec_error(err) from None
+    if isinstance(spec.base, str):
+        spec = spec.model_copy(update={"base": _read_base(spec.base, spec_dir)})
+    check_grid(spec)
+    return spec
+
+
+def _read_base(path: str, spec_dir: Path | None) -> dict[str, Any]:
+    p = Path(path).expanduser()
+    if not p.is_absolute() and spec_dir is not None:
+        p = spec_dir / p
+    if not p.is_file():
+        raise ConfigError(
+            f"sweep spec field 'base' = {path!r}: no such file ({p}); paths are relative to "
+            "the spec file"
+        )
+    try:
+        return read_yaml(p)
+    except ConfigError as err:
+        raise ConfigError(f"sweep spec field 'base' = {path!r}: {err}") from None
+
+
+def load_spec(
+    path: str | Path, *, storage: str | None = None, tracking_uri: str | None = None
+) -> SweepSpec:
+    """Read and validate ``SPEC.yaml``; ``storage`` / ``tracking_uri`` override the spec's."""
+    raw = read_yaml(path)
+    if storage is not None:
+        raw["storage"] = storage
+    if tracking_uri is not None:
+        raw["mlflow"] = {**(raw.get("mlflow") or {}), "tracking_uri": tracking_uri}
+    return parse_spec(raw, Path(path).parent)
+
+
+def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
+    """The resolved spec (base inlined, storage absolute), as written to ``<sweep>/spec.yaml``."""
+    out = spec.model_dump(mode="json")
+    out["storage"] = str(spec.storage_path())
+    return out
+
+
+# --- the grid ------------------------------------------------------------------------------
+
+
+def check_grid(spec: SweepSpec) -> None:
+    """Grid keys exist, zip groups are well formed, exclude entries name grid keys."""
+    base = _base_config(spec)
+    for key in spec.grid:
+        try:
+            set_dotted({}, key, None)
+        except ConfigError as err:
+            raise ConfigError(f"sweep spec field 'grid.{key}': {err}") from None
+        for value in spec.grid[key]:
+            _validate_point(spec, base, {key: value})
+    seen: set[str] = set()
+    for i, group in enumerate(spec.zip):
+        _check_zip_group(spec, i, group, seen)
+    for i, entry in enumerate(spec.exclude):
+        for key in entry:
+            if key not in spec.grid:
+                hint = _did_you_mean(key, list(spec.grid))
+                raise ConfigError(
+                    f"sweep spec field 'exclude[{i}]' = {_shown(entry)}: '{key}' is not a grid "
+                    f"key{hint}"
+                )
+
+
+def _check_zip_group(spec: SweepSpec, i: int, group: list[str], seen: set[str]) -> None:
+    where = f"sweep spec field 'zip[{i}]' = {_shown(group)}"
+    if len(group) < 2:
+        raise ConfigError(f"{where}: a zip group needs at least two grid keys")
+    for key in group:
+        if key not in spec.grid:
+            raise ConfigError(f"{where}: '{key}' is not a grid key{_did_you_mean(key, list(spec.grid))}")
+        if key in seen:
+            raise ConfigError(f"{where}: '{key}' is already in another zip group")
+        seen.add(key)
+    lengths = {key: len(spec.grid[key]) for key in group}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+        raise ConfigError(f"{where}: the value lists must have equal lengths, got {shown}")
+
+
+def _axes(spec: SweepSpec) -> list[list[dict[str, Any]]]:
+    """One axis per zip group or free key; each axis lists partial assignments."""
+    zipped = {key: group for group in spec.zip for key in group}
+    axes, done = [], set()
+    for key in spec.grid:
+        if key in done:
+            continue
+        group = zipped.get(key, [key])
+        done.update(group)
+        columns = [spec.grid[k] for k in group]
+        axes.append([dict(zip(group, values, strict=True)) for values in zip(*columns, strict=True)])
+    return axes
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every grid point, in order (the product over axes, the first key slowest), less excludes.
+
+    Raises:
+        ConfigError: an exclude entry matches no point, or nothing is left.
+    """
+    points = [
+        {k: v for part in combo for k, v in part.items()}
+        for combo in itertools.product(*_axes(spec))
+    ]
+    for i, entry in enumerate(spec.exclude):
+        hit = [p for p in points if all(_same(p[k], v) for k, v in entry.items())]
+        if not hit:
+            raise ConfigError(
+                f"sweep spec field 'exclude[{i}]' = {_shown(entry)}: matches no grid point; "
+                "check the values against the grid"
+            )
+        points = [p for p in points if p not in hit]
+    if not points:
+        raise ConfigError("sweep spec field 'exclude': it removes every grid point")
+    return points
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or a == b
+
+
+def _base_config(spec: SweepSpec) -> dict[str, Any]:
+    base = spec.base if isinstance(spec.base, dict) else {}
+    try:
+        config_from_dict(base)
+    except ConfigError as err:
+        raise ConfigError(f"sweep spec field 'base': {err}") from None
+    return base
+
+
+def _validate_point(spec: SweepSpec, base: dict[str, Any], point: dict[str, Any]) -> TrialConfig:
+    raw = json.loads(json.dumps(base))
+    for key, value in point.items():
+        set_dotted(raw, key, value)
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as err:
+        loc = ".".join(str(p) for p in err.errors()[0]["loc"])
+        owner = next((k for k in point if loc == k or loc.startswith(k + ".")), None)
+        if owner is not None:
+            where = f"'grid.{owner}' = {_shown(point[owner])}"
+        else:
+            where = f"'grid' at {_shown(point)}"
+        raise ConfigError(f"sweep spec field {where}: {_format_validation(err)}") from None
+
+
+def expand(spec: SweepSpec) -> list[TrialConfig]:
+    """The trial configs of a spec, in grid order; points with equal configs collapse into one."""
+    base = _base_config(spec)
+    configs: dict[str, TrialConfig] = {}
+    for point in grid_points(spec):
+        config = _validate_point(spec, base, point)
+        configs.setdefault(trial_id(config), config)
+    return list(configs.values())
+
+
+# --- GPU sizing ----------------------------------------------------------------------------
+
+CUDA_CONTEXT_BYTES = 500 * 2**20  # per process: the CUDA context plus cuBLAS workspaces
+ALLOCATOR_MARGIN = 1.25  # PyTorch's caching allocator rounds blocks up and fragments
+
+
+def parameter_count(config: TrialConfig) -> int:
+    """P, the trained parameters: FCN (d+1)m + (L-1)(m^2+m) + m; ResNet (d+1)m + 2L m^2 + m."""
+    m, L, d = config.model.width, config.model.depth, config.data.d
+    if config.model.arch == "fcn":
+        return (d + 1) * m + (L - 1) * (m * m + m) + m
+    return (d + 1) * m + 2 * L * m * m + m
+
+
+def gpu_memory_bytes(config: TrialConfig) -> int:
+    """Estimated peak GPU memory of one trial, in bytes.
+
+    Terms (b = bytes per number of the dtype, n points incl. probes, M linear maps):
+    - 4 P b: theta, theta_0, the gradients, and one P-sized temporary (theta - theta_0 in the
+      tracker, or the weight-decay term), all resident at the peak;
+    - 6 n m L b: the autograd graph of one training step (inputs, pre-activations, masks, grads);
+    - 2 n m M b + n m L: the kernel's retained features U and G per map, and the ReLU patterns;
+    - 3 n^2 M b: per-map kernel blocks and their temporaries;
+    times ALLOCATOR_MARGIN, plus CUDA_CONTEXT_BYTES for the worker process.
+    """
+    b = 8 if config.dtype == "float64" else 4
+    m, L = config.model.width, config.model.depth
+    n = config.data.n + config.data.n_probe
+    maps = L + 1 if config.model.arch == "fcn" else 2 * L + 2
+    tensors = 4 * parameter_count(config) * b + 6 * n * m * L * b
+    if config.track.kernel:
+        tensors += 2 * n * m * maps * b + n * m * L + 3 * n * n * maps * b
+    return int(ALLOCATOR_MARGIN * tensors) + CUDA_CONTEXT_BYTES
+
+
+def gpu_fraction(estimate_bytes: int, gpu_bytes: int) -> float:
+    """The GPU share to request: estimate / memory, rounded up to 1/100, within [0.01, 1].
+
+    Ray never places shares summing above 1 on a GPU, so rounding up keeps the summed estimates
+    of the trials packed on one GPU within its memory.
+    """
+    share = math.ceil(100 * estimate_bytes / gpu_bytes - 1e-9) / 100
+    return min(1.0, max(0.01, share))
