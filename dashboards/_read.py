@@ -158,8 +158,11 @@ def open_dataset(root: Path, kind: str) -> Parquet | None:
     factory = _factory(root)
     try:
         schema = factory.inspect(promote_options="permissive")
-    except (pa.ArrowTypeError, pa.ArrowInvalid) as err:
+    except pa.ArrowTypeError as err:
         schema = _repaired_schema(root, kind, err)
+    except (pa.ArrowInvalid, OSError) as err:  # not Parquet, truncated, unreadable
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{kind} dataset under {root} has an unreadable file: {first}") from None
     files = tuple(sorted(factory.finish(schema).files))
     return Parquet(root, schema, files) if files else None
 

@@ -79,16 +79,18 @@ def _fit(fits: pd.DataFrame, quantity: str) -> pd.DataFrame:
 def _exponent(row) -> str:
     if not math.isfinite(row.exponent):
         return "n/a"
-    ci = "" if math.isnan(row.exponent_lo) else f" [{row.exponent_lo:.2f}, {row.exponent_hi:.2f}]"
-    return f"m^{row.exponent:.2f}{ci}"
+    if math.isnan(row.exponent_lo):  # two points: a line through them, no interval
+        return f"m^{row.exponent:.2f} (from {int(row.n_points)} points: no interval)"
+    return f"m^{row.exponent:.2f} [{row.exponent_lo:.2f}, {row.exponent_hi:.2f}]"
 
 
-def _horizon_sentence(fits: pd.DataFrame) -> str:
-    """How the extrapolated crossing width moved over the last decade of t (the time signature)."""
+def _crossing_ratio(fits: pd.DataFrame) -> tuple[float, str]:
+    """(ratio, sentence): how the extrapolated crossing width moved over the last two
+    checkpoints in t (the time signature); (NaN, "") with under two finite crossings."""
     cp = _fit(fits, "drift_sup")
     cp = cp[np.isfinite(cp["crossing_width"].to_numpy(float))]
     if len(cp) < 2:
-        return ""
+        return math.nan, ""
     prev, last = cp.iloc[-2], cp.iloc[-1]
     ratio = last.crossing_width / prev.crossing_width
     way = (
@@ -98,31 +100,64 @@ def _horizon_sentence(fits: pd.DataFrame) -> str:
         if ratio < 1 / 1.2
         else "stayed within 20%"
     )
-    return (
+    return ratio, (
         f" From t = {prev.t:g} to t = {last.t:g} the width at which the drift would fall below "
         f"the bound {way} ({_g(prev.crossing_width)} -> {_g(last.crossing_width)})."
-    )
+    )  # fmt: skip
 
 
-def _trend_sentence(rows: pd.DataFrame) -> str:
+def _trend(rows: pd.DataFrame) -> tuple[int, int, str]:
+    """(widths still growing, widths known, sentence) from the late drift slopes."""
     rel = rows["drift_slope_rel_med"].to_numpy(float)
     if not np.isfinite(rel).any():
-        return ""
+        return 0, 0, ""
     lo, hi = np.nanmin(rel), np.nanmax(rel)
     growing, known = int((rel >= SATURATION).sum()), int(np.isfinite(rel).sum())
     what = (f"was still growing at {growing} of {known} widths" if growing
             else "had flattened at every width")  # fmt: skip
-    meaning = (
-        " That is consistent with divergence: the longer the run, the wider a network must be "
-        "to keep its kernel within the bound." if growing == known else
-        " That is consistent with the lazy regime: the drift settles at a level that falls "
-        "with width, so exceeding the bound at these widths is a finite-width effect."
-        if growing == 0 else ""
-    )  # fmt: skip
     return (
-        f" Over the last decade of t the drift {what} (late slope {100 * lo:+.0f}% to "
-        f"{100 * hi:+.0f}% of its final value per decade of t).{meaning}"
+        growing,
+        known,
+        (
+            f" Over the last decade of t the drift {what} (late slope {100 * lo:+.0f}% to "
+            f"{100 * hi:+.0f}% of its final value per decade of t)."
+        ),
     )
+
+
+def _time_signature(rows: pd.DataFrame, fits: pd.DataFrame) -> str:
+    """The late drift trend (direct) and the crossing width's move (extrapolated), and what
+    they mean; the trend decides, the crossing width can only add a caveat."""
+    growing, known, trend = _trend(rows)
+    ratio, moved = _crossing_ratio(fits)
+    if not known:
+        return moved
+    if growing == known:
+        meaning = (
+            " That is consistent with divergence: the longer the run, the wider a "
+            "network must be to keep its kernel within the bound."
+        )
+        if ratio <= 1.2:
+            meaning += (
+                " The extrapolated crossing width did not grow with t, though; longer "
+                "runs would tell."
+            )
+    elif growing == 0:
+        meaning = (
+            " That is consistent with the lazy regime: the drift settles at a level "
+            "that falls with width, so exceeding the bound at these widths is a "
+            "finite-width effect."
+        )
+        if ratio > 1.2:
+            meaning += (
+                " The crossing width still rose with t, so the drift may not have fully settled."
+            )
+    else:
+        meaning = (
+            " Mixed: the drift still grows at some widths and not at others; longer runs "
+            "or more seeds are needed."
+        )
+    return trend + moved + meaning  # fmt: skip
 
 
 def conclusion(rows: pd.DataFrame, fits: pd.DataFrame) -> str:
@@ -159,10 +194,15 @@ def conclusion(rows: pd.DataFrame, fits: pd.DataFrame) -> str:
         r = dh.iloc[0]
         parts.append(
             f" drift_sup within the horizon scales like {_exponent(r)}; extrapolated, "
-            f"it would fall below the bound at m = {_g(r.crossing_width)} "
-            f"[{_g(r.crossing_width_lo)}, {_g(r.crossing_width_hi)}]."
+            f"it would fall below the bound at m = {_g(r.crossing_width)}"
+            + (
+                ""
+                if math.isnan(r.crossing_width_lo)
+                else f" [{_g(r.crossing_width_lo)}, {_g(r.crossing_width_hi)}]"
+            )
+            + "."  # fmt: skip
         )
-    parts.append(_trend_sentence(ok) + _horizon_sentence(fits))
+    parts.append(_time_signature(ok, fits))
     parts.append(
         f" What the data cannot show: behaviour beyond t = {_g(ok['t_horizon'].min())} or "
         f"outside widths {int(ok['width'].min())}..{int(ok['width'].max())}; every crossing "

@@ -51,7 +51,6 @@ from core import store as st
 from core._config import config_from_dict, flatten
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_EXPERIMENT = "ntkdiv"
 HISTORY_KEYS = ("t", "loss", "accuracy", "gap", "drift", "lambda_min", "theta_inf", "theta_l2",
                 "f_abs_min", "flips")  # fmt: skip
 # "t" is never null, so its history tells which rows reached the server
@@ -186,7 +185,8 @@ class MlflowLogger:
 
     Args:
         tracking_uri: MLflow URI (None: MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``).
-        experiment: experiment name (None: ``ntkdiv``); created if missing.
+        experiment: experiment name (None: the sweep name, as the sweep spec's default);
+            created if missing.
         sweep_name: the sweep's name (tag ``ntkdiv.sweep``).
         sweep_dir: ``<storage>/<sweep>``, whose ``trials/<trial_id>/`` are logged.
 
@@ -202,7 +202,7 @@ class MlflowLogger:
         sweep_dir: str | Path,
     ) -> None:
         self.tracking_uri = resolve_uri(tracking_uri)
-        self.experiment = experiment or DEFAULT_EXPERIMENT
+        self.experiment = experiment or sweep_name
         self.sweep_name = sweep_name
         self.sweep_dir = Path(sweep_dir)
         self._sweep_q = _quoted(sweep_name, "sweep name")
@@ -460,8 +460,9 @@ def log_summary(client: MlflowClient, run_id: str, summary: Mapping[str, Any], g
     for key in ("device", "dtype"):
         if summary.get(key) is not None:
             tags.append(RunTag(f"ntkdiv.{key}", str(summary[key])))
-    if summary.get("error"):
-        tags.append(RunTag("ntkdiv.error", str(summary["error"]).splitlines()[0][:MAX_TAG_LEN]))
+    lines = [ln.strip() for ln in str(summary.get("error") or "").splitlines() if ln.strip()]
+    if lines:  # a traceback's last line names the exception; error.txt holds all of it
+        tags.append(RunTag("ntkdiv.error", lines[-1][:MAX_TAG_LEN]))
     # one call (a summary has ~25 numbers), so the generation tag lands with its metrics
     client.log_batch(run_id, metrics=metrics[: MAX_METRICS - MAX_PARAMS], tags=tags)
 

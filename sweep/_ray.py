@@ -188,7 +188,7 @@ class Cluster:
     gpus: float  # GPUs offered now (an autoscaling cluster may add more)
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     """Fail fast: Ray itself retries an unreachable GCS for minutes."""
     if address.startswith(("http://", "https://")):
         raise ConfigError(
@@ -205,8 +205,9 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as err:
         raise ConfigError(
-            f"--address / RAY_ADDRESS = {address!r}: no Ray cluster answers ({err.strerror or err}); "
-            "start one (cluster/start_local.sh start) or omit --address for a local cluster"
+            f"--address / RAY_ADDRESS = {address!r}: no Ray cluster answers "
+            f"({err.strerror or err}); start one (cluster/start_local.sh start) or omit "
+            "--address for a local cluster"
         ) from None
 
 
@@ -222,7 +223,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     """
     target = address or os.environ.get("RAY_ADDRESS") or None
     if target is not None:
-        _check_reachable(target)
+        check_reachable(target)
         try:
             ray.init(address=target, logging_level=logging.WARNING)
         except Exception as err:  # noqa: BLE001 - Ray raises several types; one line for the user

@@ -195,29 +195,36 @@ def _publish_if_stale(sweep_dir: Path, tid: str) -> None:
         publish_trial(sweep_dir, tid)
 
 
-def scan(sweep_dir: Path, configs: list[TrialConfig], retries: int) -> dict[str, str]:
-    """trial_id -> done | exhausted | pending. Publishes finished trials the dataset lacks, and
-    marks attempts left open by a lost driver as lost (one driver per sweep at a time)."""
-    from ._ray import end_attempt, read_attempts
+def classify(sweep_dir: Path, configs: list[TrialConfig], retries: int) -> dict[str, str]:
+    """trial_id -> done | exhausted | pending, read from the store (nothing is written)."""
+    from ._ray import read_attempts
 
     states = {}
     for config in configs:
         tid = trial_id(config)
         tdir = trial_dir(sweep_dir, tid)
-        attempts = read_attempts(tdir)
-        for i, attempt in enumerate(attempts):
-            if attempt.get("end") is None:
-                end_attempt(tdir, i, "lost")
         status = _status(tdir)
         if status in DONE:
             states[tid] = "done"
-        elif status == "failed" and _failures(attempts) > retries:
+        elif status == "failed" and _failures(read_attempts(tdir)) > retries:
             states[tid] = "exhausted"
         else:
             states[tid] = "pending"
-        if states[tid] != "pending":
-            _publish_if_stale(sweep_dir, tid)
     return states
+
+
+def repair(sweep_dir: Path, states: dict[str, str]) -> None:
+    """Undo what a lost driver left: attempts still open are marked lost (one driver per sweep
+    at a time), finished trials missing from the dataset (or stale there) are published."""
+    from ._ray import end_attempt, read_attempts
+
+    for tid, state in states.items():
+        tdir = trial_dir(sweep_dir, tid)
+        for i, attempt in enumerate(read_attempts(tdir)):
+            if attempt.get("end") is None:
+                end_attempt(tdir, i, "lost")
+        if state != "pending":
+            _publish_if_stale(sweep_dir, tid)
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -260,7 +267,7 @@ def _finish(d: _Dispatch, handle: Any, res: SweepResult, tracking: Tracking) -> 
         summary = _ray.result(handle)
     except _ray.SystemFailure as err:
         summary = _system_failure(d, tid, str(err))
-    attempts = _ray.read_attempts(tdir)[d.before[tid]:]
+    attempts = _ray.read_attempts(tdir)[d.before[tid] :]
     for i, attempt in enumerate(attempts[:-1]):  # earlier attempts of this run died with a node
         if attempt.get("end") is None:
             _ray.end_attempt(tdir, d.before[tid] + i, "lost")
@@ -300,7 +307,7 @@ def _running(d: _Dispatch) -> int:
 
     running = 0
     for tid in d.handles.values():
-        attempts = read_attempts(trial_dir(d.sweep_dir, tid))[d.before[tid]:]
+        attempts = read_attempts(trial_dir(d.sweep_dir, tid))[d.before[tid] :]
         running += bool(attempts) and attempts[-1].get("end") is None
     return running
 
@@ -338,26 +345,29 @@ def run_sweep(
     from . import _ray
 
     t_start = time.monotonic()
-    stream = stream or sys.stderr
     configs = expand(spec)
     warnings = check_inputs(configs)
     check_storage(spec)
-    progress = Progress(Counts(total=len(configs)), stream, quiet)
-    tracking = Tracking(spec, progress.message)
-    cluster = _ray.connect(address, num_cpus, num_gpus)
+    progress = Progress(Counts(total=len(configs)), stream or sys.stderr, quiet)
+    states = classify(spec.sweep_dir(), configs, spec.retries)
+    todo = {trial_id(c): c for c in configs if states[trial_id(c)] == "pending"}
+    res = SweepResult(spec.sweep_dir(), progress.counts, exit_code=1, wall_s=0.0)
+    if todo:
+        cluster = _ray.connect(address, num_cpus, num_gpus)
+    elif address:
+        _ray.check_reachable(address)  # the same answer for a bad address, work or no work
     try:
-        plan = plan_resources(spec, configs, cluster, progress.message)
-        sweep_dir = _prepare_store(spec)
+        plan = plan_resources(spec, list(todo.values()), cluster, progress.message) if todo else {}
+        tracking = Tracking(spec, progress.message)  # creates a sqlite database: not earlier
+        _prepare_store(spec, states)
         for text in warnings:
             progress.message(f"ntkdiv: warning: {text}")
-        res = SweepResult(sweep_dir, progress.counts, exit_code=1, wall_s=0.0)
-        states = scan(sweep_dir, configs, spec.retries)
-        _earlier(states, res, sweep_dir)
+        _earlier(states, res)
         tracking.call("ensure_parent", spec_to_dict(spec))
         tracking.call("sync")
-        todo = {trial_id(c): c for c in configs if states[trial_id(c)] == "pending"}
-        _dispatch(_Dispatch(sweep_dir, todo, {}), plan, spec, res, tracking, progress)
-        progress.close()
+        if todo:
+            _dispatch(_Dispatch(res.sweep_dir, todo, {}), plan, spec, res, tracking, progress)
+            progress.close()
     finally:
         _ray.shutdown()
     tracking.retry_sync()
@@ -366,29 +376,31 @@ def run_sweep(
     if aggregate:
         from dashboards import aggregate as run_aggregate
 
-        res.aggregate = run_aggregate(sweep_dir)
+        res.aggregate = run_aggregate(res.sweep_dir)
         tracking.call("log_report", res.aggregate.report_dir, res.aggregate.verdict_text)
+    else:
+        tracking.call("finish")  # log_report finishes the parent run otherwise
     res.mlflow_s = tracking.seconds
     res.wall_s = time.monotonic() - t_start
     return res
 
 
-def _prepare_store(spec: SweepSpec) -> Path:
+def _prepare_store(spec: SweepSpec, states: dict[str, str]) -> None:
     sweep_dir = spec.sweep_dir()
     (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(spec_to_dict(spec), sort_keys=False)
     atomic_write_text(sweep_dir / "spec.yaml", text)
-    return sweep_dir
+    repair(sweep_dir, states)
 
 
-def _earlier(states: dict[str, str], res: SweepResult, sweep_dir: Path) -> None:
+def _earlier(states: dict[str, str], res: SweepResult) -> None:
     """Count trials settled by earlier runs: done ones, and failed ones out of retries."""
     for tid, state in states.items():
         if state == "done":
             res.counts.earlier += 1
         elif state == "exhausted":
             res.counts.failed += 1
-            summary = read_json(trial_dir(sweep_dir, tid) / "summary.json")
+            summary = read_json(trial_dir(res.sweep_dir, tid) / "summary.json")
             res.failed[tid] = _last_line(summary.get("error")) + " (out of retries)"
 
 

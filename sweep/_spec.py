@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core import ConfigError, TrialConfig, trial_id
-from core._config import _format_validation, config_from_dict, known_keys, read_yaml, set_dotted
+from core._config import _format_validation, config_from_dict, read_yaml, set_dotted
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -76,7 +76,7 @@ class SweepSpec(_Frozen):
     zip: list[list[str]] = Field(default_factory=list)  # groups of grid keys that advance together
     exclude: list[dict[str, Any]] = Field(default_factory=list)  # partial points to drop
     resources: Resources = Resources()
-    storage: str = "ntkdiv-store"  # store root (a POSIX path or file:// URI); sweep in <root>/<name>
+    storage: str = "ntkdiv-store"  # store root (POSIX path or file:// URI); sweep in <root>/<name>
     mlflow: MlflowSection = MlflowSection()
     retries: int = Field(3, ge=0)  # system-failure retries; also later reruns of a failed trial
     search: dict[str, Any] | None = None  # Optuna search (``ntkdiv search``); ignored by sweep
@@ -89,14 +89,6 @@ class SweepSpec(_Frozen):
                 "must be 1-100 characters from [A-Za-z0-9_.-] with no '/' and no '..' "
                 "(it names a directory)"
             )
-        return v
-
-    @field_validator("grid")
-    @classmethod
-    def _non_empty_lists(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        for key, values in v.items():
-            if not values:
-                raise ValueError(f"grid.{key} is an empty list; give at least one value")
         return v
 
     @field_validator("storage")
@@ -147,7 +139,10 @@ def _spec_error(err: ValidationError) -> ConfigError:
         hint = _did_you_mean(str(first["loc"][-1]), list(model.model_fields))
         return ConfigError(f"sweep spec field '{loc}': unknown key{hint}")
     msg = first["msg"].removeprefix("Value error, ")
-    return ConfigError(f"sweep spec field '{loc or '<root>'}' = {_shown(first.get('input'))}: {msg}")
+    if first["type"] == "missing":
+        return ConfigError(f"sweep spec field '{loc}': missing; add it to the spec")
+    shown = _shown(first.get("input"))
+    return ConfigError(f"sweep spec field '{loc or '<root>'}' = {shown}: {msg}")
 
 
 def parse_spec(raw: Any, spec_dir: Path | None = None) -> SweepSpec:
@@ -215,6 +210,8 @@ def check_grid(spec: SweepSpec) -> None:
             set_dotted({}, key, None)
         except ConfigError as err:
             raise ConfigError(f"sweep spec field 'grid.{key}': {err}") from None
+        if not spec.grid[key]:
+            raise ConfigError(f"sweep spec field 'grid.{key}' = []: give at least one value")
         for value in spec.grid[key]:
             _validate_point(spec, base, {key: value})
     seen: set[str] = set()
@@ -236,7 +233,8 @@ def _check_zip_group(spec: SweepSpec, i: int, group: list[str], seen: set[str]) 
         raise ConfigError(f"{where}: a zip group needs at least two grid keys")
     for key in group:
         if key not in spec.grid:
-            raise ConfigError(f"{where}: '{key}' is not a grid key{_did_you_mean(key, list(spec.grid))}")
+            hint = _did_you_mean(key, list(spec.grid))
+            raise ConfigError(f"{where}: '{key}' is not a grid key{hint}")
         if key in seen:
             raise ConfigError(f"{where}: '{key}' is already in another zip group")
         seen.add(key)
@@ -256,7 +254,8 @@ def _axes(spec: SweepSpec) -> list[list[dict[str, Any]]]:
         group = zipped.get(key, [key])
         done.update(group)
         columns = [spec.grid[k] for k in group]
-        axes.append([dict(zip(group, values, strict=True)) for values in zip(*columns, strict=True)])
+        rows = zip(*columns, strict=True)
+        axes.append([dict(zip(group, values, strict=True)) for values in rows])
     return axes
 
 

@@ -39,7 +39,11 @@ def sweep_dir_arg(store: str) -> Path:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """Log every trial of the sweep that MLflow does not hold as it is now; print how many."""
+    """Log every trial of the sweep that MLflow does not hold as it is now; print how many.
+
+    The URI and experiment default to the spec's (``mlflow.tracking_uri``, ``mlflow.experiment``,
+    else the sweep name), as ``ntkdiv sweep`` used them.
+    """
     from ._mlflow import MlflowLogger, TrackingUnavailable
 
     sweep_dir = sweep_dir_arg(args.store)

@@ -96,3 +96,10 @@ def test_sweep_without_readable_trials_is_a_data_error(tmp_path):
     (tmp_path / "s" / "trials" / "0123456789abcdef").mkdir()
     with pytest.raises(DataError, match="none with a readable config"):
         dashboards.aggregate(tmp_path / "s")
+
+
+def test_corrupt_parquet_file_is_a_data_error(tmp_path):
+    sweep = _small(tmp_path / "s")
+    _one_partition(sweep, "trajectory").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="unreadable file"):
+        dashboards.aggregate(sweep, figures=False)

@@ -149,3 +149,11 @@ def test_t_exceed_as_constructed_and_its_power_law(verdict_result):
     assert_close(fit["exponent"], 0.5, TEXCEED_TOL, "t_exceed ~ m^0.5")
     horizon = g.epochs * g.lr  # tau(m) = (m/64)^0.5 reaches the horizon at m = 64 horizon^2
     assert abs(math.log10(fit["crossing_width"] / (64 * horizon**2))) < 0.15
+
+
+def test_conclusions_read_the_time_signature(growth_result):
+    ce, mse = (p for _, p in sorted(growth_result.conclusions.items()))
+    assert "consistent with divergence" in ce and "rose by a factor" in ce
+    assert "consistent with the lazy regime" in mse
+    for p in (ce, mse):
+        assert "What the data cannot show" in p and "extrapolation" in p

@@ -118,7 +118,6 @@ def sweep_runs(uri: str) -> tuple[list, list]:
     return parents, children
 
 
-@pytest.mark.skipif(not SPEC.is_file(), reason="sweeps/smoke.yaml is missing")
 def test_ray_job_submit_runs_the_smoke_sweep_once():
     with tempfile.TemporaryDirectory(prefix="nj", dir="/tmp") as short:  # Unix sockets: short
         tmp = Path(short)

@@ -44,7 +44,8 @@ def write_failed(sweep_dir: Path, with_config: bool = True, **train) -> str:
     tdir = st.trial_dir(sweep_dir, tid)
     if with_config:
         st.atomic_write_text(tdir / "config.yaml", config_to_yaml(cfg))
-    error = "RuntimeError: worker died\n  at step 7"
+    error = 'Traceback (most recent call last):\n  File "x.py", line 7\nRuntimeError: worker died\n'
+
     st.write_json(tdir / "summary.json", {"trial_id": tid, "status": "failed", "error": error})
     return tid
 
@@ -134,7 +135,7 @@ def test_failed_trial_is_logged_with_its_error(mlflow_server, sweep, tmp_path):
     assert run.data.tags["ntkdiv.status"] == "failed"
     assert run.data.tags["ntkdiv.error"] == "RuntimeError: worker died"
     error = client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))
-    assert "at step 7" in Path(error).read_text()
+    assert 'File "x.py", line 7' in Path(error).read_text()
     # the retry succeeds: the same run is completed, with its histories
     run_trial(small_config(), st.trial_dir(sweep, tid))
     assert logger.log_trial(tid) == run.info.run_id
@@ -182,7 +183,9 @@ def test_down_server_fails_fast_loses_nothing_and_sync_backfills(mlflow_server, 
 def test_sync_command_backfills_and_rejects_a_non_sweep_dir(mlflow_server, sweep, tmp_path, capsys):
     make_trial(sweep)
     exp = unique("exp")
-    st.atomic_write_text(sweep / "spec.yaml", f"name: {sweep.name}\nexperiment: {exp}\n")
+    st.atomic_write_text(
+        sweep / "spec.yaml", f"name: {sweep.name}\nmlflow: {{experiment: {exp}}}\n"
+    )
     assert main(["sync", str(sweep), "--tracking-uri", mlflow_server]) == 0
     assert "logged 1 trial(s)" in capsys.readouterr().out
     assert main(["sync", str(sweep), "--tracking-uri", mlflow_server]) == 0
@@ -225,7 +228,7 @@ def test_local_sqlite_store_keeps_artifacts_next_to_it(tmp_path, monkeypatch):
     tid = make_trial(sweep)
     logger = MlflowLogger(f"sqlite:///{tmp_path}/db/mlflow.db", None, "local", sweep)
     run_id = logger.log_trial(tid)
-    assert logger.experiment == "ntkdiv"
+    assert logger.experiment == "local"  # the sweep name, as the spec's default
     assert list((tmp_path / "db" / "mlartifacts").rglob("summary.json"))
     assert not (tmp_path / "mlruns").exists()
     assert steps_of(MlflowClient(f"sqlite:///{tmp_path}/db/mlflow.db"), run_id, "loss")

@@ -1,0 +1,370 @@
+"""``ntkdiv search SPEC.yaml``: an Optuna search for the laziest configuration, on Ray.
+
+The driver, top to bottom:
+1. validate the spec and its ``search:`` section, and every corner of the space against the base
+   config (nothing is created before all of it passed: no study, no store, no MLflow run);
+2. connect to Ray, open (or resume) the study;
+3. keep ``parallel`` trials running: ask Optuna, run ``core.run_trial`` on Ray with the exact
+   pruning monitor, publish each finished trial to the store and MLflow like any sweep trial,
+   tell Optuna, and rewrite the best value that the monitors read;
+4. print the best configurations with their rerun commands, the candidates below the bound,
+   and the compute saved by pruning.
+
+A driver killed mid-search leaves RUNNING trials in the study; the next run resubmits exactly
+those (their trials resume from their checkpoints) before asking for new ones, so no trial is
+lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from core import ConfigError, TrialConfig, config_from_dict, trial_id
+from core._config import set_dotted
+from core.store import atomic_write_text, publish_trial, read_json, trial_dir, write_json
+
+from ._runner import Tracking, check_inputs, check_storage, plan_resources
+from ._search_spec import (
+    PruneMonitor,
+    SearchSpec,
+    direction,
+    objective_value,
+    parse_search,
+)
+from ._spec import SweepSpec, load_spec, spec_to_dict
+
+WAIT_S = 0.5
+
+
+# --- configs from Optuna params ---------------------------------------------------------------
+
+
+def config_for(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
+    """The base config with the sampled values set at their dotted keys."""
+    raw = json.loads(json.dumps(spec.base))
+    for key, value in params.items():
+        set_dotted(raw, key, value)
+    return config_from_dict(raw)
+
+
+def corners(search: SearchSpec) -> list[dict[str, Any]]:
+    """One assignment per end of every range and per categorical choice (validated up front)."""
+    points = []
+    for key, p in search.space.items():
+        if p.type == "categorical":
+            points += [{key: c} for c in p.choices or []]
+        else:
+            cast = int if p.type.endswith("int") else float
+            points += [{key: cast(p.low)}, {key: cast(p.high)}]
+    return points
+
+
+def check_space(spec: SweepSpec, search: SearchSpec) -> list[TrialConfig]:
+    """Every corner of the space gives a valid config (errors name the search key)."""
+    configs = []
+    for point in corners(search):
+        key, value = next(iter(point.items()))
+        try:
+            configs.append(config_for(spec, point))
+        except ConfigError as err:
+            raise ConfigError(f"sweep spec field 'search.space.{key}' = {value!r}: {err}") from None
+    return configs
+
+
+# --- the study --------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchResult:
+    study_name: str
+    storage: str
+    sweep_dir: Path
+    objective: str
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+    exit_code: int = 0
+
+
+@dataclass
+class _Running:
+    tid: str
+    numbers: list[int]  # Optuna trials waiting on this trial_id (duplicates share one run)
+    config: TrialConfig
+
+
+class _Driver:
+    """Ask, submit, collect, tell: the search loop's state."""
+
+    def __init__(self, spec, search, study, cluster, tracking, prune, note) -> None:
+        from ._optuna import distribution
+
+        self.spec, self.search, self.study, self.cluster = spec, search, study, cluster
+        self.tracking, self.prune, self.note = tracking, prune, note
+        self.sweep_dir = spec.sweep_dir()
+        self.space = {k: distribution(p.type, p.low, p.high, p.choices)
+                      for k, p in search.space.items()}  # fmt: skip
+        self.best_path = self.sweep_dir / "search" / f"{study_name(spec, search)}.best.json"
+        self.pending: dict[Any, _Running] = {}
+
+    # --- best value, read by every monitor ----------------------------------------------------
+
+    def write_best(self) -> None:
+        values = [t["value"] for t in self.study.trials() if t["state"] == "COMPLETE"]
+        values = [v for v in values if v is not None]
+        pick = min if self.search.objective == "min_drift_ratio" else max
+        write_json(self.best_path, {"best": pick(values) if values else None})
+
+    # --- submitting -------------------------------------------------------------------------
+
+    def submit(self, number: int, params: dict[str, Any]) -> None:
+        from . import _ray
+
+        try:
+            config = config_for(self.spec, params)
+        except ConfigError as err:
+            self.study.set_attr(number, "error", str(err))
+            self.study.tell(number, None)
+            return
+        tid = trial_id(config)
+        self.study.set_attr(number, "trial_id", tid)
+        for run in self.pending.values():
+            if run.tid == tid:  # the sampler repeated a config: share the running trial
+                run.numbers.append(number)
+                return
+        cpus, gpus = plan_resources(self.spec, [config], self.cluster, self.note)[tid]
+        bound = _bound(config)
+        monitor = (PruneMonitor(self.best_path, bound, self.search.objective)
+                   if self.prune else None)  # fmt: skip
+        handle = _ray.submit(config.model_dump(mode="json"), trial_dir(self.sweep_dir, tid),
+                             num_cpus=cpus, num_gpus=gpus, retries=self.spec.retries,
+                             monitor=monitor, name=f"search-{number}")  # fmt: skip
+        self.pending[handle] = _Running(tid, [number], config)
+
+    def resubmit_running(self) -> None:
+        """Trials a killed driver left RUNNING: run them again (they resume), tell them once."""
+        for t in self.study.trials():
+            if t["state"] == "RUNNING":
+                self.submit(t["number"], t["params"])
+
+    def fill(self) -> None:
+        while len(self.pending) < self.search.parallel and self.asked() < self.search.n_trials:
+            number, params = self.study.ask(self.space)
+            self.submit(number, params)
+
+    def asked(self) -> int:
+        return len(self.study.trials())
+
+    # --- collecting -------------------------------------------------------------------------
+
+    def collect(self) -> None:
+        from . import _ray
+
+        finished, _ = _ray.wait(list(self.pending), WAIT_S)
+        for handle in finished:
+            run = self.pending.pop(handle)
+            try:
+                summary = _ray.result(handle)
+            except _ray.SystemFailure as err:
+                summary = {"status": "failed", "error": str(err)}
+            self.finish(run, summary)
+
+    def finish(self, run: _Running, summary: dict[str, Any]) -> None:
+        status = summary.get("status")
+        if (trial_dir(self.sweep_dir, run.tid) / "summary.json").exists():
+            publish_trial(self.sweep_dir, run.tid)
+            run_id = self.tracking.call("log_trial", run.tid)
+        else:
+            run_id = None
+        for number in run.numbers:
+            if run_id:
+                self.study.set_attr(number, "mlflow_run_id", run_id)
+            self.tell(number, run, summary, status)
+        self.write_best()
+
+    def tell(self, number: int, run: _Running, summary: dict[str, Any], status: Any) -> None:
+        epochs = run.config.train.epochs
+        self.study.set_attr(number, "epochs", epochs)
+        self.study.set_attr(number, "steps", int(summary.get("steps") or 0))
+        self.study.set_attr(number, "status", str(status))
+        if status == "stopped":
+            bound = objective_value(summary, self.search.objective)
+            self.study.set_attr(number, "objective_bound", bound)
+            self.study.tell(number, bound, pruned=True, step=int(summary.get("steps") or 0))
+        elif status in ("completed", "overflow") and summary.get("drift_sup") is not None:
+            self.study.tell(number, objective_value(summary, self.search.objective))
+        else:
+            self.study.set_attr(number, "error", str(summary.get("error"))[-2000:])
+            self.study.tell(number, None)
+
+
+def _prepare_store(spec: SweepSpec) -> None:
+    import yaml
+
+    sweep_dir = spec.sweep_dir()
+    (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / "spec.yaml", yaml.safe_dump(spec_to_dict(spec), sort_keys=False))
+
+
+def _bound(config: TrialConfig) -> float:
+    from core._trial import prepare
+
+    return prepare(config)[1].bound
+
+
+def study_name(spec: SweepSpec, search: SearchSpec) -> str:
+    return search.study or spec.name
+
+
+def _storage_url(search: SearchSpec) -> str:
+    """Create the parent folder of a local sqlite or journal file."""
+    url = search.storage
+    for prefix in ("sqlite:///", "journal://"):
+        if url.startswith(prefix):
+            Path(url.removeprefix(prefix)).expanduser().absolute().parent.mkdir(
+                parents=True, exist_ok=True
+            )
+    return url
+
+
+def run_search(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    prune: bool = True,
+    num_cpus: int | None = None,
+    stream: TextIO | None = None,
+) -> SearchResult:
+    """Run (or resume) the search of ``spec``; see the module docstring."""
+    from . import _ray
+    from ._optuna import Study
+
+    t0 = time.monotonic()
+    stream = stream or sys.stderr
+    search = load_search(spec)
+    check_inputs(check_space(spec, search))
+    check_storage(spec)
+
+    def note(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    tracking = Tracking(spec, note)
+    cluster = _ray.connect(address, num_cpus)
+    try:
+        _prepare_store(spec)  # the sweep dir and its spec.yaml, like a sweep's
+        name = study_name(spec, search)
+        study = Study.open(name, _storage_url(search), direction(search.objective),
+                           search.sampler, search.seed)  # fmt: skip
+        tracking.call("ensure_parent", spec_to_dict(spec))
+        driver = _Driver(spec, search, study, cluster, tracking, prune, note)
+        driver.write_best()
+        driver.resubmit_running()
+        driver.fill()
+        while driver.pending:
+            driver.collect()
+            driver.fill()
+            _progress(driver, note)
+    finally:
+        _ray.shutdown()
+    result = SearchResult(name, search.storage, spec.sweep_dir(), search.objective,
+                          study.trials(), time.monotonic() - t0)  # fmt: skip
+    return result
+
+
+def _progress(driver: _Driver, note) -> None:
+    states = [t["state"] for t in driver.study.trials()]
+    done = sum(s in ("COMPLETE", "PRUNED", "FAIL") for s in states)
+    text = (f"search: {done}/{driver.search.n_trials} done ({states.count('PRUNED')} pruned, "
+            f"{states.count('FAIL')} failed), {len(driver.pending)} running")  # fmt: skip
+    if getattr(driver, "_last", None) != text:
+        driver._last = text
+        note(text)
+
+
+def load_search(spec: SweepSpec) -> SearchSpec:
+    if spec.search is None:
+        raise ConfigError(f"sweep spec '{spec.name}' has no 'search:' section; add one")
+    return parse_search(spec.search)
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def compute_saved(trials: list[dict[str, Any]]) -> float:
+    """Fraction of the requested steps that pruning did not run (0 when nothing was pruned)."""
+    asked = sum(int(t["user_attrs"].get("epochs", 0)) for t in trials)
+    saved = sum(int(t["user_attrs"].get("epochs", 0)) - int(t["user_attrs"].get("steps", 0))
+                for t in trials if t["state"] == "PRUNED")  # fmt: skip
+    return saved / asked if asked else 0.0
+
+
+def _rerun_command(t: dict[str, Any], sweep_dir: Path) -> str:
+    run_id = t["user_attrs"].get("mlflow_run_id")
+    if run_id:
+        return f"ntkdiv rerun {run_id}"
+    return f"ntkdiv run {trial_dir(sweep_dir, t['user_attrs'].get('trial_id', '?'))}/config.yaml"
+
+
+def report(result: SearchResult, out: TextIO, top: int = 5) -> None:
+    """Best configurations, candidates below the bound, compute saved, dashboard command."""
+    done = [t for t in result.trials if t["state"] == "COMPLETE" and t["value"] is not None]
+    minimize = result.objective == "min_drift_ratio"
+    done.sort(key=lambda t: t["value"] if minimize else -t["value"])
+    counts = {
+        s: sum(t["state"] == s for t in result.trials) for s in ("COMPLETE", "PRUNED", "FAIL")
+    }
+    print(f"study {result.study_name} ({result.objective}): {len(result.trials)} trials, "
+          f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed "
+          f"({result.wall_s:.1f} s)", file=out)  # fmt: skip
+    print(f"compute saved by pruning: {100 * compute_saved(result.trials):.1f}% of requested steps",
+          file=out)  # fmt: skip
+    for rank, t in enumerate(done[:top], 1):
+        params = ", ".join(f"{k}={_short(v)}" for k, v in t["params"].items())
+        print(f"  #{rank} trial {t['number']}: value {_short(t['value'])}  {params}", file=out)
+        print(f"       {_rerun_command(t, result.sweep_dir)}", file=out)
+    _candidates(done, result, out)
+    print(f"browse: optuna-dashboard {_dashboard_arg(result.storage)}", file=out)
+
+
+def _candidates(done, result: SearchResult, out: TextIO) -> None:
+    below = [t for t in done if (t["value"] < 1.0 if result.objective == "min_drift_ratio"
+                                 else math.isinf(t["value"]))]  # fmt: skip
+    if not below:
+        print("no trial stayed below lambda0/(2 n^2) within its horizon", file=out)
+        return
+    for t in below:
+        summary = read_json(trial_dir(result.sweep_dir, t["user_attrs"]["trial_id"])
+                            / "summary.json")  # fmt: skip
+        horizon = summary["steps"] * _lr(result, t)
+        print(f"candidate: trial {t['number']} kept drift_sup below the bound up to t = "
+              f"{horizon:g}; the horizon leaves open whether it crosses later, and a finite "
+              "width cannot show the limit", file=out)  # fmt: skip
+
+
+def _lr(result: SearchResult, t: dict[str, Any]) -> float:
+    tdir = trial_dir(result.sweep_dir, t["user_attrs"]["trial_id"])
+    import yaml
+
+    return float(yaml.safe_load((tdir / "config.yaml").read_text())["train"]["lr"])
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _dashboard_arg(storage: str) -> str:
+    return storage.removeprefix("journal://") if storage.startswith("journal://") else storage
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``ntkdiv search SPEC``: exit 0 when the study finished its trials."""
+    spec = load_spec(args.spec, storage=args.storage, tracking_uri=args.tracking_uri)
+    result = run_search(spec, address=args.address, prune=not args.no_prune)
+    report(result, sys.stdout)
+    return 0

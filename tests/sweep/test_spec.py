@@ -1,0 +1,209 @@
+"""Sweep specs: validation messages, grid expansion (product, zip, exclude, collapse), GPU sizing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core import ConfigError, build_model, config_from_dict, trial_id
+from sweep._runner import plan_resources
+from sweep._spec import (
+    CUDA_CONTEXT_BYTES,
+    expand,
+    gpu_fraction,
+    gpu_memory_bytes,
+    grid_points,
+    load_spec,
+    parameter_count,
+    parse_spec,
+)
+from tests.sweep.conftest import REPO, spec_dict, tiny_base, write_spec
+
+
+def test_grid_is_the_cartesian_product_first_key_slowest(tmp_path):
+    spec = parse_spec(spec_dict(tmp_path, grid={"model.width": [16, 32], "seed": [0, 1, 2]}))
+    points = grid_points(spec)
+    assert points[:3] == [{"model.width": 16, "seed": s} for s in (0, 1, 2)]
+    configs = expand(spec)
+    assert [(c.model.width, c.seed) for c in configs] == [(w, s) for w in (16, 32) for s in (0, 1, 2)]
+
+
+def test_zip_advances_together(tmp_path):
+    grid = {"train.loss": ["cross_entropy", "mse"], "train.lr": [0.1, 0.02], "seed": [0, 1]}
+    spec = parse_spec(spec_dict(tmp_path, grid=grid, zip=[["train.loss", "train.lr"]]))
+    pairs = {(c.train.loss, c.train.lr) for c in expand(spec)}
+    assert pairs == {("cross_entropy", 0.1), ("mse", 0.02)}
+    assert len(expand(spec)) == 4
+
+
+def test_exclude_removes_matching_points(tmp_path):
+    grid = {"model.width": [16, 32], "seed": [0, 1]}
+    spec = parse_spec(spec_dict(tmp_path, grid=grid, exclude=[{"model.width": 32, "seed": 1}]))
+    assert sorted((c.model.width, c.seed) for c in expand(spec)) == [(16, 0), (16, 1), (32, 0)]
+
+
+def test_identical_configs_collapse(tmp_path):
+    # 32 is the base width, so {width: 32} and the no-op {depth: 2} give the same config
+    grid = {"model.width": [32, 32, 16], "model.depth": [2]}
+    configs = expand(parse_spec(spec_dict(tmp_path, grid=grid)))
+    assert [c.model.width for c in configs] == [32, 16]
+    assert len({trial_id(c) for c in configs}) == 2
+
+
+def test_empty_grid_is_the_base_alone(tmp_path):
+    configs = expand(parse_spec(spec_dict(tmp_path, grid={})))
+    assert configs == [config_from_dict(tiny_base())]
+
+
+def test_base_path_is_relative_to_the_spec_file(tmp_path):
+    (tmp_path / "configs").mkdir()
+    write_spec(tmp_path / "configs", tiny_base(model={"width": 48}), "base.yaml")
+    (tmp_path / "sweeps").mkdir()
+    path = write_spec(tmp_path / "sweeps", spec_dict(tmp_path, base="../configs/base.yaml",
+                                                     grid={"seed": [0, 1]}))  # fmt: skip
+    spec = load_spec(path)
+    assert isinstance(spec.base, dict) and spec.base["model"]["width"] == 48
+    assert {c.model.width for c in expand(spec)} == {48}
+
+
+def test_overrides_and_file_uri_storage(tmp_path):
+    path = write_spec(tmp_path, spec_dict(tmp_path))
+    spec = load_spec(path, storage=f"file://{tmp_path}/elsewhere", tracking_uri="sqlite:///x.db")
+    assert spec.sweep_dir() == tmp_path / "elsewhere" / "t"
+    assert spec.mlflow.tracking_uri == "sqlite:///x.db"
+    assert spec.experiment == "t"
+
+
+def test_search_section_is_kept_opaque(tmp_path):
+    search = {"space": {"model.width": {"type": "log_int", "low": 16, "high": 64}}}
+    spec = parse_spec(spec_dict(tmp_path, search=search))
+    assert spec.search == search
+
+
+def test_example_specs_expand():
+    smoke = load_spec(REPO / "sweeps" / "smoke.yaml")
+    assert len(expand(smoke)) == 8
+    scaling = load_spec(REPO / "sweeps" / "width_scaling.yaml")
+    configs = expand(scaling)
+    assert len(configs) == 2 * 2 * 7 * 5
+    assert {c.model.width for c in configs} == {2**k for k in range(8, 15)}
+
+
+@pytest.mark.parametrize(
+    "fields,needle",
+    [
+        ({"grid": {"model.widht": [64]}}, "'grid.model.widht': unknown config key 'model.widht'; "
+                                          "did you mean 'model.width'?"),
+        ({"grid": {"model.width": []}}, "'grid.model.width' = []: give at least one value"),
+        ({"grid": {"model.width": 64}}, "'grid.model.width' = 64: Input should be a valid list"),
+        ({"grid": {"model.width": [0]}}, "'grid.model.width' = 0: config field 'model.width'"),
+        ({"grid": {"model.arch": ["cnn"]}}, "'grid.model.arch' = 'cnn'"),
+        ({"name": "../escape"}, "'name' = '../escape'"),
+        ({"name": "a/b"}, "'name' = 'a/b'"),
+        ({"name": ""}, "'name' = ''"),
+        ({"resources": {"tpus": 1}}, "'resources.tpus': unknown key"),
+        ({"resources": {"gpus_per_trial": 2}}, "'resources.gpus_per_trial' = 2"),
+        ({"resources": {"gpus_per_trial": "some"}}, "'resources.gpus_per_trial"),
+        ({"resources": {"cpus_per_trial": 0}}, "'resources.cpus_per_trial' = 0"),
+        ({"retries": -1}, "'retries' = -1"),
+        ({"storage": "s3://bucket/x"}, "'storage' = 's3://bucket/x': only POSIX paths"),
+        ({"gird": {}}, "'gird': unknown key; did you mean 'grid'?"),
+        ({"zip": [["model.width", "seed"]], "grid": {"model.width": [16, 32], "seed": [0]}},
+         "'zip[0]' = [\"model.width\", \"seed\"]: the value lists must have equal lengths"),
+        ({"zip": [["model.width", "seed"]]}, "'seed' is not a grid key"),
+        ({"exclude": [{"model.width": 99}]}, "'exclude[0]' = {\"model.width\": 99}: matches no"),
+        ({"exclude": [{"sed": 1}]}, "'sed' is not a grid key"),
+        ({"base": "missing.yaml"}, "'base' = 'missing.yaml': no such file"),
+        ({"base": {"model": {"width": -1}}}, "'base': config field 'model.width' = -1"),
+        ({"mlflow": {"enabeld": False}}, "'mlflow.enabeld': unknown key; did you mean 'enabled'?"),
+    ],
+)  # fmt: skip
+def test_bad_specs_name_the_field_and_value(tmp_path, fields, needle):
+    raw = spec_dict(tmp_path, **fields)
+    with pytest.raises(ConfigError) as info:
+        expand(parse_spec(raw, tmp_path))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("sweep spec field ")
+    for part in needle.split("..."):
+        assert part.strip() in message, message
+
+
+def test_missing_name_is_reported(tmp_path):
+    raw = spec_dict(tmp_path)
+    del raw["name"]
+    with pytest.raises(ConfigError, match="sweep spec field 'name': missing"):
+        parse_spec(raw)
+
+
+# --- GPU sizing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["fcn", "resnet"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_parameter_count_matches_the_model(arch, depth):
+    config = config_from_dict(tiny_base(model={"arch": arch, "width": 24, "depth": depth}))
+    model = build_model(arch, 2, 24, depth, 1.0, 0, torch.float64)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert parameter_count(config) == trained
+
+
+def test_gpu_memory_estimate_terms():
+    small = config_from_dict(tiny_base(model={"width": 16}))
+    assert CUDA_CONTEXT_BYTES < gpu_memory_bytes(small) < CUDA_CONTEXT_BYTES + 2**20
+    # at large width the 4 P numbers dominate: FCN L=3, m=16384, float64 -> 4 * 2 m^2 * 8 bytes
+    big = config_from_dict(tiny_base(model={"width": 16384, "depth": 3}))
+    p_bytes = 4 * parameter_count(big) * 8
+    assert p_bytes < gpu_memory_bytes(big) - CUDA_CONTEXT_BYTES < 1.3 * p_bytes
+    single = config_from_dict(tiny_base(model={"width": 16384, "depth": 3}, dtype="float32"))
+    assert gpu_memory_bytes(single) < 0.55 * gpu_memory_bytes(big)
+    wider = config_from_dict(tiny_base(model={"width": 32768, "depth": 3}))
+    assert gpu_memory_bytes(wider) > 3.5 * (gpu_memory_bytes(big) - CUDA_CONTEXT_BYTES)
+
+
+def test_gpu_fraction_rounds_up_and_never_oversubscribes():
+    gib = 2**30
+    assert gpu_fraction(gib, 80 * gib) == 0.02  # 0.0125 -> 0.02
+    assert gpu_fraction(1, 80 * gib) == 0.01
+    assert gpu_fraction(20 * gib, 80 * gib) == 0.25
+    assert gpu_fraction(200 * gib, 80 * gib) == 1.0
+    for est in range(1, 80, 3):  # as many trials as Ray packs on one GPU fit in its memory
+        share = gpu_fraction(est * gib, 80 * gib)
+        assert int(1 / share + 1e-9) * est * gib <= 80 * gib
+
+
+class _Cluster:  # the fields plan_resources reads from sweep._ray.Cluster
+    def __init__(self, cpus: float, gpus: float, local: bool) -> None:
+        self.cpus, self.gpus, self.local = cpus, gpus, local
+
+
+def test_auto_shares_follow_the_estimate(tmp_path):
+    grid = {"model.width": [16, 8192]}
+    spec = parse_spec(spec_dict(tmp_path, grid=grid, resources={"gpus_per_trial": "auto",
+                                                                "gpu_memory_gb": 8}))  # fmt: skip
+    configs = expand(spec)
+    plan = plan_resources(spec, configs, _Cluster(8, 2, local=False), print)
+    shares = [plan[trial_id(c)][1] for c in configs]
+    assert shares == [gpu_fraction(gpu_memory_bytes(c), 8 * 2**30) for c in configs]
+    assert 0.01 <= shares[0] < shares[1] <= 1.0
+
+
+def test_auto_without_gpus_runs_on_cpu(tmp_path):
+    spec = parse_spec(spec_dict(tmp_path, resources={"gpus_per_trial": "auto"}))
+    plan = plan_resources(spec, expand(spec), _Cluster(2, 0, local=True), print)
+    assert {share for _, share in plan.values()} == {0.0}
+
+
+def test_gpus_on_a_local_cluster_without_gpus_is_an_error(tmp_path):
+    spec = parse_spec(spec_dict(tmp_path, resources={"gpus_per_trial": 0.5}))
+    with pytest.raises(ConfigError, match="'resources.gpus_per_trial' = 0.5: the local cluster"):
+        plan_resources(spec, expand(spec), _Cluster(2, 0, local=True), print)
+    notes: list[str] = []
+    plan_resources(spec, expand(spec), _Cluster(2, 0, local=False), notes.append)
+    assert "autoscaler" in notes[0]  # a remote cluster may add GPU nodes on demand
+
+
+def test_too_many_cpus_per_trial_for_the_local_cluster(tmp_path):
+    spec = parse_spec(spec_dict(tmp_path, resources={"cpus_per_trial": 4}))
+    with pytest.raises(ConfigError, match="'resources.cpus_per_trial' = 4: the local cluster"):
+        plan_resources(spec, expand(spec), _Cluster(2, 0, local=True), print)
