@@ -190,8 +190,9 @@ class MlflowLogger:
         sweep_name: the sweep's name (tag ``ntkdiv.sweep``).
         sweep_dir: ``<storage>/<sweep>``, whose ``trials/<trial_id>/`` are logged.
 
-    Construction never touches the network; every method checks the server first and raises
-    :class:`TrackingUnavailable` within seconds when it is down.
+    Construction makes no network call (MLflow does create a sqlite URI's file then); every
+    method checks the server first and raises :class:`TrackingUnavailable` within seconds when
+    it is down. The store is never written here.
     """
 
     def __init__(

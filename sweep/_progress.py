@@ -53,7 +53,7 @@ class Progress:
     quiet: bool = False
     started: float = field(default_factory=time.monotonic)
     _last: float = 0.0
-    _last_finished: int = -1
+    _last_finished: int = 0
     _width: int = 0
 
     @property

@@ -144,7 +144,9 @@ class Tracking:
     logging for the rest of the run (the store holds everything; a final ``sync`` retries)."""
 
     def __init__(self, spec: SweepSpec, note) -> None:
-        self.logger, self.paused, self.seconds, self.note = None, False, 0.0, note
+        self.logger, self.note = None, note
+        self.paused = self.warned = False
+        self.seconds = 0.0
         self.unavailable: type[Exception] = RuntimeError
         if spec.mlflow.enabled:
             from ._mlflow import MlflowLogger, TrackingUnavailable
@@ -161,13 +163,17 @@ class Tracking:
             return getattr(self.logger, method)(*args)
         except self.unavailable as err:
             self.paused = True
-            self.note(f"ntkdiv: warning: MLflow unavailable ({err}); the store has everything, "
-                      "and the next 'ntkdiv sweep' or 'ntkdiv sync' backfills MLflow")  # fmt: skip
+            if not self.warned:
+                self.warned = True
+                self.note(f"ntkdiv: warning: MLflow unavailable ({err}); the store has "
+                          "everything, and the next 'ntkdiv sweep' or 'ntkdiv sync' backfills "
+                          "MLflow")  # fmt: skip
             return None
         finally:
             self.seconds += time.perf_counter() - t0
 
     def retry_sync(self) -> None:
+        """One more try at the end of the run, after a pause (a server that came back)."""
         if self.logger is not None and self.paused:
             self.paused = False
             self.call("sync")

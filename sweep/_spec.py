@@ -49,11 +49,13 @@ class Resources(_Frozen):
     cpus_per_trial: float = Field(1.0, gt=0)  # Ray CPUs per trial; also torch's thread count
     gpu_memory_gb: float | None = Field(None, gt=0)  # per-GPU memory for auto (default: probed)
 
-    @field_validator("gpus_per_trial")
+    @field_validator("gpus_per_trial", mode="before")
     @classmethod
-    def _one_gpu_at_most(cls, v: float | str) -> float | str:
-        if isinstance(v, str):
+    def _one_gpu_at_most(cls, v: Any) -> Any:
+        if isinstance(v, str) and v == "auto":
             return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError("must be a number in [0, 1] or auto")
         if not 0 <= v <= 1 or not math.isfinite(v):
             raise ValueError(f"must be in [0, 1] or auto (a trial uses one device), got {v}")
         return v

@@ -55,9 +55,9 @@ def _start(root: Path, port: int) -> subprocess.Popen:
            "--port", str(port), "--workers", "1"]  # fmt: skip
     # the job consumers (huey) are not needed for tracking and outlive a plain SIGTERM
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = (root / "server.log").open("ab")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
-                            start_new_session=True)  # fmt: skip
+    with (root / "server.log").open("ab") as log:  # the child keeps its own copy of the fd
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                start_new_session=True)  # fmt: skip
 
 
 @contextlib.contextmanager

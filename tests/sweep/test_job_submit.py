@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,16 +25,22 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from sweep._spec import expand, load_spec
 from tests.conftest import free_port, running_mlflow_server
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC = REPO / "sweeps" / "smoke.yaml"
 BIN = Path(sys.executable).parent  # the venv's ray, mlflow and ntkdiv
 JOB_TIMEOUT_S = 900
 # large local state stays out of the upload (.git and .gitignore'd paths are skipped by Ray)
 EXCLUDES = [".venv", "runs", "ntkdiv-store", "mlflow.db", "mlruns", "mlartifacts", "*.pt"]
 
 pytestmark = pytest.mark.slow
+
+
+def snapshot(dst: Path) -> Path:
+    """A copy of the checkout to submit: both submissions then see the same code and spec."""
+    skip = shutil.ignore_patterns(".git", "*_cache", "__pycache__", "*.egg-info", ".tmp", *EXCLUDES)
+    return Path(shutil.copytree(REPO, dst, ignore=skip))
 
 
 def _env() -> dict[str, str]:
@@ -79,9 +86,9 @@ def ray_head(temp_dir: Path) -> Iterator[str]:
            "--min-worker-port", "0", "--max-worker-port", "0"]  # fmt: skip
     for flag in ports:
         cmd += [flag, str(free_port())]
-    log = (temp_dir.parent / "ray-head.log").open("wb")
-    proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    with (temp_dir.parent / "ray-head.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
     address = f"http://127.0.0.1:{dash}"
     try:
         deadline = time.monotonic() + 180
@@ -94,13 +101,13 @@ def ray_head(temp_dir: Path) -> Iterator[str]:
         _stop(proc)
 
 
-def submit(address: str, storage: Path, tracking_uri: str) -> subprocess.CompletedProcess:
+def submit(address: str, repo: Path, storage: Path, uri: str) -> subprocess.CompletedProcess:
     runtime_env = {"excludes": EXCLUDES, "env_vars": {"PYTHONUNBUFFERED": "1"}}
     return _ray(
-        "job", "submit", "--address", address, "--working-dir", str(REPO),
+        "job", "submit", "--address", address, "--working-dir", str(repo),
         "--runtime-env-json", json.dumps(runtime_env), "--",
         "ntkdiv", "sweep", "sweeps/smoke.yaml", "--storage", str(storage),
-        "--tracking-uri", tracking_uri, "--quiet",
+        "--tracking-uri", uri, "--quiet",
         timeout=JOB_TIMEOUT_S,
     )  # fmt: skip
 
@@ -123,25 +130,30 @@ def test_ray_job_submit_runs_the_smoke_sweep_once():
         tmp = Path(short)
         (tmp / "ray").mkdir()
         storage = tmp / "store"
+        repo = snapshot(tmp / "repo")
+        n_trials = len(expand(load_spec(repo / "sweeps" / "smoke.yaml")))
         with running_mlflow_server(tmp / "mlflow") as uri, ray_head(tmp / "ray") as address:
-            first = submit(address, storage, uri)
+            first = submit(address, repo, storage, uri)
             assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
             assert "succeeded" in first.stdout + first.stderr
             done = summaries(storage)
-            trial_dirs = list(storage.glob("*/trials/*"))
-            assert done and len(done) == len(trial_dirs)
+            assert len(done) == n_trials == len(list(storage.glob("smoke/trials/*")))
             for path in done:
                 assert json.loads(path.read_text())["status"] in ("completed", "overflow")
             parents, children = sweep_runs(uri)
             assert len(parents) == 1 and len(children) == len(done)
             client = MlflowClient(uri)
+            assert client.get_experiment(parents[0].info.experiment_id).name == "smoke"
+            assert parents[0].info.status == "FINISHED"  # the report closed it
+            report = {f.path for f in client.list_artifacts(parents[0].info.run_id, "report")}
+            assert "report/report.html" in report
             for run in children:
                 assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
                 assert client.get_metric_history(run.info.run_id, "drift")
                 names = {f.path for f in client.list_artifacts(run.info.run_id)}
                 assert {"config.yaml", "summary.json", "trajectory.parquet"} <= names
 
-            again = submit(address, storage, uri)
+            again = submit(address, repo, storage, uri)
             assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
             assert summaries(storage) == done  # nothing ran again
             parents2, children2 = sweep_runs(uri)
