@@ -139,7 +139,7 @@ def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str,
     m = config.model
     model = build_model(m.arch, data.X.shape[1], m.width, m.depth, m.alpha, config.seed, dtype,
                         device)  # fmt: skip
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     state = LoopState(step=0, params=params, theta0=[p.detach().clone() for p in params])
     tracker = Tracker(
         ref=ref,
