@@ -6,6 +6,9 @@ default tracking schedule, tracking adds <= 15%.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 
 from core import TrackConfig, analytic_ntk, build_model, config_from_dict, ntk_reference
@@ -58,14 +61,12 @@ def run(quick: bool = False) -> str:
     epochs, repeats = (300, 2) if quick else (5000, 5)
     rows = []
     for width, depth in sizes:
-        times = interleaved(
-            {
-                "plain": lambda w=width, d=depth: plain_loop(w, d, epochs),
-                "off": lambda w=width, d=depth: ntkdiv_loop(w, d, epochs, tracking=False),
-                "default": lambda w=width, d=depth: ntkdiv_loop(w, d, epochs, tracking=True),
-            },
-            repeats,
-        )
+        fns: dict[str, Callable[[], object]] = {
+            "plain": partial(plain_loop, width, depth, epochs),
+            "off": partial(ntkdiv_loop, width, depth, epochs, tracking=False),
+            "default": partial(ntkdiv_loop, width, depth, epochs, tracking=True),
+        }
+        times = interleaved(fns, repeats)
         plain, off, on = (median(times[k]) for k in ("plain", "off", "default"))
         rows.append([width, depth, epochs, epochs / plain, epochs / off, plain / off,
                      100 * (on - off) / off])  # fmt: skip

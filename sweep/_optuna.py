@@ -68,7 +68,7 @@ class Study:
         study = optuna.create_study(
             study_name=name,
             storage=make_storage(storage_url),
-            direction=direction,
+            direction=direction,  # type: ignore[arg-type]  # validated by the spec
             sampler=make_sampler(sampler, seed),
             load_if_exists=True,
         )

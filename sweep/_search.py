@@ -61,6 +61,7 @@ def corners(search: SearchSpec) -> list[dict[str, Any]]:
         if p.type == "categorical":
             points += [{key: c} for c in p.choices or []]
         else:
+            assert p.low is not None and p.high is not None  # checked by Param
             cast = int if p.type.endswith("int") else float
             points += [{key: cast(p.low)}, {key: cast(p.high)}]
     return points
@@ -112,6 +113,7 @@ class _Driver:
                       for k, p in search.space.items()}  # fmt: skip
         self.best_path = self.sweep_dir / "search" / f"{study_name(spec, search)}.best.json"
         self.pending: dict[Any, _Running] = {}
+        self.last_line = ""
 
     # --- best value, read by every monitor ----------------------------------------------------
 
@@ -282,8 +284,8 @@ def _progress(driver: _Driver, note) -> None:
     done = sum(s in ("COMPLETE", "PRUNED", "FAIL") for s in states)
     text = (f"search: {done}/{driver.search.n_trials} done ({states.count('PRUNED')} pruned, "
             f"{states.count('FAIL')} failed), {len(driver.pending)} running")  # fmt: skip
-    if getattr(driver, "_last", None) != text:
-        driver._last = text
+    if driver.last_line != text:
+        driver.last_line = text
         note(text)
 
 

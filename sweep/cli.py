@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code
 _COMMANDS = {
@@ -26,7 +27,7 @@ _COMMANDS = {
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2, as for every bad input
+    def error(self, message: str) -> NoReturn:  # one line, exit code 2, as for every bad input
         self.exit(2, f"ntkdiv: error: {message}\n")
 
 

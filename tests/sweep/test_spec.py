@@ -1,4 +1,4 @@
-"""Sweep specs: validation messages, grid expansion (product, zip, exclude, collapse), GPU sizing."""
+"""Sweep specs: validation messages, grid expansion (product, zip, exclude, collapse), sizing."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def test_grid_is_the_cartesian_product_first_key_slowest(tmp_path):
     points = grid_points(spec)
     assert points[:3] == [{"model.width": 16, "seed": s} for s in (0, 1, 2)]
     configs = expand(spec)
-    assert [(c.model.width, c.seed) for c in configs] == [(w, s) for w in (16, 32) for s in (0, 1, 2)]
+    expected = [(w, s) for w in (16, 32) for s in (0, 1, 2)]
+    assert [(c.model.width, c.seed) for c in configs] == expected
 
 
 def test_zip_advances_together(tmp_path):
