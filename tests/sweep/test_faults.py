@@ -8,6 +8,7 @@ not the CPUs, bound how many trials run at once.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -163,7 +163,7 @@ def test_driver_sigkill_then_rerun_runs_only_the_missing_work(tmp_path):
     try:
         wait_for(lambda: len(summaries(sweep_dir)) >= 2 and _checkpointed_trial(sweep_dir),
                  300, "two finished trials and one mid-run")  # fmt: skip
-        family = psutil.Process(driver.pid).children(recursive=True)
+        family = descendants(driver.pid)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -192,13 +192,41 @@ def test_driver_sigkill_then_rerun_runs_only_the_missing_work(tmp_path):
     assert_one_mlflow_run_per_trial(tmp_path / "mlflow.db", "t", set(done))
 
 
-def _assert_cluster_died_with_driver(family: list[psutil.Process]) -> None:
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _assert_cluster_died_with_driver(family: list[int]) -> None:
     """ray.init's local cluster shares the driver's fate; anything left is killed, then fails."""
-    gone, alive = psutil.wait_procs(family, timeout=30)
-    for proc in alive:  # started by the driver under test: ours to clean up
-        proc.kill()
-    assert not alive, f"left running after the driver died: {[p.pid for p in alive]}"
-    assert gone or not family
+    assert family  # the driver had started its cluster
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(alive(p) for p in family):
+        time.sleep(0.5)
+    left = [p for p in family if alive(p)]
+    for pid in left:  # started by the driver under test: ours to clean up
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"left running after the driver died: {left}"
 
 
 # --- fractional GPUs ---------------------------------------------------------------------------
