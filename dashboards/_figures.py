@@ -8,6 +8,7 @@ lines; the band spans the seeds.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +50,15 @@ def _width_colors(widths) -> dict:
 
 def _save(fig, path: Path, title: str, caption: str) -> Figure:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI)  # constrained layout: one draw (bbox_inches="tight" costs two)
     plt.close(fig)
     return Figure(path, title, caption)
 
 
 def _panels(n: int, rows: int = 1, size=(4.6, 3.4)):
-    fig, axes = plt.subplots(rows, n, figsize=(size[0] * n, size[1] * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, n, figsize=(size[0] * n, size[1] * rows), squeeze=False, layout="constrained"
+    )
     return fig, axes
 
 
@@ -70,22 +73,9 @@ def _groups(family: pd.DataFrame) -> list[tuple[pd.Series, pd.DataFrame]]:
 def _median_curve(tids, curves: dict, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Median, min and max over trials of one curve on T_GRID (NaN where no trial has data)."""
     block = np.stack([curves[t][CURVES.index(which)] for t in tids if t in curves])
-    with np.errstate(all="ignore"), _quiet():
-        return np.nanmedian(block, 0), np.nanmin(block, 0), np.nanmax(block, 0)
-
-
-class _quiet:
-    """Silence numpy's all-NaN slice warnings (columns beyond the horizon are all NaN)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+    with warnings.catch_warnings():  # grid points beyond every horizon are all-NaN columns
         warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
+        return np.nanmedian(block, 0), np.nanmin(block, 0), np.nanmax(block, 0)
 
 
 def _curves_by_width(ax, sub: pd.DataFrame, curves: dict, which: str, colors: dict) -> None:
@@ -195,7 +185,7 @@ def lambda_theta_figure(family: pd.DataFrame, curves: dict, path: Path, name: st
 def crossing_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: str):
     """Extrapolated width where drift_sup(t) would fall below the bound, against the horizon t."""
     groups = _groups(family)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     drawn = False
     for i, (g, _) in enumerate(groups):
         f = _select(fits, g)
@@ -218,7 +208,7 @@ def crossing_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: 
 
 def outputs_figure(dense: dict, path: Path, name: str) -> Figure:
     """The seed's Figure 1: f_t(x_i) on each training point against t."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     t, f = dense["t"], dense["f"]
     pos = t > 0
     for i in range(min(f.shape[1], MAX_POINTS)):
@@ -239,7 +229,7 @@ def chosen_pairs(pairs: list) -> list[int]:
 
 def kernel_figure(dense: dict, pairs: list, path: Path, name: str) -> Figure:
     """The seed's Figure 2: chosen K_t entries against t, raw (thin) and smoothed (thick)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     t, k = dense["t"], dense["kernel"]
     pos = t > 0
     kernel = np.ones(SMOOTH) / SMOOTH

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,8 @@ def trajectory_pass_ray(
         root: ``<sweep>/dataset/trajectory`` (any path Ray Data and pyarrow can read: a shared
             filesystem, s3://, gs://, ...).
         bounds: trial_id -> bound (from the summary rows).
-        address: a Ray cluster to join; None joins RAY_ADDRESS or starts a local one (2 CPUs).
+        address: a Ray cluster to join ("auto", "ray://..."); None joins RAY_ADDRESS if set,
+            else starts a fresh local instance with 2 CPUs. A running Ray is reused as it is.
     Returns:
         The same (metrics DataFrame, {trial_id: (len(CURVES), len(T_GRID)) curves}) as
         ``_tables.trajectory_pass``.
@@ -52,8 +54,10 @@ def trajectory_pass_ray(
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, num_cpus=None if address else 2, include_dashboard=False,
-                 log_to_driver=False)  # fmt: skip
+        address = address or os.environ.get("RAY_ADDRESS")
+        # "local": a fresh 2-CPU instance, never a cluster that happens to run on this machine
+        ray.init(address=address or "local", num_cpus=None if address else 2,
+                 include_dashboard=False, log_to_driver=False)  # fmt: skip
     try:
         part = Partitioning(PartitionStyle.HIVE, base_dir=str(root), field_types={"trial_id": str})
         # select_columns is pushed down into the Parquet read (projection): list columns stay

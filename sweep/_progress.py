@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 TTY_EVERY_S = 0.5
 LOG_EVERY_S = 30.0
@@ -108,3 +108,21 @@ class Progress:
             self.stream.write("\r" + " " * self._width + "\r")
         print(text, file=self.stream, flush=True)
         self._last = 0.0
+
+
+def final_report(res: Any, name: str, out: TextIO) -> None:
+    """The closing lines of a sweep on stdout: counts, failures, the verdict table.
+
+    ``res`` is a ``sweep._runner.SweepResult``.
+    """
+    c = res.counts
+    print(f"sweep {name}: {c.total} trials: {c.earlier} from earlier runs, {c.completed} "
+          f"completed, {c.overflow} overflow, {c.failed} failed, {c.retried} retried "
+          f"({res.wall_s:.1f} s); store {res.sweep_dir}", file=out)  # fmt: skip
+    for tid, line in list(res.failed.items())[:10]:
+        print(f"  failed {tid}: {line}", file=out)
+    if len(res.failed) > 10:
+        print(f"  ... and {len(res.failed) - 10} more (summary.json 'error' in each)", file=out)
+    if res.aggregate is not None:
+        print(res.aggregate.verdict_text, file=out)
+        print(f"report: {res.aggregate.report_dir}", file=out)

@@ -105,18 +105,20 @@ def execute_trial(
     Returns:
         The summary; trial-code exceptions become a ``failed`` summary with the traceback.
     """
+    gpus = [str(g) for g in ray.get_gpu_ids()]
+    if not gpus:  # no GPU share: device "auto" must not pick a GPU that another trial holds
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import torch
 
     from core import config_from_dict, run_trial
 
-    t0 = time.monotonic()
     config = config_from_dict(config_dict)
     tdir = Path(trial_dir)
     tdir.mkdir(parents=True, exist_ok=True)
-    ctx = ray.get_runtime_context()
-    index = begin_attempt(tdir, node=ctx.get_node_id(), gpus=[str(g) for g in ray.get_gpu_ids()])
+    index = begin_attempt(tdir, node=ray.get_runtime_context().get_node_id(), gpus=gpus)
     torch.set_num_threads(threads)
     logging.getLogger("ntkdiv").setLevel(logging.ERROR)  # the driver printed the lr warnings
+    t0 = time.monotonic()
     try:
         summary = run_trial(config, tdir, resume=True, monitor=monitor)
     except Exception:  # trial code: recorded, the sweep goes on

@@ -28,7 +28,7 @@ import yaml
 from core import ConfigError, TrialConfig, trial_id
 from core.store import atomic_write_text, read_json, trial_dir
 
-from ._progress import Counts, Progress
+from ._progress import Counts, Progress, final_report
 from ._spec import SweepSpec, expand, gpu_fraction, gpu_memory_bytes, load_spec, spec_to_dict
 
 DONE = ("completed", "overflow")
@@ -45,7 +45,8 @@ class SweepResult:
     exit_code: int
     wall_s: float  # the whole run, Ray start and aggregation included
     dispatch_s: float = 0.0  # from the first submission to the last result
-    mlflow_s: float = 0.0  # spent in MLflow calls
+    dispatch_start: float = 0.0  # time.time() at the first submission (attempts use that clock)
+    mlflow_s: dict[str, float] = field(default_factory=dict)  # in MLflow calls, per method
     trial_s: dict[str, float] = field(default_factory=dict)  # this run's trials: run_s of each
     failed: dict[str, str] = field(default_factory=dict)  # trial_id -> last line of the error
     aggregate: Any = None
@@ -146,7 +147,7 @@ class Tracking:
     def __init__(self, spec: SweepSpec, note) -> None:
         self.logger, self.note = None, note
         self.paused = self.warned = False
-        self.seconds = 0.0
+        self.seconds: dict[str, float] = {}  # per method, for the benchmark
         self.unavailable: type[Exception] = RuntimeError
         if spec.mlflow.enabled:
             from ._mlflow import MlflowLogger, TrackingUnavailable
@@ -170,7 +171,7 @@ class Tracking:
                           "MLflow")  # fmt: skip
             return None
         finally:
-            self.seconds += time.perf_counter() - t0
+            self.seconds[method] = self.seconds.get(method, 0.0) + time.perf_counter() - t0
 
     def retry_sync(self) -> None:
         """One more try at the end of the run, after a pause (a server that came back)."""
@@ -323,6 +324,7 @@ def _dispatch(d: _Dispatch, plan, spec: SweepSpec, res: SweepResult, tracking: T
     from . import _ray
 
     t0 = time.monotonic()
+    res.dispatch_start = time.time()
     _submit(d, plan, spec.retries)
     progress.update(force=True)
     while d.handles:
@@ -358,6 +360,7 @@ def run_sweep(
     states = classify(spec.sweep_dir(), configs, spec.retries)
     todo = {trial_id(c): c for c in configs if states[trial_id(c)] == "pending"}
     res = SweepResult(spec.sweep_dir(), progress.counts, exit_code=1, wall_s=0.0)
+    cluster = None
     if todo:
         cluster = _ray.connect(address, num_cpus, num_gpus)
     elif address:
@@ -376,19 +379,31 @@ def run_sweep(
             progress.close()
     finally:
         _ray.shutdown()
+    _conclude(res, tracking, aggregate, progress)
+    res.wall_s = time.monotonic() - t_start
+    return res
+
+
+def _conclude(res: SweepResult, tracking: Tracking, aggregate: bool, progress: Progress) -> None:
+    """Exit code, a last MLflow backfill if it was paused, the aggregator and its report."""
+    from core import NtkdivError
+
     tracking.retry_sync()
     c = res.counts
     res.exit_code = 0 if c.earlier + c.completed + c.overflow == c.total else 1
-    if aggregate:
+    if not aggregate:
+        tracking.call("finish")  # log_report finishes the parent run otherwise
+    else:
         from dashboards import aggregate as run_aggregate
 
-        res.aggregate = run_aggregate(res.sweep_dir)
-        tracking.call("log_report", res.aggregate.report_dir, res.aggregate.verdict_text)
-    else:
-        tracking.call("finish")  # log_report finishes the parent run otherwise
+        try:
+            res.aggregate = run_aggregate(res.sweep_dir)
+        except NtkdivError as err:  # the trials are in the store: `ntkdiv aggregate` can redo it
+            progress.message(f"ntkdiv: warning: aggregation failed: {err}")
+            res.exit_code = 1
+        else:
+            tracking.call("log_report", res.aggregate.report_dir, res.aggregate.verdict_text)
     res.mlflow_s = tracking.seconds
-    res.wall_s = time.monotonic() - t_start
-    return res
 
 
 def _prepare_store(spec: SweepSpec, states: dict[str, str]) -> None:
@@ -410,25 +425,10 @@ def _earlier(states: dict[str, str], res: SweepResult) -> None:
             res.failed[tid] = _last_line(summary.get("error")) + " (out of retries)"
 
 
-def report(res: SweepResult, spec: SweepSpec, out: TextIO) -> None:
-    """The closing lines on stdout: counts, failures, the verdict table."""
-    c = res.counts
-    print(f"sweep {spec.name}: {c.total} trials: {c.earlier} from earlier runs, {c.completed} "
-          f"completed, {c.overflow} overflow, {c.failed} failed, {c.retried} retried "
-          f"({res.wall_s:.1f} s); store {res.sweep_dir}", file=out)  # fmt: skip
-    for tid, line in list(res.failed.items())[:10]:
-        print(f"  failed {tid}: {line}", file=out)
-    if len(res.failed) > 10:
-        print(f"  ... and {len(res.failed) - 10} more (summary.json 'error' in each)", file=out)
-    if res.aggregate is not None:
-        print(res.aggregate.verdict_text, file=out)
-        print(f"report: {res.aggregate.report_dir}", file=out)
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``ntkdiv sweep``: exit 0 when every trial completed or overflowed, 1 if any failed."""
     spec = load_spec(args.spec, storage=args.storage, tracking_uri=args.tracking_uri)
     res = run_sweep(spec, address=args.address, aggregate=not args.no_aggregate,
                     quiet=args.quiet)  # fmt: skip
-    report(res, spec, sys.stdout)
+    final_report(res, spec.name, sys.stdout)
     return res.exit_code

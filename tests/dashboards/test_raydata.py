@@ -18,7 +18,7 @@ def local_ray():
     """One small local Ray for the whole test (the aggregator reuses a running one)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -246,4 +246,3 @@ def test_quiet_prints_nothing():
     p.update(force=True)
     p.close()
     assert stream.getvalue() == ""
-
