@@ -44,8 +44,8 @@ class SweepResult:
     counts: Counts
     exit_code: int
     wall_s: float  # the whole run, Ray start and aggregation included
-    dispatch_s: float = 0.0  # from the first submission to the last result
     dispatch_start: float = 0.0  # time.time() at the first submission (attempts use that clock)
+    dispatch_s: float = 0.0  # from the first submission to the last result
     mlflow_s: dict[str, float] = field(default_factory=dict)  # in MLflow calls, per method
     trial_s: dict[str, float] = field(default_factory=dict)  # this run's trials: run_s of each
     failed: dict[str, str] = field(default_factory=dict)  # trial_id -> last line of the error
@@ -248,9 +248,11 @@ class _Dispatch:
     last_scan: float = 0.0
 
 
-def _submit(d: _Dispatch, plan: dict[str, tuple[float, float]], retries: int) -> None:
+def _submit(d: _Dispatch, plan: dict[str, tuple[float, float]], retries: int,
+            res: SweepResult) -> None:  # fmt: skip
     from . import _ray
 
+    res.dispatch_start = time.time()
     for tid, config in d.configs.items():
         cpus, gpus = plan[tid]
         tdir = trial_dir(d.sweep_dir, tid)
@@ -319,13 +321,12 @@ def _running(d: _Dispatch) -> int:
     return running
 
 
-def _dispatch(d: _Dispatch, plan, spec: SweepSpec, res: SweepResult, tracking: Tracking,
-              progress: Progress) -> None:  # fmt: skip
+def _collect(d: _Dispatch, res: SweepResult, tracking: Tracking, progress: Progress) -> None:
+    """Wait for the submitted trials; publish and log each as it finishes."""
     from . import _ray
 
-    t0 = time.monotonic()
-    res.dispatch_start = time.time()
-    _submit(d, plan, spec.retries)
+    if not d.handles:
+        return
     progress.update(force=True)
     while d.handles:
         ready, _ = _ray.wait(list(d.handles), WAIT_S)
@@ -335,7 +336,8 @@ def _dispatch(d: _Dispatch, plan, spec: SweepSpec, res: SweepResult, tracking: T
             res.counts.running = _running(d)
             d.last_scan = time.monotonic()
         progress.update()
-    res.dispatch_s = time.monotonic() - t0
+    res.dispatch_s = time.time() - res.dispatch_start
+    progress.close()
 
 
 def run_sweep(
@@ -367,16 +369,16 @@ def run_sweep(
         _ray.check_reachable(address)  # the same answer for a bad address, work or no work
     try:
         plan = plan_resources(spec, list(todo.values()), cluster, progress.message) if todo else {}
-        tracking = Tracking(spec, progress.message)  # creates a sqlite database: not earlier
         _prepare_store(spec, states)
         for text in warnings:
             progress.message(f"ntkdiv: warning: {text}")
         _earlier(states, res)
+        dispatch = _Dispatch(res.sweep_dir, todo, {})
+        _submit(dispatch, plan, spec.retries, res)  # workers start while MLflow gets ready
+        tracking = Tracking(spec, progress.message)  # creates a sqlite database: not earlier
         tracking.call("ensure_parent", spec_to_dict(spec))
-        tracking.call("sync")
-        if todo:
-            _dispatch(_Dispatch(res.sweep_dir, todo, {}), plan, spec, res, tracking, progress)
-            progress.close()
+        tracking.call("sync")  # backfill: trials a lost driver never logged
+        _collect(dispatch, res, tracking, progress)
     finally:
         _ray.shutdown()
     _conclude(res, tracking, aggregate, progress)
