@@ -332,7 +332,8 @@ def _collect(d: _Dispatch, res: SweepResult, tracking: Tracking, progress: Progr
         ready, _ = _ray.wait(list(d.handles), WAIT_S)
         for handle in ready:
             _finish(d, handle, res, tracking)
-        if time.monotonic() - d.last_scan > RUNNING_SCAN_S or ready:
+        every = RUNNING_SCAN_S * max(1.0, len(d.handles) / 500)  # many files on a shared FS
+        if time.monotonic() - d.last_scan > every or ready:
             res.counts.running = _running(d)
             d.last_scan = time.monotonic()
         progress.update()
@@ -355,6 +356,11 @@ def run_sweep(
     from . import _ray
 
     t_start = time.monotonic()
+    if spec.search is not None and not spec.grid:  # its sweep dir belongs to the search
+        raise ConfigError(
+            f"sweep spec '{spec.name}' has a search: section and no grid; run it with "
+            "'ntkdiv search SPEC'"
+        )
     configs = expand(spec)
     warnings = check_inputs(configs)
     check_storage(spec)

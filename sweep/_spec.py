@@ -45,7 +45,7 @@ class _Frozen(BaseModel):
 class Resources(_Frozen):
     """What each trial asks Ray for."""
 
-    gpus_per_trial: float | Literal["auto"] = 0.0  # GPU fraction per trial in [0, 1]; auto: sized
+    gpus_per_trial: float | Literal["auto"] = 0.0  # GPU share in [0, 1]; auto: from memory estimate
     cpus_per_trial: float = Field(1.0, gt=0)  # Ray CPUs per trial; also torch's thread count
     gpu_memory_gb: float | None = Field(None, gt=0)  # per-GPU memory for auto (default: probed)
 
@@ -80,8 +80,8 @@ class SweepSpec(_Frozen):
     resources: Resources = Resources()
     storage: str = "ntkdiv-store"  # store root (POSIX path or file:// URI); sweep in <root>/<name>
     mlflow: MlflowSection = MlflowSection()
-    retries: int = Field(3, ge=0)  # system-failure retries; also later reruns of a failed trial
-    search: dict[str, Any] | None = None  # Optuna search (``ntkdiv search``); ignored by sweep
+    retries: int = Field(3, ge=0)  # reruns after a node death; failed trials: by later sweeps
+    search: dict[str, Any] | None = None  # `ntkdiv search` settings (checked there); sweep skips it
 
     @field_validator("name")
     @classmethod

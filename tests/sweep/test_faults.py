@@ -109,17 +109,20 @@ def _node_loss(cluster, tmp_path: Path) -> None:
     path = write_spec(tmp_path, spec)
     sweep_dir = tmp_path / "store" / "t"
     driver = subprocess.Popen([*NTKDIV, "sweep", str(path), "--address", cluster.address,
-                               "--no-aggregate", "--quiet"], cwd=tmp_path)  # fmt: skip
+                               "--no-aggregate", "--quiet"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         victim = wait_for(lambda: _checkpointed_trial(sweep_dir), 180, "a checkpoint")
         node_id = attempts(sweep_dir, victim)[-1]["node"]
         node = next(n for n in cluster.worker_nodes if n.node_id == node_id)
         cluster.remove_node(node)
         cluster.add_node(num_cpus=1)  # a replacement, so the retry need not queue
-        assert driver.wait(timeout=300) == 0
+        out, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0
     finally:
         if driver.poll() is None:
             driver.kill()
+    assert "2 completed, 0 overflow, 0 failed, 1 retried" in out
     done = summaries(sweep_dir)
     assert {s["status"] for s in done.values()} == {"completed"}
     assert done[victim]["resumed_from_step"] is not None

@@ -246,3 +246,10 @@ def test_quiet_prints_nothing():
     p.update(force=True)
     p.close()
     assert stream.getvalue() == ""
+
+
+def test_a_search_spec_is_refused(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("sweep", REPO / "sweeps" / "search_smoke.yaml")
+    assert_one_line_error(code, err, "run it with 'ntkdiv search SPEC'")
+    assert_nothing_created(tmp_path)
