@@ -33,13 +33,15 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     """Aggregate each sweep under ``args.store``, print its verdict, optionally log to MLflow."""
     sweeps = find_sweeps(Path(args.store))
     out = Path(args.out) if args.out else None
+    # --engine/--address are read when the parser defines them (see docs/aggregation.md)
     engine = getattr(args, "engine", None) or "arrow"
+    address = getattr(args, "address", None)
     code = 0
     for sweep_dir in sweeps:
         report_dir = None if out is None else (out if len(sweeps) == 1 else out / sweep_dir.name)
         if len(sweeps) > 1:
             print(f"== sweep {sweep_dir.name}", flush=True)
-        result = aggregate(sweep_dir, report_dir, engine=engine)
+        result = aggregate(sweep_dir, report_dir, engine=engine, address=address)
         print(result.verdict_text)
         print(f"report: {result.html}", flush=True)
         if args.tracking_uri:

@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="a sweep directory, or a storage root holding sweeps")
     p.add_argument("--out", default=None, help="report directory (default <sweep>/report)")
     p.add_argument("--tracking-uri", default=None, help="also log the report to MLflow")
+    p.add_argument(
+        "--engine",
+        choices=["arrow", "ray"],
+        default="arrow",
+        help="arrow: stream the store here; ray: Ray Data across a cluster",
+    )
+    p.add_argument("--address", default=None, help="Ray address for --engine ray")
 
     p = sub.add_parser("bench", help="benchmarks; results go to docs/performance.md")
     p.add_argument("which", nargs="*", default=["all"], help="ntk | train | sweep | search | all")
