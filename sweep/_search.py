@@ -256,8 +256,8 @@ def run_search(
     def note(text: str) -> None:
         print(text, file=stream, flush=True)
 
+    cluster = _ray.connect(address, num_cpus)  # before MLflow: a bad address leaves no trace
     tracking = Tracking(spec, note)
-    cluster = _ray.connect(address, num_cpus)
     try:
         _prepare_store(spec)  # the sweep dir and its spec.yaml, like a sweep's
         name = study_name(spec, search)
