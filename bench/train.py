@@ -57,8 +57,8 @@ def run(quick: bool = False) -> str:
     """Run the benchmark and return its Markdown section."""
     torch.manual_seed(0)
     analytic_ntk("fcn", torch.eye(2), 1)  # warm up imports
-    sizes = [(256, 3)] if quick else [(256, 3), (1024, 3)]
-    epochs, repeats = (300, 2) if quick else (5000, 5)
+    sizes = [(256, 3)] if quick else [(128, 3), (512, 3)]
+    epochs, repeats = (300, 2) if quick else (2000, 5)
     rows = []
     for width, depth in sizes:
         fns: dict[str, Callable[[], object]] = {

@@ -65,7 +65,10 @@ def trajectory_pass_ray(
             [*SCALAR_COLUMNS, "trial_id"]
         )
         reduce = functools.partial(_reduce_trial, bounds=bounds)
-        reduced = data.groupby("trial_id").map_groups(reduce, batch_format="pandas")
+        # one shuffle partition per trial at most: Ray's default (200) costs minutes on 2 CPUs
+        parts = max(1, min(len(bounds), 4 * int(ray.cluster_resources().get("CPU", 1))))
+        grouped = data.groupby("trial_id", num_partitions=parts)
+        reduced = grouped.map_groups(reduce, batch_format="pandas")
         frame = reduced.to_pandas()
     finally:
         if started:
