@@ -183,11 +183,6 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _as_float(value: Any) -> float | None:
     """A metric value from JSON (``"inf"`` strings are how the store writes infinities)."""
     if isinstance(value, bool) or value is None:
@@ -243,6 +238,9 @@ class MlflowLogger:
         self.client = make_client(self.tracking_uri)
         self._experiment_id: str | None = None
         self._parent_id: str | None = None
+        # trial ids with a child run, known from the last sync's search plus the runs created
+        # since; None before any sync. A trial outside it needs no search of its own.
+        self._with_run: set[str] | None = None
 
     # --- lookups ------------------------------------------------------------------------------
 
@@ -359,7 +357,11 @@ class MlflowLogger:
     def log_trial(self, trial_id: str) -> str:
         """Log ``<sweep_dir>/trials/<trial_id>/`` into its child run; return the run id.
 
-        A no-op when the run already holds this summary (tag ``ntkdiv.logged``).
+        A no-op when the run already holds this summary (tag ``ntkdiv.logged``). The run is
+        looked up by its tags first, except after a :meth:`sync` for a trial that had no run
+        then and got none from this logger since (the sweep driver syncs at its start, so a new
+        trial costs no search). A run another process creates meanwhile is then not seen, and
+        the trial gets a second run; the oldest is the one found from then on.
         """
         return self._log_trial(trial_id, None, lookup=True)
 
@@ -368,7 +370,7 @@ class MlflowLogger:
         if not (tdir / "summary.json").is_file():
             raise DataError(f"trial dir {tdir} has no summary.json; nothing to log yet")
         digest = file_hash(tdir / "summary.json")
-        if run is None and lookup:
+        if run is None and lookup and (self._with_run is None or trial_id in self._with_run):
             found = self.search(self._trial_filter(trial_id))
             run = found[0] if found else None
         if run is not None and run.data.tags.get("ntkdiv.logged") == digest:
@@ -379,6 +381,8 @@ class MlflowLogger:
                     "mlflow.parentRunId": self._parent()}  # fmt: skip
             run = self.client.create_run(self.experiment_id(), tags=tags,
                                          run_name=run_name(config, trial_id))  # fmt: skip
+            if self._with_run is not None:
+                self._with_run.add(trial_id)
             fresh = True
         else:
             fresh = False
@@ -397,6 +401,7 @@ class MlflowLogger:
             return 0
         self._parent()
         runs = self.trial_runs()  # one search for all, instead of one per trial
+        self._with_run = set(runs)  # later log_trial calls skip the search for new trials
         logged = 0
         for tdir in sorted(trials.iterdir()):
             if not (tdir / "summary.json").is_file():
@@ -416,7 +421,7 @@ class MlflowLogger:
 def read_config(tdir: Path) -> dict[str, Any] | None:
     """The trial's config.yaml as a dict; None when the trial failed before writing it."""
     path = tdir / "config.yaml"
-    # libyaml's loader when present: the pure-Python one costs ~10 ms per config
+    # libyaml's loader when present: ~0.2 ms a config against ~2 ms for the pure-Python one
     return yaml.load(path.read_text(), Loader=YAML_LOADER) if path.is_file() else None
 
 
