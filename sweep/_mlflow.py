@@ -508,21 +508,28 @@ def pack_batches(
 
     A history row is never split across calls, and rows go in step order, so the sentinel
     ``t`` history tells exactly which rows reached the server. The summary metrics and the
-    tags (at most ``MAX_PARAMS``, the ``logged`` tag among them) share the last call, so the
-    generation tag lands with its metrics and ``logged`` only after everything else.
+    tags (the ``logged`` tag among them) share the last call, so the generation tag lands with
+    its metrics and ``logged`` only after everything else. Params ride along, 100 a call.
     """
-    groups = [([], [p], []) for p in params] + [(row, [], []) for row in rows]
-    groups.append((metrics, [], tags))
-    batches = [{"metrics": [], "params": [], "tags": []}]
-    for group in groups:
-        batch = batches[-1]
-        sizes = [len(batch[key]) + len(part) for key, part in zip(batch, group, strict=True)]
-        if sizes[0] > MAX_METRICS or max(sizes[1:]) > MAX_PARAMS or sum(sizes) > MAX_ENTITIES:
-            batch = {"metrics": [], "params": [], "tags": []}
-            batches.append(batch)
-        for key, part in zip(batch, group, strict=True):
-            batch[key].extend(part)
-    return [b for b in batches if any(b.values())]
+    params = list(params)
+    batches: list[dict[str, list]] = []
+    for group_metrics, group_tags in [*((row, []) for row in rows), (metrics, tags)]:
+        if not batches or not _fits(batches[-1], len(group_metrics), len(group_tags)):
+            take = min(MAX_PARAMS, MAX_ENTITIES - len(group_metrics) - len(group_tags))
+            batches.append({"metrics": [], "params": params[:take], "tags": []})
+            del params[:take]
+        batches[-1]["metrics"] += group_metrics
+        batches[-1]["tags"] += group_tags
+    # more params than the calls could carry (a short history): the rest go first, on their own
+    extra = [{"metrics": [], "params": params[i : i + MAX_PARAMS], "tags": []}
+             for i in range(0, len(params), MAX_PARAMS)]  # fmt: skip
+    return extra + batches
+
+
+def _fits(batch: dict[str, list], n_metrics: int, n_tags: int) -> bool:
+    m, p = len(batch["metrics"]) + n_metrics, len(batch["params"])
+    t = len(batch["tags"]) + n_tags
+    return m <= MAX_METRICS and t <= MAX_PARAMS and m + p + t <= MAX_ENTITIES
 
 
 def log_trial_artifacts(client: MlflowClient, run_id: str, tdir: Path, summary: Mapping) -> None:

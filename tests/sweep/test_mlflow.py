@@ -3,6 +3,7 @@ an unreachable server loses nothing, ``ntkdiv sync`` backfills."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -10,11 +11,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
 
 from core import config_from_dict, run_trial, trial_id
 from core import store as st
 from core._config import config_to_yaml, flatten
-from sweep._mlflow import MlflowLogger, TrackingUnavailable
+from sweep._mlflow import MlflowLogger, TrackingUnavailable, pack_batches
 from sweep.cli import main
 from tests.conftest import free_port
 
@@ -222,16 +224,57 @@ def test_report_goes_to_the_parent(mlflow_server, sweep, tmp_path):
     assert parent.info.status == "FINISHED"
 
 
-def test_local_sqlite_store_keeps_artifacts_next_to_it(tmp_path, monkeypatch):
+def test_local_sqlite_store_keeps_artifacts_next_to_it(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     sweep = tmp_path / "store" / "local"
     tid = make_trial(sweep)
+    capfd.readouterr()
     logger = MlflowLogger(f"sqlite:///{tmp_path}/db/mlflow.db", None, "local", sweep)
     run_id = logger.log_trial(tid)
+    assert "Creating initial MLflow database tables" not in capfd.readouterr().err
     assert logger.experiment == "local"  # the sweep name, as the spec's default
     assert list((tmp_path / "db" / "mlartifacts").rglob("summary.json"))
     assert not (tmp_path / "mlruns").exists()
     assert steps_of(MlflowClient(f"sqlite:///{tmp_path}/db/mlflow.db"), run_id, "loss")
+    with sqlite3.connect(tmp_path / "db" / "mlflow.db") as db:  # commits cost one fsync
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_after_sync_a_new_trial_gets_one_run(mlflow_server, sweep):
+    """Sync's search stands in for each new trial's own; the run made is still found again."""
+    old = make_trial(sweep, lr=0.1)
+    exp = unique("exp")
+    logger = MlflowLogger(mlflow_server, exp, sweep.name, sweep)
+    assert logger.sync() == 1
+    new = make_trial(sweep, lr=0.05)
+    run_id = logger.log_trial(new)
+    assert logger.log_trial(new) == run_id
+    assert logger.sync() == 0
+    runs = runs_of(MlflowClient(mlflow_server), exp, sweep.name, "trial")
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted([old, new])
+
+
+def test_batches_keep_rows_whole_and_tags_last():
+    rows = [[Metric(f"k{j}", 1.0, 0, i) for j in range(9 + i % 2)] for i in range(250)]
+    params = [Param(f"p{i}", "1") for i in range(130)]
+    tags = [RunTag("ntkdiv.status", "completed"), RunTag("ntkdiv.logged", "abc")]
+    summary = [Metric(f"s{i}", 1.0, 0, 0) for i in range(30)]
+    batches = pack_batches(params, rows, summary, tags)
+    for b in batches:
+        assert len(b["metrics"]) <= 1000 and len(b["params"]) <= 100 and len(b["tags"]) <= 100
+        assert len(b["metrics"]) + len(b["params"]) + len(b["tags"]) <= 1000
+    assert batches[-1]["tags"] == tags and batches[-1]["metrics"][-30:] == summary
+    assert sum(len(b["params"]) for b in batches) == 130
+    sent = [m for b in batches for m in b["metrics"]][:-30]
+    assert sent == [m for row in rows for m in row]  # in step order
+    for b in batches[:-1]:  # a call ends where a row ends
+        last = b["metrics"][-1]
+        assert last == rows[last.step][-1]
+    assert len(batches) == 3  # 130 params, 2375 points, 30 + 2 summary: no call wasted
+    # a short history: the params that no call carries go first, in calls of their own
+    short = pack_batches(params * 3, rows[:2], summary, tags)
+    assert [len(b["params"]) for b in short] == [100, 100, 90, 100]
+    assert short[-1]["tags"] == tags and len(short[-1]["metrics"]) == 19 + 30
 
 
 def test_overflowed_trial_logs_non_finite_values(mlflow_server, sweep):
