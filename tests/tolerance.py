@@ -12,7 +12,7 @@ QUADRATURE = (1e-7, 1e-9)  # a fine trapezoid rule or central difference vs a cl
 
 
 def assert_close(actual, expected, tol=EXACT_F64, what: str = "value") -> None:
-    """Assert ``|actual - expected| <= atol + rtol * |expected|`` entrywise, with a useful message."""
+    """Assert ``|actual - expected| <= atol + rtol * |expected|`` entrywise, with a message."""
     rtol, atol = tol
     a = np.asarray(getattr(actual, "detach", lambda: actual)(), dtype=np.float64)
     e = np.asarray(getattr(expected, "detach", lambda: expected)(), dtype=np.float64)
