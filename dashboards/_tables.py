@@ -14,6 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from core._trial import RESOLUTION_SAFETY as RESOLUTION_SAFETY  # re-exported
+from core._trial import resolution as core_resolution
+
 GROUP_KEYS = ("arch", "depth", "loss", "lr", "data", "variant")
 ROW_KEYS = (*GROUP_KEYS, "width")
 CONFIG_KEYS = {"model.arch": "arch", "model.depth": "depth", "train.loss": "loss",
@@ -30,19 +33,15 @@ SUMMARY_NUMBERS = (*STATS, "bound", "lambda0", "max_K", "resolution", "f_abs_min
                    "theta_inf_final", "loss_final", "wall_s")  # fmt: skip
 
 
-# Kernel entries are sums of O(m) products per layer, and K_t - K_0 subtracts two of them: the
-# rounding error of such sums grows like sqrt(terms) * eps in practice (up to terms * eps in the
-# worst case). 1e3 covers sqrt(1e6) terms, i.e. widths up to ~1e6, and matches core's summary.
-RESOLUTION_SAFETY = 1000.0
 EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
 
 
 def resolution(dtype: str, max_abs_k: float) -> float:
-    """eps(dtype) * max|K| * RESOLUTION_SAFETY: kernel differences below this are rounding."""
-    eps = EPS.get(dtype)
-    if eps is None:
+    """core's resolution, eps(dtype) * max|K| * RESOLUTION_SAFETY (the same figure as
+    summary.json), or nan for a dtype a store should not hold."""
+    if dtype not in EPS:
         return math.nan
-    return eps * max_abs_k * RESOLUTION_SAFETY
+    return core_resolution(dtype, max_abs_k)
 
 
 def checkpoint_name(t: float) -> str:
