@@ -81,7 +81,7 @@ def assert_one_mlflow_run_per_trial(db: Path, experiment: str, trial_ids: set[st
     children = [r for r in runs if "trial_id" in r.data.tags]
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(trial_ids)
     for run in children:
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "t")]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
         assert steps and len(steps) == len(set(steps))
 
 

@@ -240,6 +240,27 @@ def test_local_sqlite_store_keeps_artifacts_next_to_it(tmp_path, monkeypatch, ca
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_only_the_adapters_sqlite_store_skips_fsync_per_commit(tmp_path):
+    """WAL with synchronous=NORMAL on every pooled connection to the MLflow file; any other
+    sqlite database of the process (an Optuna study, say) keeps sqlite's FULL default."""
+    import sqlalchemy
+
+    sweep = tmp_path / "store" / "sync"
+    tid = make_trial(sweep)
+    other = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/other.db")
+    with other.connect() as conn:  # before and after the adapter's store exists
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    logger = MlflowLogger(f"sqlite:///{tmp_path}/mlflow.db", None, "sync", sweep)
+    logger.log_trial(tid)
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/mlflow.db")
+    for eng, expected in ((engine, 1), (other, 2)):  # 1 = NORMAL, 2 = FULL
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
+    engine.dispose()
+    other.dispose()
+
+
 def test_after_sync_a_new_trial_gets_one_run(mlflow_server, sweep):
     """Sync's search stands in for each new trial's own; the run made is still found again."""
     old = make_trial(sweep, lr=0.1)
