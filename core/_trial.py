@@ -197,7 +197,8 @@ def _progress_bar(config: TrialConfig, start: int):
                 mininterval=0.5, dynamic_ncols=True)  # fmt: skip
 
 
-def _first_exceed(rows: dict[str, list], bound: float) -> float | None:
+def first_exceed(rows: dict[str, list], bound: float) -> float | None:
+    """The first tracked t with drift_t >= bound (the summary's t_exceed); None if never."""
     for t, drift in zip(rows["t"], rows["drift"], strict=True):
         if drift is not None and drift >= bound:
             return float(t)
@@ -231,7 +232,7 @@ def summarize(config, ref, tracker, state, wall, device, resumed_from) -> dict[s
         "gap_init": rows["gap"][0] if rows["gap"] else None,
         "gap_sup": _finite_max(rows["gap"]),
         "drift_sup": _finite_max(rows["drift"]),
-        "t_exceed": _first_exceed(rows, ref.bound),
+        "t_exceed": first_exceed(rows, ref.bound),
         "lambda_min_emp_min": _finite_min(rows["lambda_min"]),
         "f_abs_min_final": last["f_abs_min"],
         "theta_inf_final": last["theta_inf"],

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core import ConfigError
 from core._config import known_keys
+from core._trial import first_exceed
 
 
 class _Frozen(BaseModel):
@@ -108,10 +109,7 @@ def running_value(rows: dict[str, list], bound: float, objective: str) -> float 
     drifts = [d for d in rows["drift"] if d is not None]
     if objective == "min_drift_ratio":
         return max(drifts) / bound if drifts else None
-    for t, d in zip(rows["t"], rows["drift"], strict=True):
-        if d is not None and d >= bound:
-            return float(t)
-    return None
+    return first_exceed(rows, bound)
 
 
 def beaten(value: float | None, best: float | None, objective: str) -> bool:
