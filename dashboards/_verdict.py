@@ -67,6 +67,12 @@ def _g(v: float) -> str:
     return "never" if v == math.inf else f"{v:.3g}"
 
 
+def _seeds(n_seeds: pd.Series) -> str:
+    """'3 seed(s)', or '1-3 seed(s)' when widths differ (the fewest first)."""
+    lo, hi = int(n_seeds.min()), int(n_seeds.max())
+    return f"{hi} seed(s)" if lo == hi else f"{lo}-{hi} seed(s)"
+
+
 def _widths(ws) -> str:
     ws = [int(w) for w in ws]
     return ", ".join(map(str, ws)) if len(ws) <= 4 else f"{ws[0]}..{ws[-1]} ({len(ws)} widths)"
@@ -169,7 +175,7 @@ def conclusion(rows: pd.DataFrame, fits: pd.DataFrame) -> str:
     counts = ok["verdict"].value_counts()
     parts = [
         f"{head}: bound {_g(ok['bound'].iloc[0])} (resolution {_g(ok['resolution'].max())}), "
-        f"widths {_widths(ok['width'])}, {int(ok['n_seeds'].median())} seed(s) per width, "
+        f"widths {_widths(ok['width'])}, {_seeds(ok['n_seeds'])} per width, "
         f"horizon t = {_g(ok['t_horizon'].min())}. Verdicts: "
         + ", ".join(f"{v} at {c} width(s)" for v, c in counts.items())
         + "."

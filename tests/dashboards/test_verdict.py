@@ -157,3 +157,12 @@ def test_conclusions_read_the_time_signature(growth_result):
     assert "consistent with the lazy regime" in mse
     for p in (ce, mse):
         assert "What the data cannot show" in p and "extrapolation" in p
+
+
+def test_conclusions_give_the_fewest_seeds_when_widths_differ():
+    import pandas as pd
+
+    from dashboards._verdict import _seeds
+
+    assert _seeds(pd.Series([3, 3, 3])) == "3 seed(s)"
+    assert _seeds(pd.Series([3, 3, 1])) == "1-3 seed(s)"
