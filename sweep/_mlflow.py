@@ -24,7 +24,8 @@ A trial's params, history rows, summary metrics and tags go in as few ``log_batc
 MLflow's limits allow (one for a smoke trial), since every MLflow call commits on its own: a
 smoke trial (35 rows) costs 8 sqlite commits (14 when each call had its own). A local sqlite
 store is switched to WAL mode with ``synchronous=NORMAL`` (see :func:`use_wal`), where a commit
-waits for no fsync; what remains is MLflow's own work, ~60% of it the ``log_batch``. Against a
+waits for no fsync; what remains is MLflow's own work, ~75% of it the ``log_batch`` and
+most of that the metric inserts (docs/performance.md). Against a
 local ``mlflow server``: a 1000-metric ``log_batch`` takes 0.1-0.4 s, a 2000-row trial ~2 s; a
 repeated ``log_trial`` (nothing to do) takes one search, ~40 ms.
 """
@@ -165,11 +166,12 @@ def use_wal(tracking_uri: str) -> None:
     one, and with ``synchronous=NORMAL`` for none: the WAL is synced at checkpoints only. A
     process crash then loses nothing; a power cut may lose the last commits but never corrupts
     the file, and the store (written first) backfills them on the next sweep or sync. On the
-    loaded 2-core machine a smoke trial's run costs ~90 ms in rollback mode, ~45 ms in WAL and
-    ~25-35 ms in WAL with NORMAL. The file keeps WAL mode; ``synchronous`` is per connection,
-    so every pooled connection to this file is switched when it is checked out (see
-    :func:`_relaxed_sync`). Readers (``mlflow ui``) no longer block the sweep's writes either.
-    Best effort: a store that is busy or read-only keeps its mode.
+    loaded 2-core machine a smoke trial's run costs ~90 ms in WAL with FULL and ~35-45 ms with
+    NORMAL (34 ms on an idle machine, ``ntkdiv bench sweep``). The file keeps WAL mode;
+    ``synchronous`` is per connection, so every pooled connection to this file is switched
+    when it is checked out (see :func:`_relaxed_sync`). Readers (``mlflow ui``) no longer
+    block the sweep's writes either. Best effort: a store that is busy or read-only keeps its
+    mode.
     """
     db = _sqlite_file(tracking_uri)
     if db is None or not db.is_file():
