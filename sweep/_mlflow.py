@@ -15,19 +15,20 @@ with the same summary is a no-op. A changed summary (a failed or stopped trial t
 completed) is logged again without duplicating a metric step:
 
 - metric histories: only trajectory steps above the run's last logged step are added (the last
-  step is read back from the server's ``t`` history, so an interrupted upload resumes exactly);
+  step is read back from the server's ``loss`` history, so an interrupted upload resumes exactly);
   rows of the old attempt stay as they were logged (resume is bitwise-equivalent, so they agree);
 - summary metrics: logged at step = the run's log generation (0, 1, ...), so MLflow shows the
   newest value and keeps one point per generation.
 
 A trial's params, history rows, summary metrics and tags go in as few ``log_batch`` calls as
-MLflow's limits allow (one for a smoke trial), since every MLflow call commits on its own: a
-smoke trial (35 rows) costs 8 sqlite commits (14 when each call had its own). A local sqlite
-store is switched to WAL mode with ``synchronous=NORMAL`` (see :func:`use_wal`), where a commit
-waits for no fsync; what remains is MLflow's own work, ~75% of it the ``log_batch`` and
-most of that the metric inserts (docs/performance.md). Against a
-local ``mlflow server``: a 1000-metric ``log_batch`` takes 0.1-0.4 s, a 2000-row trial ~2 s; a
-repeated ``log_trial`` (nothing to do) takes one search, ~40 ms.
+MLflow's limits allow (one for a smoke trial), since every MLflow call commits on its own.
+Against a local sqlite store (the default) two things more (``sweep._sqlite``): the file runs in
+WAL mode with ``synchronous=NORMAL``, so a commit waits for no fsync; and a trial's new run gets
+its status, params, histories and tags in one transaction instead of ``log_batch``, whose
+per-metric ORM work was most of the cost. A smoke trial's run then costs ~15 ms (create,
+artifacts, that transaction) against ~35-45 ms through ``log_batch`` on the loaded 2-core
+machine. Against a local ``mlflow server``: a 1000-metric ``log_batch`` takes 0.1-0.4 s, a
+2000-row trial ~2 s; a repeated ``log_trial`` (nothing to do) takes one search, ~40 ms.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -47,8 +47,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import sqlalchemy
-import sqlalchemy.pool
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
@@ -58,6 +56,7 @@ from requests.exceptions import RequestException
 from core import ConfigError, DataError
 from core import store as st
 from core._config import config_from_dict, flatten
+from sweep._sqlite import FreshRunWriter, sqlite_file, use_wal
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -151,63 +150,9 @@ def make_client(tracking_uri: str) -> MlflowClient:
     return client
 
 
-def _sqlite_file(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///<path>`` URI; None for any other URI."""
-    if not tracking_uri.startswith("sqlite:///") or "?" in tracking_uri:
-        return None
-    return Path(tracking_uri[len("sqlite:///") :]).expanduser().resolve()
-
-
-def use_wal(tracking_uri: str) -> None:
-    """Switch a local sqlite store to write-ahead logging, with one fsync per checkpoint.
-
-    Every MLflow call commits, and a commit in sqlite's default rollback-journal mode waits
-    for several fsyncs; in WAL mode with ``synchronous=FULL`` (sqlite's default) it waits for
-    one, and with ``synchronous=NORMAL`` for none: the WAL is synced at checkpoints only. A
-    process crash then loses nothing; a power cut may lose the last commits but never corrupts
-    the file, and the store (written first) backfills them on the next sweep or sync. On the
-    loaded 2-core machine a smoke trial's run costs ~90 ms in WAL with FULL and ~35-45 ms with
-    NORMAL (34 ms on an idle machine, ``ntkdiv bench sweep``). The file keeps WAL mode;
-    ``synchronous`` is per connection, so every pooled connection to this file is switched
-    when it is checked out (see :func:`_relaxed_sync`). Readers (``mlflow ui``) no longer
-    block the sweep's writes either. Best effort: a store that is busy or read-only keeps its
-    mode.
-    """
-    db = _sqlite_file(tracking_uri)
-    if db is None or not db.is_file():
-        return
-    with (
-        contextlib.suppress(sqlite3.Error),
-        contextlib.closing(sqlite3.connect(db, timeout=1)) as c,
-    ):
-        if c.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
-            if not _WAL_FILES:
-                sqlalchemy.event.listen(sqlalchemy.pool.Pool, "checkout", _relaxed_sync)
-            _WAL_FILES.add(os.path.realpath(db))
-
-
-# realpaths of the sqlite stores that use_wal switched to WAL in this process
-_WAL_FILES: set[str] = set()
-
-
-def _relaxed_sync(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-    """Pool checkout hook: ``synchronous=NORMAL`` on a connection to a store in ``_WAL_FILES``.
-
-    Checked once per connection (other databases of the process, e.g. an Optuna study, are
-    left as they are); a connection opened before its file went WAL is checked again later.
-    """
-    if record.info.get("ntkdiv.sync") or not isinstance(dbapi_conn, sqlite3.Connection):
-        return
-    files = {os.path.realpath(row[2]) for row in dbapi_conn.execute("PRAGMA database_list")
-             if row[1] == "main" and row[2]}  # fmt: skip
-    if files & _WAL_FILES and dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
-        record.info["ntkdiv.sync"] = True
-
-
 def _artifact_location(tracking_uri: str) -> str | None:
     """Next to a local sqlite file (``<dir>/mlartifacts``), not in the current directory."""
-    db = _sqlite_file(tracking_uri)
+    db = sqlite_file(tracking_uri)
     # None: a server decides (--default-artifact-root / --artifacts-destination)
     return None if db is None else (db.parent / "mlartifacts").as_uri()
 
@@ -275,6 +220,9 @@ class MlflowLogger:
         self.sweep_dir = Path(sweep_dir)
         self._sweep_q = _quoted(sweep_name, "sweep name")
         self.client = make_client(self.tracking_uri)
+        db = sqlite_file(self.tracking_uri)
+        # a new trial's run in one sqlite transaction, instead of MLflow's per-metric ORM work
+        self._fresh_writer = FreshRunWriter(db) if db is not None else None
         self._experiment_id: str | None = None
         self._parent_id: str | None = None
         # trial ids with a child run, known from the last sync's search plus the runs created
@@ -425,7 +373,7 @@ class MlflowLogger:
             fresh = True
         else:
             fresh = False
-        write_trial(self.client, run, tdir, config, digest, fresh)
+        write_trial(self.client, run, tdir, config, digest, fresh, self._fresh_writer)
         return run.info.run_id
 
     @_tracking
@@ -465,10 +413,21 @@ def read_config(tdir: Path) -> dict[str, Any] | None:
 
 
 def write_trial(
-    client: MlflowClient, run: Run, tdir: Path, config: dict | None, digest: str, fresh: bool
+    client: MlflowClient,
+    run: Run,
+    tdir: Path,
+    config: dict | None,
+    digest: str,
+    fresh: bool,
+    writer: FreshRunWriter | None = None,
 ) -> None:
     """Artifacts and status, then params, metric histories, summary metrics and tags packed into
     as few ``log_batch`` calls as MLflow's limits allow, the ``logged`` tag in the last one.
+
+    Args:
+        fresh: the run was just created (else only the rows it lacks are sent).
+        writer: for a fresh run in a local sqlite store: status and rows go in one
+            transaction through it, and through ``log_batch`` only when it cannot.
 
     Each MLflow call commits its own transactions (a ``log_batch`` one per entity kind, plus
     one), so a smoke trial goes in one ``log_batch``: 8 sqlite commits in all, not 14.
@@ -476,8 +435,7 @@ def write_trial(
     run_id = run.info.run_id
     summary = st.read_json(tdir / "summary.json")
     log_trial_artifacts(client, run_id, tdir, summary)
-    # before the logged tag: a run marked logged always carries its final status
-    client.set_terminated(run_id, RUN_STATUS.get(str(summary.get("status")), "FINISHED"))
+    status = RUN_STATUS.get(str(summary.get("status")), "FINISHED")
     params = []
     if config is not None and (fresh or not run.data.params):
         params = [Param(k, _param_value(v)) for k, v in flatten(config_from_dict(config)).items()]
@@ -488,6 +446,14 @@ def write_trial(
     generation = 0 if fresh else int(run.data.tags.get("ntkdiv.generation", "-1")) + 1
     metrics, tags = summary_entities(summary, generation)
     tags.append(RunTag("ntkdiv.logged", digest))
+    if fresh and writer is not None and writer.write(
+        run_id, status, int(time.time() * 1000), [(p.key, p.value) for p in params],
+        [(m.key, m.value, m.timestamp, m.step) for m in (*(m for r in rows for m in r), *metrics)],
+        [(t.key, t.value) for t in tags],
+    ):  # fmt: skip
+        return
+    # before the logged tag: a run marked logged always carries its final status
+    client.set_terminated(run_id, status)
     for batch in pack_batches(params, rows, metrics, tags):
         client.log_batch(run_id, metrics=batch["metrics"], params=batch["params"],
                          tags=batch["tags"])  # fmt: skip

@@ -1,8 +1,9 @@
 """The sweep's live progress line on stderr: done / running / queued / failed / retried / ETA.
 
 On a terminal the line is redrawn in place at most twice a second. Elsewhere (a log file,
-``ray job logs``) a full line is printed only when a trial finishes, and at most every
-``LOG_EVERY_S`` seconds, so that a long sweep's log stays readable.
+``ray job logs``) a full line is printed when a trial finishes, at most every ``LOG_EVERY_S``
+seconds, so that a long sweep's log stays readable; and every ``HEARTBEAT_S`` seconds while none
+finishes, so that a sweep of long trials still shows it is alive.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, TextIO
 
 TTY_EVERY_S = 0.5
 LOG_EVERY_S = 30.0
+HEARTBEAT_S = 300.0
 
 
 def _duration(seconds: float) -> str:
@@ -90,7 +92,8 @@ class Progress:
                 self._width, self._last = len(text), now
             return
         changed = self.counts.finished != self._last_finished
-        if force or (changed and now - self._last >= LOG_EVERY_S):
+        alive = now - max(self._last, self.started) >= HEARTBEAT_S  # nothing finished for long
+        if force or alive or (changed and now - self._last >= LOG_EVERY_S):
             print(self.line(), file=self.stream, flush=True)
             self._last, self._last_finished = now, self.counts.finished
 

@@ -10,7 +10,7 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from sweep._progress import LOG_EVERY_S, Counts, Progress
+from sweep._progress import HEARTBEAT_S, LOG_EVERY_S, Counts, Progress
 from sweep._runner import run_sweep
 from sweep._spec import load_spec, parse_spec
 from tests.sweep.conftest import REPO, attempts, spec_dict, summaries, write_spec
@@ -227,6 +227,13 @@ def test_progress_in_a_log_prints_only_on_change_and_rarely():
     p._last -= LOG_EVERY_S
     p.update()
     assert stream.getvalue().count("\n") == 2 and "\r" not in stream.getvalue()
+    p.started -= 2 * HEARTBEAT_S
+    p._last -= HEARTBEAT_S - 1
+    p.update()  # nothing finished since, and not yet HEARTBEAT_S: silent
+    assert stream.getvalue().count("\n") == 2
+    p._last -= 1
+    p.update()  # a sweep of long trials still says it is alive
+    assert stream.getvalue().count("\n") == 3
 
 
 def test_progress_on_a_terminal_redraws_in_place():
