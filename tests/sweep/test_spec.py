@@ -88,6 +88,20 @@ def test_example_specs_expand():
     configs = expand(scaling)
     assert len(configs) == 2 * 2 * 7 * 5
     assert {c.model.width for c in configs} == {2**k for k in range(8, 15)}
+    width = expand(load_spec(REPO / "sweeps" / "results_width.yaml"))
+    # FCN: 2 losses x 2 data sets, ResNet: 2 losses x the circle; 6 widths, 3 seeds each
+    assert len(width) == (2 * 2 + 2) * 6 * 3
+    seeds = {}
+    for c in width:
+        seeds.setdefault((c.model.arch, c.train.loss, c.data.kind, c.model.width), set()).add(
+            c.seed
+        )
+    assert all(s == {0, 1, 2} for s in seeds.values())
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_loads_and_expands(path):
+    assert expand(load_spec(path))
 
 
 @pytest.mark.parametrize(
