@@ -141,7 +141,7 @@ def relog(root: Path, sweep_dir: Path, repeats: int = 3) -> tuple[float, float]:
                                   sweep_dir.name, sweep_dir)  # fmt: skip
             logger.ensure_parent()
             if not fast:
-                logger._fresh_writer = None
+                logger.writer = None
             t0 = time.perf_counter()
             logger.sync()
             times[fast].append(time.perf_counter() - t0)

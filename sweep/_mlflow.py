@@ -40,9 +40,12 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,12 +54,16 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.utils.file_utils import local_file_uri_to_path
+from mlflow.utils.uri import append_to_uri_path
 from requests.exceptions import RequestException
 
 from core import ConfigError, DataError
 from core import store as st
 from core._config import config_from_dict, flatten
-from sweep._sqlite import FreshRunWriter, sqlite_file, use_wal
+from sweep._sqlite import NewRun, RunWriter, sqlite_file, use_wal
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -221,9 +228,10 @@ class MlflowLogger:
         self._sweep_q = _quoted(sweep_name, "sweep name")
         self.client = make_client(self.tracking_uri)
         db = sqlite_file(self.tracking_uri)
-        # a new trial's run in one sqlite transaction, instead of MLflow's per-metric ORM work
-        self._fresh_writer = FreshRunWriter(db) if db is not None else None
+        # a new trial's whole run in one sqlite transaction, instead of MLflow's ORM work
+        self.writer = RunWriter(db) if db is not None else None
         self._experiment_id: str | None = None
+        self._artifact_root = ""  # the experiment's artifact location
         self._parent_id: str | None = None
         # trial ids with a child run, known from the last sync's search plus the runs created
         # since; None before any sync. A trial outside it needs no search of its own.
@@ -250,6 +258,7 @@ class MlflowLogger:
                     "(mlflow experiments restore) or choose another --experiment"
                 )
             self._experiment_id = exp.experiment_id
+            self._artifact_root = exp.artifact_location
         return self._experiment_id
 
     def search(self, filter_string: str) -> list[Run]:
@@ -363,18 +372,46 @@ class MlflowLogger:
         if run is not None and run.data.tags.get("ntkdiv.logged") == digest:
             return run.info.run_id
         config = read_config(tdir)
-        if run is None:
-            tags = {"trial_id": trial_id, "ntkdiv.sweep": self.sweep_name, "ntkdiv.role": "trial",
-                    "mlflow.parentRunId": self._parent()}  # fmt: skip
-            run = self.client.create_run(self.experiment_id(), tags=tags,
-                                         run_name=run_name(config, trial_id))  # fmt: skip
-            if self._with_run is not None:
-                self._with_run.add(trial_id)
-            fresh = True
-        else:
-            fresh = False
-        write_trial(self.client, run, tdir, config, digest, fresh, self._fresh_writer)
-        return run.info.run_id
+        if run is not None:
+            write_trial(self.client, run, tdir, config, digest, fresh=False)
+            return run.info.run_id
+        tags = {"trial_id": trial_id, "ntkdiv.sweep": self.sweep_name, "ntkdiv.role": "trial",
+                "mlflow.parentRunId": self._parent()}  # fmt: skip
+        name = run_name(config, trial_id)
+        run_id = self._write_new(tdir, config, digest, tags, name)
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id(), tags=tags, run_name=name)
+            write_trial(self.client, run, tdir, config, digest, fresh=True)
+            run_id = run.info.run_id
+        if self._with_run is not None:
+            self._with_run.add(trial_id)
+        return run_id
+
+    def _write_new(
+        self, tdir: Path, config: dict | None, digest: str, tags: dict[str, str], name: str
+    ) -> str | None:
+        """A new trial's whole run in one sqlite transaction (:class:`RunWriter`), artifacts
+        first; its id, or None when the store is not a local sqlite file or the writer could
+        not (nothing is left behind then)."""
+        if self.writer is None or self.writer.unusable:
+            return None
+        experiment_id = self.experiment_id()
+        run_id = uuid.uuid4().hex  # as MLflow makes them
+        artifact_uri = append_to_uri_path(self._artifact_root, run_id, "artifacts")
+        summary = st.read_json(tdir / "summary.json")
+        repo = get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri)
+        log_trial_artifacts(repo, tdir, summary)
+        e = trial_entities(tdir, config, summary, digest, after_step=-1, generation=0)
+        now = int(time.time() * 1000)
+        new = NewRun(run_id, experiment_id, name, artifact_uri, now, now, e.status,
+                     [*tags.items(), ("mlflow.runName", name), *((t.key, t.value) for t in e.tags)],
+                     [(p.key, p.value) for p in e.params],
+                     [(m.key, m.value, m.timestamp, m.step) for m in e.all_metrics()])  # fmt: skip
+        if self.writer.create(new):
+            return run_id
+        if artifact_uri.startswith("file://"):  # no run owns them: leave no orphan behind
+            shutil.rmtree(Path(local_file_uri_to_path(artifact_uri)).parent, ignore_errors=True)
+        return None
 
     @_tracking
     def sync(self) -> int:
@@ -412,49 +449,67 @@ def read_config(tdir: Path) -> dict[str, Any] | None:
     return yaml.load(path.read_text(), Loader=YAML_LOADER) if path.is_file() else None
 
 
-def write_trial(
-    client: MlflowClient,
-    run: Run,
+@dataclasses.dataclass
+class TrialEntities:
+    """What a trial's run gets besides its artifacts (see :func:`trial_entities`)."""
+
+    status: str  # MLflow run status
+    params: list[Param]
+    rows: list[list[Metric]]  # history points, one list per trajectory row, in step order
+    metrics: list[Metric]  # summary metrics
+    tags: list[RunTag]  # the logged tag last
+
+    def all_metrics(self) -> list[Metric]:
+        return [*(m for row in self.rows for m in row), *self.metrics]
+
+
+def trial_entities(
     tdir: Path,
     config: dict | None,
+    summary: Mapping[str, Any],
     digest: str,
-    fresh: bool,
-    writer: FreshRunWriter | None = None,
+    after_step: int,
+    generation: int,
+    with_params: bool = True,
+) -> TrialEntities:
+    """The params (flattened config), the history rows above ``after_step``, the summary
+    metrics at step ``generation`` and the tags, ``ntkdiv.logged`` = ``digest`` last."""
+    params = []
+    if config is not None and with_params:
+        params = [Param(k, _param_value(v)) for k, v in flatten(config_from_dict(config)).items()]
+    rows: list[list[Metric]] = []
+    if (tdir / "trajectory.parquet").is_file():
+        rows = history_rows(st.read_trajectory(tdir / "trajectory.parquet"), after_step)
+    metrics, tags = summary_entities(summary, generation)
+    tags.append(RunTag("ntkdiv.logged", digest))
+    status = RUN_STATUS.get(str(summary.get("status")), "FINISHED")
+    return TrialEntities(status, params, rows, metrics, tags)
+
+
+def write_trial(
+    client: MlflowClient, run: Run, tdir: Path, config: dict | None, digest: str, fresh: bool
 ) -> None:
     """Artifacts and status, then params, metric histories, summary metrics and tags packed into
     as few ``log_batch`` calls as MLflow's limits allow, the ``logged`` tag in the last one.
 
     Args:
-        fresh: the run was just created (else only the rows it lacks are sent).
-        writer: for a fresh run in a local sqlite store: status and rows go in one
-            transaction through it, and through ``log_batch`` only when it cannot.
+        fresh: the run was just created (else only the rows it lacks are sent, and the
+            summary metrics get the next generation).
 
     Each MLflow call commits its own transactions (a ``log_batch`` one per entity kind, plus
     one), so a smoke trial goes in one ``log_batch``: 8 sqlite commits in all, not 14.
     """
     run_id = run.info.run_id
     summary = st.read_json(tdir / "summary.json")
-    log_trial_artifacts(client, run_id, tdir, summary)
-    status = RUN_STATUS.get(str(summary.get("status")), "FINISHED")
-    params = []
-    if config is not None and (fresh or not run.data.params):
-        params = [Param(k, _param_value(v)) for k, v in flatten(config_from_dict(config)).items()]
-    rows: list[list[Metric]] = []
-    if (tdir / "trajectory.parquet").is_file():
-        last = -1 if fresh else last_logged_step(client, run_id)
-        rows = history_rows(st.read_trajectory(tdir / "trajectory.parquet"), last)
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+    log_trial_artifacts(repo, tdir, summary)
+    last = -1 if fresh else last_logged_step(client, run_id)
     generation = 0 if fresh else int(run.data.tags.get("ntkdiv.generation", "-1")) + 1
-    metrics, tags = summary_entities(summary, generation)
-    tags.append(RunTag("ntkdiv.logged", digest))
-    if fresh and writer is not None and writer.write(
-        run_id, status, int(time.time() * 1000), [(p.key, p.value) for p in params],
-        [(m.key, m.value, m.timestamp, m.step) for m in (*(m for r in rows for m in r), *metrics)],
-        [(t.key, t.value) for t in tags],
-    ):  # fmt: skip
-        return
+    e = trial_entities(tdir, config, summary, digest, last, generation,
+                       with_params=fresh or not run.data.params)  # fmt: skip
     # before the logged tag: a run marked logged always carries its final status
-    client.set_terminated(run_id, status)
-    for batch in pack_batches(params, rows, metrics, tags):
+    client.set_terminated(run_id, e.status)
+    for batch in pack_batches(e.params, e.rows, e.metrics, e.tags):
         client.log_batch(run_id, metrics=batch["metrics"], params=batch["params"],
                          tags=batch["tags"])  # fmt: skip
 
@@ -538,21 +593,28 @@ def _fits(batch: dict[str, list], n_metrics: int, n_tags: int) -> bool:
     return m <= MAX_METRICS and t <= MAX_PARAMS and m + p + t <= MAX_ENTITIES
 
 
-def log_trial_artifacts(client: MlflowClient, run_id: str, tdir: Path, summary: Mapping) -> None:
-    """config.yaml, summary.json, trajectory.parquet, figures, and error.txt for a failed trial."""
+def log_trial_artifacts(repo: ArtifactRepository, tdir: Path, summary: Mapping) -> None:
+    """config.yaml, summary.json, trajectory.parquet, figures, and error.txt for a failed trial.
+
+    Written through the run's artifact repository, resolved from the run in hand: the client's
+    own ``log_artifact`` fetches the run again first (a ``get_run``, ~20% of a smoke trial's
+    logging against a local sqlite store).
+    """
     for name in TRIAL_FILES:
         if (tdir / name).is_file():
-            client.log_artifact(run_id, str(tdir / name))
+            repo.log_artifact(str(tdir / name))
     for path in sorted(tdir.iterdir()):
         if path.suffix in FIGURE_SUFFIXES and path.is_file():
-            client.log_artifact(run_id, str(path), "figures")
+            repo.log_artifact(str(path), "figures")
     if (tdir / "figures").is_dir():
-        client.log_artifacts(run_id, str(tdir / "figures"), "figures")
+        repo.log_artifacts(str(tdir / "figures"), "figures")
     error = summary.get("error")
     if (tdir / "error.txt").is_file():
-        client.log_artifact(run_id, str(tdir / "error.txt"))
+        repo.log_artifact(str(tdir / "error.txt"))
     elif error:
-        client.log_text(run_id, str(error), "error.txt")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "error.txt").write_text(str(error))
+            repo.log_artifact(str(Path(tmp) / "error.txt"))
 
 
 # --- reruns ---------------------------------------------------------------------------------------
@@ -637,5 +699,5 @@ def log_rerun(tracking_uri: str | None, source: SourceRun, out_dir: Path) -> str
         tags = {"rerun_of": source.run_id, "trial_id": tid, "ntkdiv.role": "rerun"}
         run = client.create_run(source.experiment_id, tags=tags,
                                 run_name=f"rerun-{run_name(config, tid)}")  # fmt: skip
-        write_trial(client, run, out_dir, config, file_hash(out_dir / "summary.json"), True)
+        write_trial(client, run, out_dir, config, file_hash(out_dir / "summary.json"), fresh=True)
         return run.info.run_id

@@ -1,21 +1,25 @@
-"""The local sqlite tracking store: WAL mode, and a new run's rows in one transaction.
+"""The local sqlite tracking store: WAL mode, and a new trial's run in one transaction.
 
 MLflow's default store is a sqlite file. Two costs dominate logging to it:
 
 - commits: every MLflow call commits, and sqlite's default journal waits for fsyncs at each.
   :func:`use_wal` switches the file to write-ahead logging with ``synchronous=NORMAL``;
-- ORM work: ``log_batch`` builds one SQLAlchemy object per metric, ~55 us each on this machine,
-  most of a smoke trial's logging. :class:`FreshRunWriter` writes a new run's params, metric
-  histories, latest metrics, tags and final status with ``executemany`` in one transaction
-  instead: ~3 ms for a smoke trial against ~24 ms through ``log_batch``.
+- ORM work: ``create_run``, ``set_terminated`` and ``log_batch`` each go through MLflow's
+  SQLAlchemy models (~55 us per metric on this machine, plus reads of the run back). A smoke
+  trial cost ~35-45 ms that way on the loaded 2-core machine. :class:`RunWriter` writes a new
+  trial's whole run (the run row with its final status, tags, params, metric histories and
+  latest metrics) with ``executemany`` in one transaction instead.
 
 The writer follows MLflow 3.17's tables, checked column by column on first use. A store whose
-tables differ, a busy file or any conflict writes nothing and returns False, and the caller falls
-back to ``log_batch``. It writes the rows that ``log_batch`` would (same values, NaN and inf
-mapped as MLflow maps them, same latest-metric rule), which tests/sweep/test_mlflow.py checks by
-logging one trial both ways and comparing what ``MlflowClient`` reads back. Only a run that
-:class:`~mlflow.MlflowClient` has just created and that holds nothing yet is written here;
-anything else (a resumed upload, a tracking server) goes through MLflow's API.
+tables differ, a busy file, an experiment that is not active or any conflict writes nothing and
+returns False, and the caller falls back to MLflow's API. It writes the rows that MLflow's
+``create_run`` + ``log_batch`` + ``set_terminated`` would (same run columns, NaN and inf mapped
+as MLflow maps them, the same latest-metric rule), which tests/sweep/test_sqlite.py checks by
+logging one trial both ways and comparing what ``MlflowClient`` reads back. A run that exists
+already (a resumed upload), a rerun and a tracking server go through MLflow's API.
+
+A run appears whole or not at all: a crash before the commit leaves no half-logged run, only
+its copied artifacts, and the next sweep or ``ntkdiv sync`` logs the trial again.
 
 This module does not import mlflow: it speaks SQL to the file, and ``sweep._mlflow`` (the adapter)
 decides when.
@@ -24,10 +28,12 @@ decides when.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,14 +43,29 @@ import sqlalchemy.pool
 
 log = logging.getLogger(__name__)
 
-# the columns each table must have exactly (MLflow 3.17); runs may have more
+# the columns each table must have exactly (MLflow 3.17)
 TABLES = {
+    "runs": {
+        "run_uuid",
+        "name",
+        "source_type",
+        "source_name",
+        "entry_point_name",
+        "user_id",
+        "status",
+        "start_time",
+        "end_time",
+        "source_version",
+        "lifecycle_stage",
+        "artifact_uri",
+        "experiment_id",
+        "deleted_time",
+    },
     "metrics": {"key", "value", "timestamp", "run_uuid", "step", "is_nan"},
     "latest_metrics": {"key", "value", "timestamp", "step", "is_nan", "run_uuid"},
     "params": {"key", "value", "run_uuid"},
     "tags": {"key", "value", "run_uuid"},
 }
-RUN_COLUMNS = {"run_uuid", "status", "end_time", "lifecycle_stage"}
 MAX_FLOAT = 1.7976931348623157e308  # how MLflow stores +-inf (SQL has no infinities)
 BUSY_TIMEOUT_S = 30.0
 
@@ -129,8 +150,35 @@ def latest_rows(metrics: Sequence[tuple]) -> list[tuple]:
     return list(latest.values())
 
 
-class FreshRunWriter:
-    """Writes a just-created run's rows into a local MLflow sqlite file in one transaction.
+@dataclasses.dataclass(frozen=True)
+class NewRun:
+    """A finished run, as the rows MLflow keeps for it.
+
+    Attributes:
+        run_id: 32 hex digits, as MLflow makes them (``uuid4().hex``).
+        experiment_id: an active experiment of the store.
+        name: the run name (also the ``mlflow.runName`` tag, which ``tags`` must carry).
+        artifact_uri: ``<experiment artifact location>/<run_id>/artifacts``, already written.
+        start_ms, end_ms: ms since the epoch.
+        status: MLflow run status (``FINISHED``, ``FAILED``, ``KILLED``).
+        tags, params: ``(key, value)``; values within MLflow's length limits.
+        metrics: ``(key, value, timestamp_ms, step)``, in logging order.
+    """
+
+    run_id: str
+    experiment_id: str
+    name: str
+    artifact_uri: str
+    start_ms: int
+    end_ms: int
+    status: str
+    tags: Sequence[tuple[str, str]]
+    params: Sequence[tuple[str, str]]
+    metrics: Sequence[tuple[str, float, int, int]]
+
+
+class RunWriter:
+    """Writes a whole new run into a local MLflow sqlite file in one transaction.
 
     Args:
         db: the sqlite file of the tracking store.
@@ -139,90 +187,88 @@ class FreshRunWriter:
     def __init__(self, db: Path) -> None:
         self.db = Path(db)
         self._schema_ok: bool | None = None  # checked on the first write
+        self._conn: sqlite3.Connection | None = None  # kept: opening one costs ~0.7 ms
+        self._lock = threading.Lock()
 
-    def write(
-        self,
-        run_id: str,
-        status: str,
-        end_time_ms: int,
-        params: Sequence[tuple[str, str]],
-        metrics: Sequence[tuple[str, float, int, int]],
-        tags: Sequence[tuple[str, str]],
-    ) -> bool:
-        """Params, metrics (with the latest metrics), tags and the run's end; all or nothing.
-
-        Args:
-            run_id: a run that holds no params, metrics or ntkdiv tags yet.
-            status: MLflow run status (``FINISHED``, ``FAILED``, ``KILLED``).
-            end_time_ms: the run's end, ms since the epoch.
-            params: ``(key, value)``, values already within MLflow's length limit.
-            metrics: ``(key, value, timestamp_ms, step)``, in logging order.
-            tags: ``(key, value)``, none of them set on the run yet.
+    def create(self, run: NewRun) -> bool:
+        """The run row, its tags, params, metrics and latest metrics; all or nothing.
 
         Returns:
             True when written. False when nothing was written: the tables are not MLflow
-            3.17's, the file is busy past the timeout, the run is not active, or a row already
-            exists; the caller then logs through MLflow's API.
+            3.17's, the file is busy past the timeout, the experiment is not active, or the
+            run id exists; the caller then logs through MLflow's API.
         """
-        metric_rows = []
-        for key, v, ts, step in metrics:
+        metrics = []
+        for key, v, ts, step in run.metrics:
             value, is_nan = stored_value(float(v))
-            metric_rows.append((key, value, ts, step, is_nan))
-        try:
-            with contextlib.closing(self._connect()) as conn:
-                if not self._schema(conn):
-                    return False
-                return self._insert(conn, run_id, status, end_time_ms, params, metric_rows, tags)
-        except sqlite3.Error as err:
-            log.debug("sqlite fast path for run %s not taken: %s", run_id, err)
-            return False
+            metrics.append((key, value, ts, step, is_nan))
+        with self._lock:
+            try:
+                conn = self._connect()
+                return self._schema(conn) and self._insert(conn, run, metrics)
+            except sqlite3.Error as err:
+                log.debug("sqlite fast path for run %s not taken: %s", run.run_id, err)
+                self.close()
+                return False
+
+    @property
+    def unusable(self) -> bool:
+        """The store's tables were found to differ from MLflow 3.17's."""
+        return self._schema_ok is False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _connect(self) -> sqlite3.Connection:
-        # autocommit mode, so that BEGIN IMMEDIATE below opens the one transaction
-        conn = sqlite3.connect(self.db, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-            conn.execute("PRAGMA synchronous=NORMAL")  # as use_wal's pool hook does
-        return conn
+        if self._conn is None:
+            # autocommit mode, so that BEGIN IMMEDIATE below opens the one transaction
+            conn = sqlite3.connect(self.db, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)  # fmt: skip
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                conn.execute("PRAGMA synchronous=NORMAL")  # as use_wal's pool hook does
+            self._conn = conn
+        return self._conn
 
     def _schema(self, conn: sqlite3.Connection) -> bool:
         if self._schema_ok is None:
             cols = {t: {row[1] for row in conn.execute(f"PRAGMA table_info({t})")}
-                    for t in (*TABLES, "runs")}  # fmt: skip
-            same = all(cols[t] == want for t, want in TABLES.items())
-            self._schema_ok = same and cols["runs"] >= RUN_COLUMNS
+                    for t in (*TABLES, "experiments")}  # fmt: skip
+            self._schema_ok = all(cols[t] == want for t, want in TABLES.items()) and (
+                cols["experiments"] >= {"experiment_id", "lifecycle_stage"}
+            )
             if not self._schema_ok:
                 log.warning("%s: MLflow tables differ from 3.17's; logging through MLflow's "
                             "API (slower) instead", self.db)  # fmt: skip
         return self._schema_ok
 
     @staticmethod
-    def _insert(
-        conn: sqlite3.Connection,
-        run_id: str,
-        status: str,
-        end_time_ms: int,
-        params: Sequence[tuple[str, str]],
-        metrics: list[tuple],
-        tags: Sequence[tuple[str, str]],
-    ) -> bool:
+    def _insert(conn: sqlite3.Connection, run: NewRun, metrics: list[tuple]) -> bool:
         conn.execute("BEGIN IMMEDIATE")  # takes the write lock now: no deadlock midway
         try:
-            ended = conn.execute(
-                "UPDATE runs SET status = ?, end_time = ? "
-                "WHERE run_uuid = ? AND lifecycle_stage = 'active'",
-                (status, end_time_ms, run_id),
-            ).rowcount
-            if ended != 1:
+            stage = conn.execute("SELECT lifecycle_stage FROM experiments WHERE experiment_id = ?",
+                                 (int(run.experiment_id),)).fetchone()  # fmt: skip
+            if stage is None or stage[0] != "active":
                 conn.execute("ROLLBACK")
                 return False
-            conn.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
-                             [(k, v, run_id) for k, v in params])  # fmt: skip
+            # the columns MLflow's create_run fills for a run made by MlflowClient.create_run
+            conn.execute(
+                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, "
+                "user_id, status, start_time, end_time, source_version, lifecycle_stage, "
+                "artifact_uri, experiment_id, deleted_time) "
+                "VALUES (?, ?, 'UNKNOWN', '', '', 'unknown', ?, ?, ?, '', 'active', ?, ?, NULL)",
+                (run.run_id, run.name, run.status, run.start_ms, run.end_ms, run.artifact_uri,
+                 int(run.experiment_id)),
+            )  # fmt: skip
+            rid = run.run_id
+            for table, pairs in (("tags", run.tags), ("params", run.params)):
+                conn.executemany(f"INSERT INTO {table} (key, value, run_uuid) VALUES (?, ?, ?)",
+                                 [(k, v, rid) for k, v in pairs])  # fmt: skip
             for table, points in (("metrics", metrics), ("latest_metrics", latest_rows(metrics))):
                 conn.executemany(
                     f"INSERT INTO {table} (key, value, timestamp, step, is_nan, run_uuid) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", [(*m, run_id) for m in points])  # fmt: skip
-            conn.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
-                             [(k, v, run_id) for k, v in tags])  # fmt: skip
+                    "VALUES (?, ?, ?, ?, ?, ?)", [(*m, rid) for m in points])  # fmt: skip
             conn.execute("COMMIT")
             return True
         except sqlite3.Error:

@@ -1,5 +1,6 @@
-"""The local sqlite store's one-transaction writer against MLflow's own ``log_batch`` path: the
-same trial logged both ways reads back the same through ``MlflowClient``."""
+"""The local sqlite store's one-transaction writer against MLflow's own API (``create_run``,
+``log_batch``, ``set_terminated``): the same trial logged both ways reads back the same through
+``MlflowClient``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from mlflow import MlflowClient
 from core import config_from_dict, run_trial, trial_id
 from core import store as st
 from sweep._mlflow import MlflowLogger
-from sweep._sqlite import FreshRunWriter, latest_rows, stored_value
+from sweep._sqlite import NewRun, RunWriter, latest_rows, stored_value
 
 
 def make_trials(sweep) -> list[str]:
@@ -43,27 +44,36 @@ def read_back(client: MlflowClient, run_id: str) -> dict:
               for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
         for key in run.data.metrics
     }  # fmt: skip
-    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-    return {"status": run.info.status, "ended": run.info.end_time is not None,
+    tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.parentRunId"}
+    info = run.info
+    assert info.artifact_uri.endswith(f"/{info.run_id}/artifacts")
+    assert info.start_time <= info.end_time
+    artifacts = sorted(a.path for a in client.list_artifacts(run_id))
+    return {"status": info.status, "name": info.run_name, "user": info.user_id,
+            "stage": info.lifecycle_stage, "experiment": info.experiment_id,
             "params": run.data.params, "tags": tags, "histories": histories,
-            "metrics": {k: repr(v) for k, v in metrics.items()}}  # fmt: skip
+            "metrics": {k: repr(v) for k, v in metrics.items()}, "artifacts": artifacts,
+            "found": [r.info.run_id for r in client.search_runs(
+                [info.experiment_id], f"tags.trial_id = '{tags['trial_id']}'")]}  # fmt: skip
 
 
 def test_fresh_runs_read_back_the_same_as_through_log_batch(tmp_path):
     sweep = tmp_path / "store" / "same"
     tids = make_trials(sweep)
     seen = {}
-    for way in ("sql", "log_batch"):
+    for way in ("sql", "api"):
         uri = f"sqlite:///{tmp_path}/{way}.db"
         logger = MlflowLogger(uri, None, "same", sweep)
-        if way == "log_batch":
-            logger._fresh_writer = None
+        if way == "api":
+            logger.writer = None
         ids = [logger.log_trial(t) for t in tids]
         client = MlflowClient(uri)
         seen[way] = [read_back(client, i) for i in ids]
+        for i, s in zip(ids, seen[way], strict=True):
+            assert s.pop("found") == [i]  # the search that finds a trial's run finds it
         # and a second log_trial finds them logged: nothing is sent again
         assert [logger.log_trial(t) for t in tids] == ids
-    assert seen["sql"] == seen["log_batch"]
+    assert seen["sql"] == seen["api"]
     overflow = seen["sql"][1]
     assert overflow["tags"]["ntkdiv.status"] == "overflow"
     assert [overflow["metrics"][k] for k in ("x_inf", "x_ninf", "x_nan")] == [
@@ -72,7 +82,7 @@ def test_fresh_runs_read_back_the_same_as_through_log_batch(tmp_path):
     assert len(seen["sql"][0]["histories"]["loss"]) == rows > 5
 
 
-def test_store_with_other_tables_falls_back_to_log_batch(tmp_path, caplog):
+def test_store_with_other_tables_falls_back_to_mlflows_api(tmp_path, caplog):
     sweep = tmp_path / "store" / "other"
     tid = make_trials(sweep)[0]
     uri = f"sqlite:///{tmp_path}/m.db"
@@ -84,23 +94,34 @@ def test_store_with_other_tables_falls_back_to_log_batch(tmp_path, caplog):
     assert "differ from 3.17" in caplog.text
     run = MlflowClient(uri).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["ntkdiv.logged"]
+    assert len(list((tmp_path / "mlartifacts").iterdir())) == 1  # no orphaned artifacts
     rows = st.read_trajectory(st.trial_dir(sweep, tid) / "trajectory.parquet").num_rows
     assert len(MlflowClient(uri).get_metric_history(run_id, "loss")) == rows
 
 
-def test_a_conflict_writes_nothing(tmp_path):
-    uri = f"sqlite:///{tmp_path}/m.db"
-    client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("x"), tags={"trial_id": "abc"})
-    writer = FreshRunWriter(tmp_path / "m.db")
-    rid = run.info.run_id
-    ok = writer.write(rid, "FINISHED", 1, [("p", "1")], [("loss", 1.0, 1, 0)], [("trial_id", "x")])
-    assert not ok  # the tag exists: the transaction is rolled back whole
-    after = client.get_run(rid)
-    assert after.info.status == "RUNNING" and not after.data.params and not after.data.metrics
-    assert not writer.write("0" * 32, "FINISHED", 1, [], [("loss", 1.0, 1, 0)], [])  # no run
-    assert writer.write(rid, "FAILED", 2, [("p", "1")], [("loss", 1.0, 1, 0)], [("t", "v")])
-    assert client.get_run(rid).info.status == "FAILED"
+def new_run(experiment_id: str, run_id: str = "a" * 32, **fields) -> NewRun:
+    raw = {"run_id": run_id, "experiment_id": experiment_id, "name": "r",
+           "artifact_uri": f"file:///nowhere/{run_id}/artifacts", "start_ms": 1, "end_ms": 2,
+           "status": "FINISHED", "tags": [("mlflow.runName", "r"), ("k", "v")],
+           "params": [("p", "1")], "metrics": [("loss", 1.0, 1, 0)]}  # fmt: skip
+    return NewRun(**{**raw, **fields})
+
+
+def test_a_run_is_written_whole_or_not_at_all(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    exp = client.create_experiment("x")
+    writer = RunWriter(tmp_path / "m.db")
+    # a duplicate tag key violates the tags' primary key after the run row went in
+    assert not writer.create(new_run(exp, tags=[("mlflow.runName", "r"), ("k", "1"), ("k", "2")]))
+    assert not client.search_runs([exp])  # rolled back: no run, no half of one
+    assert writer.create(new_run(exp))
+    assert not writer.create(new_run(exp))  # the same run id again
+    client.delete_experiment(exp)
+    assert not writer.create(new_run(exp, run_id="b" * 32))  # not an active experiment
+    client.restore_experiment(exp)
+    (run,) = client.search_runs([exp])
+    assert (run.info.run_id, run.info.status, run.data.params) == ("a" * 32, "FINISHED", {"p": "1"})
+    assert run.data.metrics == {"loss": 1.0} and run.info.run_name == "r"
 
 
 def test_stored_values_and_latest_rule_follow_mlflow():
