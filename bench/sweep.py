@@ -120,10 +120,12 @@ def mlflow_share(root: Path) -> dict[str, float]:
         dispatch[enabled] = res.dispatch_s
     trial_wall = sum(a["end"] - a["start"] for a in _attempts(res.sweep_dir))
     per_trial, total = res.mlflow_s.get("log_trial", 0.0), sum(res.mlflow_s.values())
+    total -= res.mlflow_s.get("open", 0.0)
     one_tx, api = relog(root, res.sweep_dir)
     return {"trials": res.counts.total, "trial wall s": trial_wall, "log_trial s": per_trial,
             "all MLflow s": total, "share": per_trial / trial_wall,
-            "share all": total / trial_wall, "dispatch s, MLflow off": dispatch[False],
+            "share all": total / trial_wall, "new database s": res.mlflow_s.get("open", 0.0),
+            "dispatch s, MLflow off": dispatch[False],
             "dispatch s, MLflow on": dispatch[True], "sync s, one transaction": one_tx,
             "sync s, log_batch": api, "log_batch / one transaction": api / one_tx}  # fmt: skip
 
@@ -183,7 +185,9 @@ def _section(orch: dict, wall: dict, share: dict) -> str:
         f"- Goal MLflow logging <= 5% of trial wall time (smoke sweep, sqlite): {ok[s <= 0.05]} "
         f"({100 * s:.1f}% for the per-trial logging, {100 * share['share all']:.1f}% with the "
         "parent run and the backfill check). The driver logs while trials run (all are "
-        "submitted at once), so the sweep's wall time grows by less: compare the two dispatch "
+        "submitted at once). Once per tracking database, MLflow creates its tables in a new "
+        "sqlite file (new database s, MLflow's own schema migrations, not counted in the shares);"
+        " that runs while the workers start, and is most of the gap between the two dispatch "
         "columns. The sync columns log the same store again into new sqlite files, writing "
         f"each trial's run in one transaction (the default) or through MLflow's `log_batch`: "
         f"{share['log_batch / one transaction']:.2f}x.",
