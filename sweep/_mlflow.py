@@ -1,6 +1,7 @@
 """The MLflow adapter: one parent run per sweep, one child run per trial, rebuilt from the store.
 
-This is the only module that imports mlflow. It wraps :class:`mlflow.MlflowClient` (no global
+This is the only module that imports mlflow (``sweep._sqlite`` writes MLflow's sqlite tables
+directly, for new runs, and imports nothing of it). It wraps :class:`mlflow.MlflowClient` (no global
 ``mlflow.start_run`` state: one driver logs many runs) and reads everything it logs from the
 store, which is always written first. MLflow is the index people browse; ``ntkdiv sync`` can
 rebuild it at any time.
@@ -23,12 +24,12 @@ completed) is logged again without duplicating a metric step:
 A trial's params, history rows, summary metrics and tags go in as few ``log_batch`` calls as
 MLflow's limits allow (one for a smoke trial), since every MLflow call commits on its own.
 Against a local sqlite store (the default) two things more (``sweep._sqlite``): the file runs in
-WAL mode with ``synchronous=NORMAL``, so a commit waits for no fsync; and a trial's new run gets
-its status, params, histories and tags in one transaction instead of ``log_batch``, whose
-per-metric ORM work was most of the cost. A smoke trial's run then costs ~15 ms (create,
-artifacts, that transaction) against ~35-45 ms through ``log_batch`` on the loaded 2-core
-machine. Against a local ``mlflow server``: a 1000-metric ``log_batch`` takes 0.1-0.4 s, a
-2000-row trial ~2 s; a repeated ``log_trial`` (nothing to do) takes one search, ~40 ms.
+WAL mode with ``synchronous=NORMAL``, so a commit waits for no fsync; and a new trial's whole
+run (row, status, tags, params, histories) is written in one transaction instead of through
+``create_run`` + ``log_batch`` + ``set_terminated``, whose ORM work was most of the cost. A smoke
+trial then costs ~4-6 ms idle, against ~35-45 ms through the API on the loaded 2-core machine
+(``ntkdiv bench sweep``). Against a local ``mlflow server``: a 1000-metric ``log_batch`` takes
+0.1-0.4 s, a 2000-row trial ~2 s; a repeated ``log_trial`` (nothing to do) takes one search, ~40 ms.
 """
 
 from __future__ import annotations
