@@ -83,13 +83,17 @@ def _epochs_for(seconds: float, base: dict) -> int:
     """Scale epochs so that one trial computes for about ``seconds`` on one thread here."""
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     probe = 1000
-    with tempfile.TemporaryDirectory() as tmp:
-        config = config_from_dict({**base, "train": {"epochs": probe}})
-        t0 = time.perf_counter()
-        run_trial(config, Path(tmp))
-        per_step = (time.perf_counter() - t0) / probe
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = config_from_dict({**base, "train": {"epochs": probe}})
+            t0 = time.perf_counter()
+            run_trial(config, Path(tmp))
+            per_step = (time.perf_counter() - t0) / probe
+    finally:  # the caller's threads, as it set them (a test process runs other tests after)
+        torch.set_num_threads(threads)
     return max(probe, int(seconds / per_step))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from core import config_from_dict, run_trial
 from core.store import trajectory_meta
@@ -96,7 +97,9 @@ def test_killed_run_resumes_to_the_same_bits(tmp_path):
     cfg_path = _write_yaml(tmp_path / "cfg.yaml", raw)
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "sweep.cli", "run", str(cfg_path), "--out", str(killed), "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # bitwise only at equal torch threads: the killed part runs in a subprocess, the rest here
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while not (killed / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
