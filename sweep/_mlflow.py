@@ -45,6 +45,7 @@ import shutil
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -410,7 +411,7 @@ class MlflowLogger:
                      [(m.key, m.value, m.timestamp, m.step) for m in e.all_metrics()])  # fmt: skip
         if self.writer.create(new):
             return run_id
-        if artifact_uri.startswith("file://"):  # no run owns them: leave no orphan behind
+        if urllib.parse.urlparse(artifact_uri).scheme in ("", "file"):  # local: no orphans
             shutil.rmtree(Path(local_file_uri_to_path(artifact_uri)).parent, ignore_errors=True)
         return None
 
@@ -569,7 +570,7 @@ def pack_batches(
     """``log_batch`` keyword arguments, in order, each within MLflow's per-call limits.
 
     A history row is never split across calls, and rows go in step order, so the sentinel
-    ``t`` history tells exactly which rows reached the server. The summary metrics and the
+    ``loss`` history tells exactly which rows reached the server. The summary metrics and the
     tags (the ``logged`` tag among them) share the last call, so the generation tag lands with
     its metrics and ``logged`` only after everything else. Params ride along, 100 a call.
     """

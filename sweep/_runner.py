@@ -148,8 +148,8 @@ class Tracking:
     def __init__(self, spec: SweepSpec, note) -> None:
         self.logger, self.note = None, note
         self.paused = self.warned = False
-        self.seconds: dict[str, float] = {}  # per method, for the benchmark
-        self.open_s = 0.0  # making the client (and a new store's tables)
+        # per method, for the benchmark; "open": making the client (a new store's tables)
+        self.seconds: dict[str, float] = {}
         self.unavailable: type[Exception] = RuntimeError
         if spec.mlflow.enabled:
             from ._mlflow import MlflowLogger, TrackingUnavailable
@@ -158,7 +158,7 @@ class Tracking:
             t0 = time.perf_counter()  # a new sqlite file gets MLflow's tables: ~1.5 s, once
             self.logger = MlflowLogger(spec.mlflow.tracking_uri, spec.experiment, spec.name,
                                        spec.sweep_dir())  # fmt: skip
-            self.open_s = time.perf_counter() - t0
+            self.seconds["open"] = time.perf_counter() - t0
 
     def call(self, method: str, *args: Any) -> Any:
         if self.logger is None or self.paused:
@@ -415,7 +415,7 @@ def _conclude(res: SweepResult, tracking: Tracking, aggregate: bool, progress: P
             res.exit_code = 1
         else:
             tracking.call("log_report", res.aggregate.report_dir, res.aggregate.verdict_text)
-    res.mlflow_s = {**tracking.seconds, "open": tracking.open_s}
+    res.mlflow_s = tracking.seconds
 
 
 def _prepare_store(spec: SweepSpec, states: dict[str, str]) -> None:

@@ -121,9 +121,16 @@ def _relaxed_sync(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         return
     files = {os.path.realpath(row[2]) for row in dbapi_conn.execute("PRAGMA database_list")
              if row[1] == "main" and row[2]}  # fmt: skip
-    if files & _WAL_FILES and dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+    if files & _WAL_FILES and relax_sync(dbapi_conn):
         record.info["ntkdiv.sync"] = True
+
+
+def relax_sync(conn: sqlite3.Connection) -> bool:
+    """``synchronous=NORMAL`` on a connection to a WAL file (see :func:`use_wal`); True if set."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        return False
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return True
 
 
 # --- a new run's rows -----------------------------------------------------------------------------
@@ -226,8 +233,7 @@ class RunWriter:
             # autocommit mode, so that BEGIN IMMEDIATE below opens the one transaction
             conn = sqlite3.connect(self.db, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)  # fmt: skip
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                conn.execute("PRAGMA synchronous=NORMAL")  # as use_wal's pool hook does
+            relax_sync(conn)
             self._conn = conn
         return self._conn
 
