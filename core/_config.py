@@ -48,15 +48,19 @@ class DataConfig(_Frozen):
 class TrainConfig(_Frozen):
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"  # mse is the lazy-regime control
     lr: float = Field(0.1, gt=0)  # full-batch GD step; gradient-flow time t = step * lr
-    epochs: int = Field(1000, ge=0)  # full-batch steps (one epoch = one step)
+    epochs: int = Field(1000, ge=0)  # full-batch steps (one epoch = one step); plain GD
+    # gradient-flow time to reach with adaptive steps (train.lr is then the first step and
+    # train.epochs is ignored); late cross-entropy dynamics live in log t, see core/_flow.py
+    t_max: float | None = Field(None, gt=0)
+    flow_tol: float = Field(1e-3, gt=0)  # adaptive steps: local error allowed in f per step
     weight_decay: float = Field(0.0, ge=0)  # L2 penalty strength; 0 is the seed's setting
     weight_decay_center: Literal["init", "zero"] = "init"  # penalize theta - theta_0, or theta
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # soft targets y(1-e) + e/2; 0 = hard
 
-    @field_validator("lr")
+    @field_validator("lr", "t_max")
     @classmethod
-    def _finite_lr(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _finite_lr(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
             raise ValueError(f"must be finite, got {v}")
         return v
 

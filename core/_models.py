@@ -38,6 +38,8 @@ class LinearMap:
     y: torch.Tensor
     bias: bool
     hidden: bool
+    weight: torch.Tensor | None = None  # the trained W (out, in): dL/dW = G^T diag(dL/df) U
+    bias_param: torch.Tensor | None = None  # the trained b (out,), if the map has one
 
 
 def _param(*shape: int) -> nn.Parameter:
@@ -89,10 +91,10 @@ class FCN(SeedNet):
         a = X  # a_0 = x, no 1/sqrt(d)
         for W, b in zip(self.W, self.b, strict=True):
             h = F.linear(a, W, b)  # (n, m) pre-activation
-            maps.append(LinearMap(a, h, bias=True, hidden=True))
+            maps.append(LinearMap(a, h, bias=True, hidden=True, weight=W, bias_param=b))
             a = scale * F.relu(h)  # (n, m)
         y = F.linear(a, self.w)  # (n, 1)
-        maps.append(LinearMap(a, y, bias=False, hidden=False))
+        maps.append(LinearMap(a, y, bias=False, hidden=False, weight=self.w))
         return y[:, 0], maps
 
 
@@ -115,16 +117,19 @@ class ResNet(SeedNet):
         relu_scale = math.sqrt(2.0 / self.width)
         branch = self.alpha * inv_sqrt_m
         z = F.linear(X, self.A, self.b)  # (n, m)
-        maps = [LinearMap(X, z, bias=True, hidden=False)]
+        maps = [LinearMap(X, z, bias=True, hidden=False, weight=self.A, bias_param=self.b)]
         a = inv_sqrt_m * z  # a_0
         for W, V in zip(self.W, self.V, strict=True):
             h = F.linear(a, W)  # (n, m) pre-activation, no bias
             t = relu_scale * F.relu(h)  # (n, m)
             v = F.linear(t, V)  # (n, m)
-            maps += [LinearMap(a, h, bias=False, hidden=True), LinearMap(t, v, False, False)]
+            maps += [
+                LinearMap(a, h, bias=False, hidden=True, weight=W),
+                LinearMap(t, v, bias=False, hidden=False, weight=V),
+            ]
             a = a + branch * v  # a_l
         y = F.linear(a, self.w)  # (n, 1)
-        maps.append(LinearMap(a, y, bias=False, hidden=False))
+        maps.append(LinearMap(a, y, bias=False, hidden=False, weight=self.w))
         return y[:, 0], maps
 
 
