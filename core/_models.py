@@ -68,8 +68,24 @@ class SeedNet(nn.Module):
         """f(X): (n, d) -> (n,)."""
         return self.forward_maps(X)[0]
 
-    def forward_maps(self, X: torch.Tensor) -> tuple[torch.Tensor, list[LinearMap]]:
+    def forward_maps(
+        self, X: torch.Tensor, patterns: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[LinearMap]]:
+        """f (n,) and the trained linear maps for X (n, d).
+
+        ``patterns`` (n, H) bool, H = the summed width of the ReLU layers: when given, every ReLU
+        uses this fixed activation pattern (relu(h) -> h * pattern) instead of h > 0, which gives
+        the network with frozen activations (its kernel, minus K_0, is the drift without flips).
+        """
         raise NotImplementedError
+
+
+def _relu(h: torch.Tensor, patterns: torch.Tensor | None, layer: int) -> torch.Tensor:
+    """relu(h) (n, m), or h masked by layer ``layer``'s slice of a frozen pattern (n, L m)."""
+    if patterns is None:
+        return F.relu(h)
+    m = h.shape[1]
+    return h * patterns[:, layer * m : (layer + 1) * m].to(h.dtype)
 
 
 class FCN(SeedNet):
@@ -84,15 +100,17 @@ class FCN(SeedNet):
         self.b = nn.ParameterList(_param(width) for _ in range(depth))
         self.w = _param(1, width)
 
-    def forward_maps(self, X: torch.Tensor) -> tuple[torch.Tensor, list[LinearMap]]:
-        """f (n,) and the L + 1 trained maps (W_l, b_l)..., w, for X (n, d)."""
+    def forward_maps(
+        self, X: torch.Tensor, patterns: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[LinearMap]]:
+        """f (n,) and the L + 1 trained maps (W_l, b_l)..., w, for X (n, d); see SeedNet."""
         scale = math.sqrt(2.0 / self.width)
         maps: list[LinearMap] = []
         a = X  # a_0 = x, no 1/sqrt(d)
-        for W, b in zip(self.W, self.b, strict=True):
+        for layer, (W, b) in enumerate(zip(self.W, self.b, strict=True)):
             h = F.linear(a, W, b)  # (n, m) pre-activation
             maps.append(LinearMap(a, h, bias=True, hidden=True, weight=W, bias_param=b))
-            a = scale * F.relu(h)  # (n, m)
+            a = scale * _relu(h, patterns, layer)  # (n, m)
         y = F.linear(a, self.w)  # (n, 1)
         maps.append(LinearMap(a, y, bias=False, hidden=False, weight=self.w))
         return y[:, 0], maps
@@ -111,17 +129,19 @@ class ResNet(SeedNet):
         self.V = nn.ParameterList(_param(width, width) for _ in range(depth))
         self.w = _param(1, width)
 
-    def forward_maps(self, X: torch.Tensor) -> tuple[torch.Tensor, list[LinearMap]]:
-        """f (n,) and the 2L + 2 trained maps (A, b), (W_l, V_l)..., w, for X (n, d)."""
+    def forward_maps(
+        self, X: torch.Tensor, patterns: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[LinearMap]]:
+        """f (n,) and the 2L + 2 trained maps (A, b), (W_l, V_l)..., w for X (n, d); see SeedNet."""
         inv_sqrt_m = 1.0 / math.sqrt(self.width)
         relu_scale = math.sqrt(2.0 / self.width)
         branch = self.alpha * inv_sqrt_m
         z = F.linear(X, self.A, self.b)  # (n, m)
         maps = [LinearMap(X, z, bias=True, hidden=False, weight=self.A, bias_param=self.b)]
         a = inv_sqrt_m * z  # a_0
-        for W, V in zip(self.W, self.V, strict=True):
+        for layer, (W, V) in enumerate(zip(self.W, self.V, strict=True)):
             h = F.linear(a, W)  # (n, m) pre-activation, no bias
-            t = relu_scale * F.relu(h)  # (n, m)
+            t = relu_scale * _relu(h, patterns, layer)  # (n, m)
             v = F.linear(t, V)  # (n, m)
             maps += [
                 LinearMap(a, h, bias=False, hidden=True, weight=W),
