@@ -1,8 +1,8 @@
 """Aggregator benchmark, and the synthetic stores with known answers that the tests also use.
 
 A synthetic trial is written exactly as a real one is: ``config.yaml``, ``summary.json`` and
-``trajectory.parquet`` in its trial directory through ``core/store.py``, then
-``core.store.publish_trial`` copies it into the sweep dataset. Only the numbers are constructed:
+``trajectory.parquet`` in its trial directory through ``core/store.py``, which the aggregator
+reads where it lies. Only the numbers are constructed:
 drift_t follows a chosen law in width and time, so verdicts, exponents and t_exceed are known.
 
 Goals (issue "aggregator"): 2,000 trials (about 200 tracked steps each, n = 6) aggregate in under
@@ -143,7 +143,7 @@ def _summary(tid: str, group: SyntheticGroup, rows: dict, bound: float) -> dict:
 
 
 def write_trial(sweep_dir: Path, group: SyntheticGroup, width: int, seed: int) -> str:
-    """Write one synthetic trial through ``core/store.py`` and publish it; returns its id."""
+    """Write one synthetic trial through ``core/store.py``; returns its id."""
     from core import store, trial_id
     from core._config import config_to_yaml
 
@@ -152,7 +152,7 @@ def write_trial(sweep_dir: Path, group: SyntheticGroup, width: int, seed: int) -
     tdir = store.trial_dir(sweep_dir, tid)
     store.atomic_write_text(tdir / "config.yaml", config_to_yaml(config))
     if (width, seed) in group.missing:
-        return tid  # started, never finished: no summary, no dataset rows
+        return tid  # started, never finished: no summary, no trajectory
     if (width, seed) in group.failed:
         err = {"trial_id": tid, "status": "failed", "error": "RuntimeError: synthetic failure"}
         store.write_json(tdir / "summary.json", err)
@@ -163,7 +163,6 @@ def write_trial(sweep_dir: Path, group: SyntheticGroup, width: int, seed: int) -
     table = store.trajectory_table(rows, {"trial_id": tid, "kernel_pairs": pairs})
     store.write_trajectory(tdir / "trajectory.parquet", table)
     store.write_json(tdir / "summary.json", _summary(tid, group, rows, bound))
-    store.publish_trial(sweep_dir, tid)
     return tid
 
 

@@ -32,14 +32,14 @@ class Counts:
     total: int
     earlier: int = 0
     completed: int = 0
-    overflow: int = 0
+    diverged: int = 0  # finished, not counted in verdicts
     failed: int = 0
     retried: int = 0
     running: int = 0
 
     @property
     def finished(self) -> int:
-        return self.completed + self.overflow + self.failed
+        return self.completed + self.diverged + self.failed
 
     @property
     def remaining(self) -> int:
@@ -71,12 +71,12 @@ class Progress:
 
     def line(self) -> str:
         c = self.counts
-        done = c.earlier + c.completed + c.overflow
+        done = c.earlier + c.completed + c.diverged
         queued = max(0, c.remaining - c.running)
         text = (f"sweep: {done}/{c.total} done, {c.running} running, {queued} queued, "
                 f"{c.failed} failed, {c.retried} retried")  # fmt: skip
-        if c.overflow:
-            text += f" ({c.overflow} overflow)"
+        if c.diverged:
+            text += f" ({c.diverged} diverged)"
         elapsed = _duration(time.monotonic() - self.started)
         return f"{text} | {elapsed} elapsed, ETA {self.eta() if c.remaining else '0s'}"
 
@@ -114,18 +114,15 @@ class Progress:
 
 
 def final_report(res: Any, name: str, out: TextIO) -> None:
-    """The closing lines of a sweep on stdout: counts, failures, the verdict table.
+    """The closing lines of a sweep on stdout: counts and failures.
 
     ``res`` is a ``sweep._runner.SweepResult``.
     """
     c = res.counts
     print(f"sweep {name}: {c.total} trials: {c.earlier} from earlier runs, {c.completed} "
-          f"completed, {c.overflow} overflow, {c.failed} failed, {c.retried} retried "
+          f"completed, {c.diverged} diverged, {c.failed} failed, {c.retried} retried "
           f"({res.wall_s:.1f} s); store {res.sweep_dir}", file=out)  # fmt: skip
     for tid, line in list(res.failed.items())[:10]:
         print(f"  failed {tid}: {line}", file=out)
     if len(res.failed) > 10:
         print(f"  ... and {len(res.failed) - 10} more (summary.json 'error' in each)", file=out)
-    if res.aggregate is not None:
-        print(res.aggregate.verdict_text, file=out)
-        print(f"report: {res.aggregate.report_dir}", file=out)

@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core import ConfigError, TrialConfig, config_from_dict, trial_id
+from core import store as st
 from core._config import set_dotted
-from core.store import atomic_write_text, publish_trial, read_json, trial_dir, write_json
+from core._status import DONE
 
-from ._runner import Tracking, check_inputs, check_storage, plan_resources
+from ._dispatch import system_failure
+from ._prepare import check_inputs, check_storage, prepare_store
+from ._resources import plan_resources
 from ._search_spec import (
     PruneMonitor,
     SearchSpec,
@@ -39,6 +42,7 @@ from ._search_spec import (
     parse_search,
 )
 from ._spec import SweepSpec, load_spec, spec_to_dict
+from ._tracking import MlflowGuard
 
 WAIT_S = 0.5
 
@@ -98,6 +102,7 @@ class _Running:
     tid: str
     numbers: list[int]  # Optuna trials waiting on this trial_id (duplicates share one run)
     config: TrialConfig
+    before: int  # attempts recorded before this submission
 
 
 class _Driver:
@@ -111,7 +116,7 @@ class _Driver:
         self.sweep_dir = spec.sweep_dir()
         self.space = {k: distribution(p.type, p.low, p.high, p.choices)
                       for k, p in search.space.items()}  # fmt: skip
-        self.best_path = self.sweep_dir / "search" / f"{study_name(spec, search)}.best.json"
+        self.best_path = st.search_file(self.sweep_dir, f"{study_name(spec, search)}.best.json")
         self.pending: dict[Any, _Running] = {}
         self.last_line = ""
 
@@ -121,7 +126,7 @@ class _Driver:
         values = [t["value"] for t in self.study.trials() if t["state"] == "COMPLETE"]
         values = [v for v in values if v is not None]
         pick = min if self.search.objective == "min_drift_ratio" else max
-        write_json(self.best_path, {"best": pick(values) if values else None})
+        st.write_json(self.best_path, {"best": pick(values) if values else None})
 
     # --- submitting -------------------------------------------------------------------------
 
@@ -144,10 +149,11 @@ class _Driver:
         bound = _bound(config)
         monitor = (PruneMonitor(self.best_path, bound, self.search.objective)
                    if self.prune else None)  # fmt: skip
-        handle = _ray.submit(config.model_dump(mode="json"), trial_dir(self.sweep_dir, tid),
+        tdir = st.trial_dir(self.sweep_dir, tid)
+        handle = _ray.submit(config.model_dump(mode="json"), tdir,
                              num_cpus=cpus, num_gpus=gpus, retries=self.spec.retries,
                              monitor=monitor, name=f"search-{number}")  # fmt: skip
-        self.pending[handle] = _Running(tid, [number], config)
+        self.pending[handle] = _Running(tid, [number], config, len(st.read_attempts(tdir)))
 
     def resubmit_running(self) -> None:
         """Trials a killed driver left RUNNING: run them again (they resume), tell them once."""
@@ -174,16 +180,13 @@ class _Driver:
             try:
                 summary = _ray.result(handle)
             except _ray.SystemFailure as err:
-                summary = {"status": "failed", "error": str(err)}
+                tdir = st.trial_dir(self.sweep_dir, run.tid)
+                summary = system_failure(tdir, run.config, run.before, str(err))
             self.finish(run, summary)
 
     def finish(self, run: _Running, summary: dict[str, Any]) -> None:
         status = summary.get("status")
-        if (trial_dir(self.sweep_dir, run.tid) / "summary.json").exists():
-            publish_trial(self.sweep_dir, run.tid)
-            run_id = self.tracking.call("log_trial", run.tid)
-        else:
-            run_id = None
+        run_id = self.tracking.log_trial(run.tid)
         for number in run.numbers:
             if run_id:
                 self.study.set_attr(number, "mlflow_run_id", run_id)
@@ -199,19 +202,11 @@ class _Driver:
             bound = objective_value(summary, self.search.objective)
             self.study.set_attr(number, "objective_bound", bound)
             self.study.tell(number, bound, pruned=True, step=int(summary.get("steps") or 0))
-        elif status in ("completed", "overflow") and summary.get("drift_sup") is not None:
+        elif status in DONE and summary.get("drift_sup") is not None:
             self.study.tell(number, objective_value(summary, self.search.objective))
         else:
             self.study.set_attr(number, "error", str(summary.get("error"))[-2000:])
             self.study.tell(number, None)
-
-
-def _prepare_store(spec: SweepSpec) -> None:
-    import yaml
-
-    sweep_dir = spec.sweep_dir()
-    (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep_dir / "spec.yaml", yaml.safe_dump(spec_to_dict(spec), sort_keys=False))
 
 
 def _bound(config: TrialConfig) -> float:
@@ -257,13 +252,14 @@ def run_search(
         print(text, file=stream, flush=True)
 
     cluster = _ray.connect(address, num_cpus)  # before MLflow: a bad address leaves no trace
-    tracking = Tracking(spec, note)
+    tracking = MlflowGuard(spec, note)
     try:
-        _prepare_store(spec)  # the sweep dir and its spec.yaml, like a sweep's
+        trials = [p.name for p in st.trial_dirs(spec.sweep_dir())]
+        prepare_store(spec, trials)  # spec.yaml, and the attempts a lost driver left open
         name = study_name(spec, search)
         study = Study.open(name, _storage_url(search), direction(search.objective),
                            search.sampler, search.seed)  # fmt: skip
-        tracking.call("ensure_parent", spec_to_dict(spec))
+        tracking.ensure_parent(spec_to_dict(spec))
         driver = _Driver(spec, search, study, cluster, tracking, prune, note)
         driver.write_best()
         driver.resubmit_running()
@@ -310,7 +306,8 @@ def _rerun_command(t: dict[str, Any], sweep_dir: Path) -> str:
     run_id = t["user_attrs"].get("mlflow_run_id")
     if run_id:
         return f"ntkdiv rerun {run_id}"
-    return f"ntkdiv run {trial_dir(sweep_dir, t['user_attrs'].get('trial_id', '?'))}/config.yaml"
+    tdir = st.trial_dir(sweep_dir, t["user_attrs"].get("trial_id", "?"))
+    return f"ntkdiv run {tdir / st.CONFIG}"
 
 
 def report(result: SearchResult, out: TextIO, top: int = 5) -> None:
@@ -341,19 +338,18 @@ def _candidates(done, result: SearchResult, out: TextIO) -> None:
         print("no trial stayed below lambda0/(2 n^2) within its horizon", file=out)
         return
     for t in below:
-        summary = read_json(trial_dir(result.sweep_dir, t["user_attrs"]["trial_id"])
-                            / "summary.json")  # fmt: skip
-        horizon = summary["steps"] * _lr(result, t)
+        tdir = st.trial_dir(result.sweep_dir, t["user_attrs"]["trial_id"])
+        summary = st.read_summary(tdir) or {}
+        horizon = summary.get("horizon_t") or summary["steps"] * _lr(tdir)
         print(f"candidate: trial {t['number']} kept drift_sup below the bound up to t = "
               f"{horizon:g}; the horizon leaves open whether it crosses later, and a finite "
               "width cannot show the limit", file=out)  # fmt: skip
 
 
-def _lr(result: SearchResult, t: dict[str, Any]) -> float:
-    tdir = trial_dir(result.sweep_dir, t["user_attrs"]["trial_id"])
+def _lr(tdir: Path) -> float:
     import yaml
 
-    return float(yaml.safe_load((tdir / "config.yaml").read_text())["train"]["lr"])
+    return float(yaml.safe_load((tdir / st.CONFIG).read_text())["train"]["lr"])
 
 
 def _short(value: Any) -> str:

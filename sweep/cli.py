@@ -16,11 +16,11 @@ from typing import NoReturn
 _COMMANDS = {
     "run": "sweep._local:cmd_run",
     "ntk": "sweep._local:cmd_ntk",
-    "sweep": "sweep._runner:cmd_sweep",
+    "sweep": "sweep._commands:cmd_sweep",
     "sync": "sweep._sync:cmd_sync",
     "rerun": "sweep._rerun:cmd_rerun",
     "search": "sweep._search:cmd_search",
-    "aggregate": "dashboards._cli:cmd_aggregate",
+    "aggregate": "sweep._commands:cmd_aggregate",
     "bench": "bench._cli:cmd_bench",
     "docs": "sweep._docs:cmd_docs",
 }
@@ -81,13 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="a sweep directory, or a storage root holding sweeps")
     p.add_argument("--out", default=None, help="report directory (default <sweep>/report)")
     p.add_argument("--tracking-uri", default=None, help="also log the report to MLflow")
-    p.add_argument(
-        "--engine",
-        choices=["arrow", "ray"],
-        default="arrow",
-        help="arrow: stream the store here; ray: Ray Data across a cluster",
-    )
-    p.add_argument("--address", default=None, help="Ray address for --engine ray")
 
     p = sub.add_parser("bench", help="benchmarks; results go to docs/performance.md")
     p.add_argument("which", nargs="*", default=["all"], help="ntk | train | sweep | search | all")

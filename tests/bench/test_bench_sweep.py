@@ -1,32 +1,39 @@
-"""``ntkdiv bench sweep``: its side-by-side MLflow relog, and the whole section at quick size."""
+"""``ntkdiv bench sweep``: its figures, and its goals judged from them."""
 
 from __future__ import annotations
 
 import pytest
-from mlflow import MlflowClient
 
 from bench import sweep as bench_sweep
-from core import config_from_dict, run_trial, trial_id
-from core import store as st
 
 
-def test_relog_times_both_ways_into_separate_stores(tmp_path):
-    sweep_dir = tmp_path / "store" / "relog"
-    for seed in (0, 1):
-        cfg = config_from_dict({"model": {"width": 16, "depth": 2}, "seed": seed,
-                                "train": {"epochs": 10}, "track": {"log_points": 5}})  # fmt: skip
-        run_trial(cfg, st.trial_dir(sweep_dir, trial_id(cfg)))
-    one_tx, api = bench_sweep.relog(tmp_path, sweep_dir, repeats=1)
-    assert one_tx > 0 and api > 0
-    for fast in (True, False):
-        client = MlflowClient(f"sqlite:///{tmp_path / f'relog-{fast}-0.db'}")
-        runs = client.search_runs([client.get_experiment_by_name("relog").experiment_id],
-                                  "tags.`ntkdiv.role` = 'trial'")  # fmt: skip
-        assert len(runs) == 2 and all(r.data.metrics["loss"] >= 0 for r in runs)
+def test_goals_follow_the_figures():
+    orch, wall = {"median overhead s": 0.2}, {"ratio": 1.1}
+    shares = [{"ratio": 1.01}, {"ratio": 1.02}]
+    assert bench_sweep.goals(orch, wall, shares) == {"overhead": True, "wall": True,
+                                                      "mlflow": True}  # fmt: skip
+    shares[1]["ratio"] = 1.05
+    assert not bench_sweep.goals(orch, wall, shares)["mlflow"]
+    assert not bench_sweep.goals({"median overhead s": 0.31}, wall, shares)["overhead"]
+
+
+def test_per_trial_overhead_is_the_idle_gap_plus_the_wrapper():
+    attempts = [
+        {"node": "a", "pid": 1, "start": 0.0, "end": 1.0, "run_s": 0.9},
+        {"node": "a", "pid": 1, "start": 1.25, "end": 2.25, "run_s": 0.75},
+        {"node": "b", "pid": 2, "start": 0.0, "end": 1.0, "run_s": 1.0},
+    ]
+    assert bench_sweep.per_trial_overhead(attempts) == [0.25 + 0.25]
 
 
 @pytest.mark.slow
-def test_quick_run_returns_the_section():
-    section = bench_sweep.run(quick=True)
-    assert section.startswith("## Sweep orchestration")
-    assert "Goal MLflow logging <= 5%" in section and "log_batch / one transaction" in section
+def test_quick_run_measures_mlflow_on_and_off():
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (row,) = bench_sweep.mlflow_shares(Path(tmp), quick=True)
+    assert row["sweep"] == "smoke" and row["store"] == "sqlite" and row["trials"] == 8
+    assert row["wall s, MLflow on"] > 0 and row["wall s, MLflow off"] > 0
+    assert row["MLflow calls s"] > 0  # the sweep logged through MLflow
+    assert row["ratio"] == pytest.approx(row["wall s, MLflow on"] / row["wall s, MLflow off"])

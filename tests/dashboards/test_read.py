@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -21,8 +22,8 @@ def _small(path: Path, **kw) -> Path:
     return path
 
 
-def _one_partition(sweep: Path, kind: str) -> Path:
-    return sorted((sweep / "dataset" / kind).glob("trial_id=*/part-0.parquet"))[0]
+def _one_trajectory(sweep: Path) -> Path:
+    return Path(store.trajectory_files(sweep)[0])
 
 
 def test_not_a_store_is_a_data_error(tmp_path):
@@ -50,7 +51,7 @@ def test_trajectories_stream_one_trial_at_a_time(tmp_path):
 
 def test_mixed_incompatible_schemas_are_a_data_error(tmp_path):
     sweep = _small(tmp_path / "s")
-    part = _one_partition(sweep, "trajectory")
+    part = _one_trajectory(sweep)
     table = pq.read_table(part)
     bad = table.set_column(table.schema.get_field_index("drift"), "drift",
                            pa.array([str(v) for v in table["drift"].to_pylist()]))  # fmt: skip
@@ -59,25 +60,32 @@ def test_mixed_incompatible_schemas_are_a_data_error(tmp_path):
         dashboards.aggregate(sweep, figures=False)
 
 
-def test_summary_key_with_two_types_is_a_data_error(tmp_path):
+def test_key_column_that_is_not_a_number_is_a_data_error(tmp_path):
     sweep = _small(tmp_path / "s")
-    part = _one_partition(sweep, "summary")
-    table = pq.read_table(part)
-    i = table.schema.get_field_index("model.width")
-    store.write_table(part, table.set_column(i, "model.width", pa.array(["wide"])))
-    with pytest.raises(DataError, match="'model.width'"):
+    config = store.trial_dirs(sweep)[0] / "config.yaml"
+    config.write_text(re.sub(r"width: \d+", "width: wide", config.read_text()))
+    with pytest.raises(DataError, match="'model.width' of trial .* is 'wide'"):
         dashboards.aggregate(sweep, figures=False)
 
 
-def test_none_valued_config_field_with_two_types_is_repaired(tmp_path):
-    # core.store.summary_row writes a None config value as the string "null"
+def test_config_field_none_in_one_trial_and_set_in_another_reads(tmp_path):
     sweep = _small(tmp_path / "s")
-    part = _one_partition(sweep, "summary")
-    table = pq.read_table(part)
-    i = table.schema.get_field_index("track.ntk_block")
-    store.write_table(part, table.set_column(i, "track.ntk_block", pa.array([64])))
+    config = store.trial_dirs(sweep)[0] / "config.yaml"
+    text = config.read_text()
+    assert "ntk_block: null" in text
+    config.write_text(text.replace("ntk_block: null", "ntk_block: 64"))
+    st = open_store(sweep)
+    assert sorted(st.summary["track.ntk_block"].dropna()) == [64]
     result = dashboards.aggregate(sweep, figures=False)
     assert result.verdict["n_seeds"].sum() == 4
+
+
+def test_summary_rows_are_typed_and_read_where_written(tmp_path):
+    sweep = _small(tmp_path / "s")
+    assert not (sweep / "dataset").exists()  # nothing is copied
+    st = open_store(sweep)
+    assert st.summary["drift_sup"].dtype == float and str(st.summary["steps"].dtype) == "Int64"
+    assert st.summary["model.width"].dtype.kind == "i"
 
 
 def test_unpublished_trial_without_config_is_still_listed(tmp_path):
@@ -100,6 +108,6 @@ def test_sweep_without_readable_trials_is_a_data_error(tmp_path):
 
 def test_corrupt_parquet_file_is_a_data_error(tmp_path):
     sweep = _small(tmp_path / "s")
-    _one_partition(sweep, "trajectory").write_bytes(b"not parquet at all")
+    _one_trajectory(sweep).write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match="unreadable file"):
         dashboards.aggregate(sweep, figures=False)

@@ -1,7 +1,7 @@
 """A real sweep aggregates, and its report opens in headless Chromium.
 
 The sweep is ``sweeps/smoke.yaml`` through ``ntkdiv sweep`` when both exist; otherwise the same
-kind of grid is driven trial by trial with ``core.run_trial`` + ``core.store.publish_trial``
+kind of grid is driven trial by trial with ``core.run_trial`` into the store's layout
 (real training, real trajectories, the real store), so the aggregator is tested either way.
 """
 
@@ -49,7 +49,6 @@ def _direct(storage: Path) -> Path:
                 })  # fmt: skip
                 tid = trial_id(cfg)
                 run_trial(cfg, store.trial_dir(sweep_dir, tid))
-                store.publish_trial(sweep_dir, tid)
     return sweep_dir
 
 

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from core import config_from_dict, run_trial
+from dashboards._read import open_store
 from sweep._runner import run_sweep
 from sweep._spec import parse_spec
 from tests.sweep.conftest import attempts, spec_dict, summaries, tiny_base, write_spec
@@ -63,10 +63,11 @@ def reference_trajectory(config_dict: dict, tmp: Path) -> object:
 
 
 def assert_store_consistent(sweep_dir: Path, n_trials: int) -> None:
-    """One summary row per trial, and no step twice in any trajectory partition."""
-    rows = ds.dataset(sweep_dir / "dataset" / "summary", partitioning="hive").to_table()
-    assert sorted(rows.column("status").to_pylist()) == ["completed"] * n_trials
-    traj = ds.dataset(sweep_dir / "dataset" / "trajectory", partitioning="hive").to_table()
+    """One completed summary per trial, and no step twice in any trajectory."""
+    store = open_store(sweep_dir)
+    assert sorted(store.summary["status"]) == ["completed"] * n_trials
+    assert store.trajectory is not None
+    traj = store.trajectory.dataset(store.trajectory.files).to_table(columns=["trial_id", "step"])
     pairs = list(zip(traj.column("trial_id").to_pylist(), traj.column("step").to_pylist(),
                      strict=True))  # fmt: skip
     assert len(pairs) == len(set(pairs))
@@ -250,7 +251,7 @@ def test_quarter_gpu_trials_pack_eight_on_two_gpus(tmp_path):
                      track={"log_points": 20})  # fmt: skip
     raw = spec_dict(tmp_path, base=base, grid={"seed": list(range(10))},
                     resources={"gpus_per_trial": 0.25, "cpus_per_trial": 0.1})  # fmt: skip
-    res = run_sweep(parse_spec(raw), num_cpus=8, num_gpus=2, aggregate=False, quiet=True)
+    res = run_sweep(parse_spec(raw), num_cpus=8, num_gpus=2, quiet=True)
     assert res.exit_code == 0
     spans, by_gpu = [], {}
     for tid in summaries(res.sweep_dir):

@@ -3,7 +3,6 @@ an unreachable server loses nothing, ``ntkdiv sync`` backfills."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -236,29 +235,6 @@ def test_local_sqlite_store_keeps_artifacts_next_to_it(tmp_path, monkeypatch, ca
     assert list((tmp_path / "db" / "mlartifacts").rglob("summary.json"))
     assert not (tmp_path / "mlruns").exists()
     assert steps_of(MlflowClient(f"sqlite:///{tmp_path}/db/mlflow.db"), run_id, "loss")
-    with sqlite3.connect(tmp_path / "db" / "mlflow.db") as db:  # commits cost one fsync
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_only_the_adapters_sqlite_store_skips_fsync_per_commit(tmp_path):
-    """WAL with synchronous=NORMAL on every pooled connection to the MLflow file; any other
-    sqlite database of the process (an Optuna study, say) keeps sqlite's FULL default."""
-    import sqlalchemy
-
-    sweep = tmp_path / "store" / "sync"
-    tid = make_trial(sweep)
-    other = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/other.db")
-    with other.connect() as conn:  # before and after the adapter's store exists
-        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-    logger = MlflowLogger(f"sqlite:///{tmp_path}/mlflow.db", None, "sync", sweep)
-    logger.log_trial(tid)
-    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/mlflow.db")
-    for eng, expected in ((engine, 1), (other, 2)):  # 1 = NORMAL, 2 = FULL
-        with eng.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
-    engine.dispose()
-    other.dispose()
 
 
 def test_after_sync_a_new_trial_gets_one_run(mlflow_server, sweep):

@@ -6,10 +6,10 @@ import io
 import socket
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 import yaml
 
+from dashboards._read import open_store
 from sweep._progress import HEARTBEAT_S, LOG_EVERY_S, Counts, Progress
 from sweep._runner import run_sweep
 from sweep._spec import load_spec, parse_spec
@@ -106,7 +106,7 @@ def test_gpus_on_a_cluster_without_gpus(cli, tmp_path, monkeypatch):
 # --- a sweep, then the same sweep again ------------------------------------------------------
 
 
-def test_sweep_runs_publishes_and_then_skips_everything(cli, tmp_path):
+def test_sweep_runs_and_then_skips_everything(cli, tmp_path):
     path = write_spec(tmp_path, spec_dict(tmp_path))
     code, out, _ = cli("sweep", path, "--no-aggregate", "--quiet")
     assert code == 0
@@ -116,8 +116,7 @@ def test_sweep_runs_publishes_and_then_skips_everything(cli, tmp_path):
     assert "2 completed" in out
     saved = yaml.safe_load((sweep_dir / "spec.yaml").read_text())
     assert saved["base"]["model"]["width"] == 32  # the base travels with the store
-    rows = ds.dataset(sweep_dir / "dataset" / "summary", partitioning="hive").to_table()
-    assert sorted(rows.column("model.width").to_pylist()) == [16, 32]
+    assert sorted(open_store(sweep_dir).summary["model.width"]) == [16, 32]
     for tid in done:
         assert [a["status"] for a in attempts(sweep_dir, tid)] == ["completed"]
 
@@ -155,7 +154,7 @@ def test_smoke_spec_end_to_end_with_mlflow(cli, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_trial_exception_is_recorded_and_retried_by_later_runs(cli, tmp_path):
     """A CUDA-only trial fails in trial code on this CPU machine: the sweep goes on, the failure
-    is published, later runs retry it until ``retries`` is used up."""
+    is recorded, later runs retry it until ``retries`` is used up."""
     spec = spec_dict(tmp_path, grid={"device": ["cpu", "cuda"]}, retries=1)
     path = write_spec(tmp_path, spec)
     sweep_dir = tmp_path / "store" / "t"
@@ -169,8 +168,7 @@ def test_trial_exception_is_recorded_and_retried_by_later_runs(cli, tmp_path):
         assert [a["status"] for a in attempts(sweep_dir, failed)] == ["failed"] * min(run + 1, 2)
         assert len(attempts(sweep_dir, by_status["completed"])) == 1
     assert "out of retries" in out
-    rows = ds.dataset(sweep_dir / "dataset" / "summary", partitioning="hive").to_table()
-    assert sorted(rows.column("status").to_pylist()) == ["completed", "failed"]
+    assert sorted(open_store(sweep_dir).summary["status"]) == ["completed", "failed"]
 
 
 @pytest.mark.slow
@@ -183,7 +181,7 @@ def test_width_scaling_spec_at_smoke_size(tmp_path):
                    "checkpoint": {"every": 10}}  # fmt: skip
     raw["mlflow"]["enabled"] = False
     small = parse_spec(raw)
-    res = run_sweep(small, aggregate=False, quiet=True)
+    res = run_sweep(small, quiet=True)
     assert res.exit_code == 0
     done = summaries(res.sweep_dir)
     assert len(done) == 8 and {s["device"] for s in done.values()} == {"cpu"}

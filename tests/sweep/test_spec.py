@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core import ConfigError, build_model, config_from_dict, trial_id
-from sweep._runner import plan_resources
+from sweep._resources import plan_resources
 from sweep._spec import (
     CUDA_CONTEXT_BYTES,
     expand,

@@ -1,0 +1,108 @@
+"""The commands that compose the packages: ``ntkdiv sweep`` (sweep -> aggregate -> report) and
+``ntkdiv aggregate`` (aggregate -> report, optionally logged to MLflow).
+
+This is the one place where sweep meets dashboards: ``run_sweep`` returns its result,
+``dashboards.aggregate`` reads the store, and the MLflow guard attaches the report to the sweep's
+parent run. dashboards never imports sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from core import NtkdivError
+
+from ._progress import final_report
+from ._runner import SweepResult, run_sweep
+from ._spec import SweepSpec, load_spec
+
+
+def sweep_with_report(spec: SweepSpec, *, aggregate: bool = True,
+                      **kwargs: Any) -> tuple[SweepResult, Any]:  # fmt: skip
+    """Run the sweep, then aggregate it and log the report to its MLflow parent run.
+
+    Returns:
+        (the sweep's result, the ``dashboards.AggregateResult`` or None when not aggregated or
+        when aggregation failed; the exit code is then 1 and a warning is printed).
+    """
+    res = run_sweep(spec, **kwargs)
+    tracking = res.tracking
+    if not aggregate:
+        if tracking is not None:
+            tracking.finish()
+        return res, None
+    from dashboards import aggregate as run_aggregate
+
+    try:
+        report = run_aggregate(res.sweep_dir)
+    except NtkdivError as err:  # the trials are in the store: `ntkdiv aggregate` can redo it
+        stream = kwargs.get("stream") or sys.stderr
+        print(f"ntkdiv: warning: aggregation failed: {err}", file=stream)
+        res.exit_code = 1
+        if tracking is not None:
+            tracking.finish()
+        return res, None
+    if tracking is not None:
+        tracking.log_report(report.report_dir, report.verdict_text)
+        res.mlflow_s = tracking.seconds
+    return res, report
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``ntkdiv sweep``: exit 0 when every trial completed or diverged, 1 if any failed."""
+    spec = load_spec(args.spec, storage=args.storage, tracking_uri=args.tracking_uri)
+    res, report = sweep_with_report(spec, address=args.address, aggregate=not args.no_aggregate,
+                                    quiet=args.quiet)  # fmt: skip
+    final_report(res, spec.name, sys.stdout)
+    if report is not None:
+        print(report.verdict_text)
+        print(f"report: {report.report_dir}")
+    return res.exit_code
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    """``ntkdiv aggregate STORE [--out DIR] [--tracking-uri URI]``.
+
+    STORE is a sweep directory, or a storage root: then each sweep directory just below it is
+    aggregated into its own report (``<sweep>/report``, or ``DIR/<sweep>``). With
+    ``--tracking-uri`` each report is attached to its sweep's MLflow parent run.
+
+    Returns:
+        0 done; 3 the reports were written but MLflow could not be reached (bad input raises
+        a ``NtkdivError``: exit 2).
+    """
+    from dashboards import aggregate
+    from dashboards._read import find_sweeps
+
+    sweeps = find_sweeps(Path(args.store))
+    out = Path(args.out) if args.out else None
+    code = 0
+    for sweep_dir in sweeps:
+        report_dir = None if out is None else (out if len(sweeps) == 1 else out / sweep_dir.name)
+        if len(sweeps) > 1:
+            print(f"== sweep {sweep_dir.name}", flush=True)
+        result = aggregate(sweep_dir, report_dir)
+        print(result.verdict_text)
+        print(f"report: {result.html}", flush=True)
+        if args.tracking_uri:
+            code = max(code, _log_report(args.tracking_uri, sweep_dir, result))
+    return code
+
+
+def _log_report(tracking_uri: str, sweep_dir: Path, result: Any) -> int:
+    """Attach a report to the sweep's parent run (the experiment comes from spec.yaml)."""
+    from ._mlflow import MlflowLogger, TrackingUnavailable
+    from ._sync import spec_defaults
+
+    experiment = spec_defaults(sweep_dir).get("experiment")
+    try:
+        logger = MlflowLogger(tracking_uri, experiment, sweep_dir.name, sweep_dir)
+        logger.log_report(result.report_dir, result.verdict_text)
+    except TrackingUnavailable as err:
+        print(f"ntkdiv: error: {err}; the report is in {result.report_dir}", file=sys.stderr)
+        return 3
+    print(f"logged the report to the parent run of sweep {sweep_dir.name} at {tracking_uri}")
+    return 0

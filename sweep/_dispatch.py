@@ -1,0 +1,123 @@
+"""The in-flight trials of one sweep run: submit each to Ray, collect each as it finishes.
+
+A finished trial is counted and logged to MLflow (its files are already in the store, written
+by its task). A task that died for good (a system failure after Ray's retries) gets a
+``failed`` summary written here, so that the store says what happened to every trial.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import TrialConfig
+from core import store as st
+from core._status import DONE, TrialStatus
+
+from . import _ray
+from ._prepare import last_line
+from ._progress import Counts, Progress
+from ._tracking import MlflowGuard
+
+WAIT_S = 0.5  # ray.wait timeout: how often the progress line is refreshed
+RUNNING_SCAN_S = 2.0  # how often attempts.json of unfinished trials is read for "running"
+
+
+@dataclass
+class Outcome:
+    """What the trials of this run did."""
+
+    counts: Counts
+    dispatch_start: float = 0.0  # time.time() at the first submission (attempts use that clock)
+    dispatch_s: float = 0.0  # from the first submission to the last result
+    trial_s: dict[str, float] = field(default_factory=dict)  # this run's trials: run_s of each
+    failed: dict[str, str] = field(default_factory=dict)  # trial_id -> last line of the error
+
+
+@dataclass
+class Dispatch:
+    """Submits trials and collects them; ``before`` counts each trial's earlier attempts."""
+
+    sweep_dir: Path
+    configs: dict[str, TrialConfig]
+    outcome: Outcome
+    before: dict[str, int] = field(default_factory=dict)
+    handles: dict[Any, str] = field(default_factory=dict)  # handle -> trial_id
+    last_scan: float = 0.0
+
+    def submit(self, plan: dict[str, tuple[float, float]], retries: int) -> None:
+        """Start every trial's task with its (CPUs, GPUs) from ``plan``."""
+        self.outcome.dispatch_start = time.time()
+        for tid, config in self.configs.items():
+            cpus, gpus = plan[tid]
+            tdir = st.trial_dir(self.sweep_dir, tid)
+            self.before[tid] = len(st.read_attempts(tdir))
+            m = config.model
+            name = f"trial {tid} {m.arch} m={m.width} {config.train.loss}"
+            handle = _ray.submit(config.model_dump(mode="json"), tdir, num_cpus=cpus,
+                                 num_gpus=gpus, retries=retries, name=name)  # fmt: skip
+            self.handles[handle] = tid
+
+    def collect(self, tracking: MlflowGuard, progress: Progress) -> None:
+        """Wait for every submitted trial; log each as it finishes."""
+        if not self.handles:
+            return
+        progress.update(force=True)
+        while self.handles:
+            ready, _ = _ray.wait(list(self.handles), WAIT_S)
+            for handle in ready:
+                self._finish(handle, tracking)
+            every = RUNNING_SCAN_S * max(1.0, len(self.handles) / 500)  # files on a shared FS
+            if time.monotonic() - self.last_scan > every or ready:
+                self.outcome.counts.running = self._running()
+                self.last_scan = time.monotonic()
+            progress.update()
+        self.outcome.dispatch_s = time.time() - self.outcome.dispatch_start
+        progress.close()
+
+    def _finish(self, handle: Any, tracking: MlflowGuard) -> None:
+        tid = self.handles.pop(handle)
+        tdir = st.trial_dir(self.sweep_dir, tid)
+        try:
+            summary = _ray.result(handle)
+        except _ray.SystemFailure as err:
+            summary = system_failure(tdir, self.configs[tid], self.before[tid], str(err))
+        first = self.before[tid]
+        attempts = st.read_attempts(tdir)[first:]
+        # earlier attempts of this run died with their node
+        st.close_open_attempts(tdir, first, first + len(attempts) - 1)
+        tracking.log_trial(tid)
+        c, status = self.outcome.counts, summary.get("status")
+        c.retried += len(attempts) > 1
+        if status in DONE:
+            if status == TrialStatus.COMPLETED:
+                c.completed += 1
+            else:
+                c.diverged += 1
+            self.outcome.trial_s[tid] = float(attempts[-1].get("run_s") or 0.0) if attempts else 0
+        else:
+            c.failed += 1
+            self.outcome.failed[tid] = last_line(summary.get("error"))
+
+    def _running(self) -> int:
+        """Unfinished trials of this run with an open attempt (read from attempts.json)."""
+        running = 0
+        for tid in self.handles.values():
+            attempts = st.read_attempts(st.trial_dir(self.sweep_dir, tid))[self.before[tid] :]
+            running += bool(attempts) and attempts[-1].get("end") is None
+        return running
+
+
+def system_failure(tdir: Path, config: TrialConfig, before: int, error: str) -> dict[str, Any]:
+    """The summary of a trial whose task died for good: its own summary if it finished (only
+    the reply was lost), else a ``failed`` one written now, with its last open attempt (of
+    those after the first ``before``) closed as failed by the driver."""
+    summary = st.read_summary(tdir)
+    if summary is not None and summary.get("status") in DONE:
+        return summary
+    attempts = st.read_attempts(tdir)
+    open_ = [i for i, a in enumerate(attempts) if a.get("end") is None and i >= before]
+    st.end_attempt(tdir, open_[-1] if open_ else None, "failed", by="driver", error=error)
+    return st.failed_summary(config, tdir, f"system failure: {error}", 0.0)

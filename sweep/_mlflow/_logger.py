@@ -1,0 +1,247 @@
+"""The sweep's MLflow index: one parent run per sweep, one child run per trial, from the store.
+
+The store is always written first; this logger reads a trial directory and mirrors it. Runs are
+found by tags before any is created, so retries, resumes and a second sync reuse them:
+
+- parent: ``ntkdiv.sweep=<name>``, ``ntkdiv.role=parent``;
+- child: ``trial_id=<id>``, ``ntkdiv.sweep=<name>``, ``ntkdiv.role=trial``, ``mlflow.parentRunId``.
+
+A child is marked logged by the tag ``ntkdiv.logged`` = hash of its summary.json. Logging again
+with the same summary is a no-op. A changed summary (a failed or stopped trial that later
+completed) is logged again without duplicating a metric step:
+
+- metric histories: only trajectory steps above the run's last logged step are added (the last
+  step is read back from the server's ``loss`` history, so an interrupted upload resumes exactly);
+- summary metrics: logged at step = the run's log generation (0, 1, ...), so MLflow shows the
+  newest value and keeps one point per generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Run, RunTag
+from mlflow.exceptions import MlflowException
+
+from core import ConfigError, DataError
+from core import store as st
+
+from ._client import (
+    TrackingUnavailable,
+    artifact_location,
+    file_hash,
+    make_client,
+    quoted,
+    tracked,
+)
+from ._runs import MAX_TAG_LEN, read_config, run_name, write_trial
+
+
+class MlflowLogger:
+    """Logs one sweep's store to MLflow: a parent run and one child run per trial.
+
+    Args:
+        tracking_uri: MLflow URI (a sqlite file, a server http://HOST:5000, ...).
+        experiment: experiment name (None: the sweep name, as the sweep spec's default);
+            created if missing.
+        sweep_name: the sweep's name (tag ``ntkdiv.sweep``).
+        sweep_dir: ``<storage>/<sweep>``, whose ``trials/<trial_id>/`` are logged.
+
+    Construction makes no network call (MLflow does create a sqlite URI's file then); every
+    method checks the server first and raises :class:`TrackingUnavailable` within seconds when
+    it is down. The store is never written here.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str | None,
+        sweep_name: str,
+        sweep_dir: str | Path,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment or sweep_name
+        self.sweep_name = sweep_name
+        self.sweep_dir = Path(sweep_dir)
+        self._sweep_q = quoted(sweep_name, "sweep name")
+        self.client = make_client(self.tracking_uri)
+        self._experiment_id: str | None = None
+        self._parent_id: str | None = None
+        # trial ids with a child run, known from the last sync's search plus the runs created
+        # since; None before any sync. A trial outside it needs no search of its own.
+        self._with_run: set[str] | None = None
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def experiment_id(self) -> str:
+        """The experiment's id, creating it (race-safe) with a local artifact root if needed."""
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                # another process may create it first: then creating fails and we read theirs
+                with contextlib.suppress(MlflowException):
+                    self.client.create_experiment(
+                        self.experiment, artifact_location(self.tracking_uri)
+                    )
+                exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                raise TrackingUnavailable(f"could not create experiment {self.experiment!r}")
+            if exp.lifecycle_stage == "deleted":
+                raise ConfigError(
+                    f"MLflow experiment {self.experiment!r} is deleted; restore it "
+                    "(mlflow experiments restore) or choose another --experiment"
+                )
+            self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    def search(self, filter_string: str) -> list[Run]:
+        """Every active run of the experiment that matches, oldest first (all pages)."""
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id()], filter_string, max_results=1000,
+                order_by=["attributes.start_time ASC"], page_token=token,
+            )  # fmt: skip
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _trial_filter(self, tid: str | None = None) -> str:
+        f = f"tags.`ntkdiv.sweep` = {self._sweep_q} AND tags.`ntkdiv.role` = 'trial'"
+        return f if tid is None else f"{f} AND tags.trial_id = {quoted(tid, 'trial_id')}"
+
+    def trial_runs(self) -> dict[str, Run]:
+        """trial_id -> child run, for every child of this sweep (the oldest if duplicated)."""
+        out: dict[str, Run] = {}
+        for run in self.search(self._trial_filter()):
+            out.setdefault(run.data.tags.get("trial_id", ""), run)
+        return out
+
+    # --- the parent ---------------------------------------------------------------------------
+
+    @tracked
+    def ensure_parent(self, spec_dict: Mapping[str, Any] | None = None) -> str:
+        """The sweep's parent run id, found by tags or created; logs the spec as spec.yaml.
+
+        Without ``spec_dict``, ``<sweep_dir>/spec.yaml`` is logged when it exists.
+        """
+        return self._ensure_parent(spec_dict)
+
+    def _ensure_parent(self, spec_dict: Mapping[str, Any] | None) -> str:
+        found = self.search(f"tags.`ntkdiv.sweep` = {self._sweep_q} "
+                            "AND tags.`ntkdiv.role` = 'parent'")  # fmt: skip
+        if found:
+            run_id = found[0].info.run_id
+            tags = found[0].data.tags
+        else:
+            tags = {"ntkdiv.sweep": self.sweep_name, "ntkdiv.role": "parent",
+                    "ntkdiv.storage": str(self.sweep_dir.resolve())}  # fmt: skip
+            run_id = self.client.create_run(self.experiment_id(), tags=tags,
+                                            run_name=self.sweep_name).info.run_id  # fmt: skip
+        self._parent_id = run_id
+        spec_file = st.spec_path(self.sweep_dir)
+        if spec_dict is None and spec_file.is_file():
+            spec_dict = yaml.safe_load(spec_file.read_text()) or {}
+        if spec_dict is not None:
+            plain = json.loads(json.dumps(dict(spec_dict), default=str))  # Paths, tuples, enums
+            text = yaml.safe_dump(plain, sort_keys=False)
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            if tags.get("ntkdiv.spec_hash") != digest:
+                self.client.log_text(run_id, text, st.SPEC)
+                self.client.set_tag(run_id, "ntkdiv.spec_hash", digest)
+        return run_id
+
+    def _parent(self) -> str:
+        return self._parent_id or self._ensure_parent(None)
+
+    @tracked
+    def finish(self, status: str = "FINISHED") -> None:
+        """Mark the parent run terminated (FINISHED, FAILED or KILLED)."""
+        self.client.set_terminated(self._parent(), status)
+
+    @tracked
+    def log_report(self, report_dir: str | Path, verdict_text: str) -> None:
+        """Attach the aggregator's report to the parent run and finish it.
+
+        Every file under ``report_dir`` (report.html, figures/*.png, verdict/fits/trials as
+        Parquet and CSV, verdict.txt) goes under the artifact folder ``report/``; the verdict
+        text also becomes the run's description (the ``mlflow.note.content`` tag) and the tag
+        ``ntkdiv.verdict``.
+        """
+        run_id = self._parent()
+        report_dir = Path(report_dir)
+        if report_dir.is_dir():
+            self.client.log_artifacts(run_id, str(report_dir), "report")
+        self.client.log_text(run_id, verdict_text, "verdict.txt")
+        note = f"```\n{verdict_text[: MAX_TAG_LEN - 10]}\n```"
+        tags = [RunTag("mlflow.note.content", note),
+                RunTag("ntkdiv.verdict", verdict_text[:MAX_TAG_LEN])]  # fmt: skip
+        self.client.log_batch(run_id, tags=tags)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    # --- the children -------------------------------------------------------------------------
+
+    @tracked
+    def log_trial(self, trial_id: str) -> str:
+        """Log ``<sweep_dir>/trials/<trial_id>/`` into its child run; return the run id.
+
+        A no-op when the run already holds this summary (tag ``ntkdiv.logged``). The run is
+        looked up by its tags first, except after a :meth:`sync` for a trial that had no run
+        then and got none from this logger since (the sweep driver syncs at its start, so a new
+        trial costs no search). A run another process creates meanwhile is then not seen, and
+        the trial gets a second run; the oldest is the one found from then on.
+        """
+        return self._log_trial(trial_id, None, lookup=True)
+
+    def _log_trial(self, trial_id: str, run: Run | None, lookup: bool) -> str:
+        tdir = st.trial_dir(self.sweep_dir, trial_id)
+        if not (tdir / st.SUMMARY).is_file():
+            raise DataError(f"trial dir {tdir} has no summary.json; nothing to log yet")
+        digest = file_hash(tdir / st.SUMMARY)
+        if run is None and lookup and (self._with_run is None or trial_id in self._with_run):
+            found = self.search(self._trial_filter(trial_id))
+            run = found[0] if found else None
+        if run is not None and run.data.tags.get("ntkdiv.logged") == digest:
+            return run.info.run_id
+        config = read_config(tdir)
+        if run is not None:
+            write_trial(self.client, run, tdir, config, digest, fresh=False)
+            return run.info.run_id
+        tags = {"trial_id": trial_id, "ntkdiv.sweep": self.sweep_name, "ntkdiv.role": "trial",
+                "mlflow.parentRunId": self._parent()}  # fmt: skip
+        name = run_name(config, trial_id)
+        run = self.client.create_run(self.experiment_id(), tags=tags, run_name=name)
+        write_trial(self.client, run, tdir, config, digest, fresh=True)
+        run_id = run.info.run_id
+        if self._with_run is not None:
+            self._with_run.add(trial_id)
+        return run_id
+
+    @tracked
+    def sync(self) -> int:
+        """Log every trial whose summary exists and is not yet logged as it is now.
+
+        Returns:
+            How many trials were logged (unchanged ones are skipped with no upload).
+        """
+        tdirs = [t for t in st.trial_dirs(self.sweep_dir) if (t / st.SUMMARY).is_file()]
+        if not st.trials_root(self.sweep_dir).is_dir():
+            return 0
+        self._parent()
+        runs = self.trial_runs()  # one search for all, instead of one per trial
+        self._with_run = set(runs)  # later log_trial calls skip the search for new trials
+        logged = 0
+        for tdir in tdirs:  # without a summary: running or never started, logged when it ends
+            run = runs.get(tdir.name)
+            if run is None or run.data.tags.get("ntkdiv.logged") != file_hash(tdir / st.SUMMARY):
+                self._log_trial(tdir.name, run, lookup=False)
+                logged += 1
+        return logged

@@ -1,0 +1,98 @@
+"""Before any trial runs, for ``ntkdiv sweep`` and ``ntkdiv search`` alike.
+
+1. :func:`check_inputs` and :func:`check_storage` validate everything without creating anything
+   (bad input leaves no store and no MLflow database);
+2. :func:`settle` reads what earlier runs left in the store: done, out of retries, or pending;
+3. :func:`prepare_store` writes ``spec.yaml`` and closes the attempts a lost driver left open.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core import ConfigError, TrialConfig, trial_id
+from core import store as st
+from core._status import DONE
+from core._trial import lr_warning, prepare
+
+from ._spec import SweepSpec, spec_to_dict
+
+
+class Settled(str, Enum):
+    """Where a trial stands before a run: DONE (never rerun), EXHAUSTED (failed more often than
+    ``retries`` allows; reported, not rerun) or PENDING (to run, resuming its checkpoint)."""
+
+    DONE = "done"
+    EXHAUSTED = "exhausted"
+    PENDING = "pending"
+
+
+def check_inputs(configs: list[TrialConfig]) -> list[str]:
+    """Build every distinct data set and analytic kernel once; return the lr warnings.
+
+    Raises:
+        ConfigError, DataError: a missing data file, a single-class data set, bad kernel pairs.
+    """
+    seen: dict[str, Any] = {}
+    warnings: dict[str, int] = {}
+    for config in configs:
+        m = config.model  # what prepare() depends on: the data, the analytic kernel, the loss
+        key = repr((config.data, m.arch, m.depth, m.alpha, config.train.loss,
+                    config.track.kernel_pairs))  # fmt: skip
+        if key not in seen:
+            seen[key] = prepare(config)[1]
+        text = lr_warning(config, seen[key])
+        if text:
+            warnings[text] = warnings.get(text, 0) + 1
+    return [f"{w} ({n} trial{'s' if n > 1 else ''})" for w, n in warnings.items()]
+
+
+def check_storage(spec: SweepSpec) -> None:
+    """The sweep directory can be created (checked without creating it)."""
+    target = spec.sweep_dir()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"sweep spec field 'storage': {target} exists and is not a directory")
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"sweep spec field 'storage' = {spec.storage!r}: cannot create {target} "
+            f"({probe} is not a writable directory); pass --storage DIR"
+        )
+
+
+def settle(sweep_dir: Path, configs: list[TrialConfig], retries: int) -> dict[str, Settled]:
+    """trial_id -> where it stands, read from the store (nothing is written)."""
+    states = {}
+    for config in configs:
+        tid = trial_id(config)
+        tdir = st.trial_dir(sweep_dir, tid)
+        status = st.trial_status(tdir)
+        if status in DONE:
+            states[tid] = Settled.DONE
+        elif status == "failed" and st.failures(tdir) > retries:
+            states[tid] = Settled.EXHAUSTED
+        else:
+            states[tid] = Settled.PENDING
+    return states
+
+
+def prepare_store(spec: SweepSpec, trial_ids: list[str]) -> None:
+    """Write ``spec.yaml`` (creating the sweep directory) and mark the attempts still open in
+    ``trial_ids`` lost: one driver runs a sweep at a time, so their processes are gone."""
+    sweep_dir = spec.sweep_dir()
+    st.write_spec(sweep_dir, yaml.safe_dump(spec_to_dict(spec), sort_keys=False))
+    for tid in trial_ids:
+        st.close_open_attempts(st.trial_dir(sweep_dir, tid))
+
+
+def last_line(error: Any) -> str:
+    """The last non-empty line of an error text (a traceback's names the exception)."""
+    lines = [ln for ln in str(error or "").strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "unknown error"
