@@ -4,7 +4,8 @@ The pipeline, top to bottom:
 1. read the summary rows and the unpublished trial directories (small);
 2. one streaming pass over the trajectories: per-trial metrics and curves on a common log-t grid
    (pyarrow on this machine, or Ray Data for stores beyond it, see :class:`Engine`);
-3. tables: per trial, per (group, width) with verdicts; fits per group;
+3. tables: per trial; per (group, width) with the direct and the drift verdicts; fits, m*(t)
+   and the regime per group;
 4. figures, for which only a handful of trials' dense columns (f, kernel) are read;
 5. the report directory (see ``_report``).
 """
@@ -21,10 +22,12 @@ import pandas as pd
 from core import DataError
 
 from . import _figures as F
-from ._fits import fit_table, side_by_side
+from ._direct import add_direct
+from ._fits import fit_table
 from ._read import SweepStore, dense_trajectory, iter_trajectories, open_store
-from ._report import render_html, write_outputs
-from ._tables import check_consistency, row_table, trajectory_pass, trial_table
+from ._regimes import regime_tables, side_by_side
+from ._report import Tables, render_html, write_outputs
+from ._tables import TRAJ_COLUMNS, row_table, trajectory_pass, trial_table
 from ._verdict import add_verdicts, conclusions, verdict_text
 
 MAX_FAMILIES = 24  # (arch, depth, data) families drawn; more are listed in the notes
@@ -51,9 +54,11 @@ class AggregateResult:
 
     sweep_dir: Path
     report_dir: Path
-    verdict: pd.DataFrame  # one row per (group, width), with ``verdict``
-    fits: pd.DataFrame  # one row per (group, quantity, t)
+    verdict: pd.DataFrame  # one row per (group, width), with ``direct`` and ``verdict``
+    fits: pd.DataFrame  # one row per (group, quantity)
     trials: pd.DataFrame  # one row per trial, failed and missing ones included
+    regimes: pd.DataFrame  # one row per group: regime and why
+    crossing: pd.DataFrame  # m*(t): one row per (group, decade of t)
     verdict_text: str  # plain-text table + conclusions (``ntkdiv sweep`` prints it)
     conclusions: dict[str, str]
     notes: list[str]
@@ -73,11 +78,11 @@ def _trajectory_pass(store: SweepStore, engine: Engine, address: str | None):
         from ._raydata import trajectory_pass_ray
 
         return trajectory_pass_ray(store.sweep_dir / "dataset" / "trajectory", bounds, address)
-    return trajectory_pass(iter_trajectories(store.trajectory), bounds)
+    return trajectory_pass(iter_trajectories(store.trajectory, TRAJ_COLUMNS), bounds)
 
 
 def _notes(trials: pd.DataFrame) -> list[str]:
-    notes = check_consistency(trials)
+    notes = []
     for r in trials[~trials["usable"]].itertuples():
         err = str(r.error).strip().splitlines()[-1] if isinstance(r.error, str) else ""
         where = (f"{r.loss}, m={int(r.width)}, seed={int(r.seed)}" if pd.notna(r.width)
@@ -87,7 +92,7 @@ def _notes(trials: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _family_figures(trials, fits, curves, store, fig_dir: Path) -> tuple[list, list[str]]:
+def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path):
     usable = trials[trials["usable"] & trials["trial_id"].isin(curves.keys())]
     figs, notes = [], []
     families = list(usable.groupby(["arch", "depth", "data"], sort=True))
@@ -99,10 +104,11 @@ def _family_figures(trials, fits, curves, store, fig_dir: Path) -> tuple[list, l
     for i, ((arch, depth, data), fam) in enumerate(families[:MAX_FAMILIES]):
         name, stem = f"{arch} L={int(depth)}, {data}", f"f{i:02d}"
         figs += [
+            F.gap_figure(fam, curves, fig_dir / f"{stem}_gap.png", name),
+            F.t_leave_figure(fam, fits, fig_dir / f"{stem}_tleave.png", name),
             F.drift_figure(fam, curves, fig_dir / f"{stem}_drift.png", name),
             F.width_figure(fam, fits, fig_dir / f"{stem}_width.png", name),
-            F.t_exceed_figure(fam, fits, fig_dir / f"{stem}_texceed.png", name),
-            F.crossing_figure(fam, fits, fig_dir / f"{stem}_crossing.png", name),
+            F.crossing_figure(fam, crossing, fig_dir / f"{stem}_crossing.png", name),
             F.lambda_theta_figure(fam, curves, fig_dir / f"{stem}_lambda.png", name),
         ]
         figs += _seed_figures(fam, store, fig_dir, stem)
@@ -160,19 +166,22 @@ def aggregate(
     if rows.empty:
         raise DataError(f"sweep {sweep_dir} has {len(trials)} trial(s), none with a readable "
                         "config; nothing to aggregate (see its trials/ directory)")  # fmt: skip
-    verdict = add_verdicts(rows)
+    verdict = add_direct(add_verdicts(rows), trials)
     fits = fit_table(trials)
-    paragraphs, notes = conclusions(verdict, fits), _notes(trials)
+    regimes, crossing, growth = regime_tables(trials)
+    paragraphs, notes = conclusions(verdict, fits, regimes), _notes(trials)
     timings["tables"] = time.perf_counter() - t0 - sum(timings.values())
     figs: list[F.Figure] = []
     if figures and curves:
-        figs, more = _family_figures(trials, fits, curves, store, report_dir / "figures")
+        figs, more = _family_figures(trials, fits, crossing, curves, store,
+                                     report_dir / "figures")  # fmt: skip
         notes += more
     timings["figures"] = time.perf_counter() - t0 - sum(timings.values())
     text = verdict_text(verdict, paragraphs, notes)
-    page = render_html(sweep_dir, verdict, fits, side_by_side(fits), trials, paragraphs, notes,
-                       figs)  # fmt: skip
-    write_outputs(report_dir, {"verdict": verdict, "fits": fits, "trials": trials}, text, page)
+    tables = Tables(verdict, fits, trials, regimes, crossing, growth, side_by_side(crossing))
+    page = render_html(sweep_dir, tables, paragraphs, notes, figs)
+    write_outputs(report_dir, tables, text, page)
     timings["total"] = time.perf_counter() - t0
-    return AggregateResult(sweep_dir, report_dir, verdict, fits, trials, text, paragraphs, notes,
-                           figs, {k: round(v, 3) for k, v in timings.items()})  # fmt: skip
+    return AggregateResult(sweep_dir, report_dir, verdict, fits, trials, regimes, crossing, text,
+                           paragraphs, notes, figs,
+                           {k: round(v, 3) for k, v in timings.items()})  # fmt: skip

@@ -97,7 +97,7 @@ def drift_figure(family: pd.DataFrame, curves: dict, path: Path, name: str) -> F
         _curves_by_width(ax, sub, curves, "drift", colors)
         ax.axhline(g["bound"], color="red", ls="--", lw=1, label="bound")
         ax.set_yscale("log")
-        ax.set(title=_panel_name(g), xlabel="t = step x lr", ylabel="drift_t")
+        ax.set(title=_panel_name(g), xlabel="gradient-flow time t", ylabel="drift_t")
         ax.legend(fontsize=7)
     cap = ("Training-induced kernel change max|K_t - K_0| against gradient-flow time (log); "
            "median over seeds, band over seeds; dashed: the bound lambda0/(2n^2).")  # fmt: skip
@@ -139,24 +139,55 @@ def _select(fits: pd.DataFrame, g: pd.Series) -> pd.DataFrame:
     return fits[sel]
 
 
-def t_exceed_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: str) -> Figure:
-    """t_exceed against width (log-log); trials that never exceeded sit at the horizon as ^."""
+def gap_figure(family: pd.DataFrame, curves: dict, path: Path, name: str) -> Figure:
+    """gap_t / bound against t (log t), one line per width; the bound is the line at 1."""
+    groups = _groups(family)
+    fig, axes = _panels(len(groups))
+    colors = _width_colors(family["width"])
+    for ax, (g, sub) in zip(axes[0], groups, strict=False):
+        for width, wsub in sub.groupby("width"):
+            tids = [t for t in wsub["trial_id"] if t in curves]
+            bound = wsub.set_index("trial_id")["bound"]
+            block = np.stack([curves[t][CURVES.index("gap")] / bound[t] for t in tids])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                med, lo, hi = np.nanmedian(block, 0), np.nanmin(block, 0), np.nanmax(block, 0)
+            ok = np.isfinite(med)
+            ax.plot(T_GRID[ok], med[ok], color=colors[int(width)], label=f"m={int(width)}")
+            if len(tids) > 1:
+                ax.fill_between(T_GRID[ok], lo[ok], hi[ok], color=colors[int(width)], alpha=0.15)
+        ax.axhline(1.0, color="red", ls="--", lw=1, label="bound")
+        ax.set(xscale="log", yscale="log", title=_panel_name(g), xlabel="gradient-flow time t",
+               ylabel="gap_t / bound")  # fmt: skip
+        ax.legend(fontsize=7)
+    cap = ("gap_t = max|K_t - K| over the bound lambda0/(2n^2), against t (log); median over "
+           "seeds, band over seeds. Above the dashed line the kernel is out of the bound; a "
+           "width whose line starts above it is outside from t = 0.")  # fmt: skip
+    return _save(fig, path, f"gap_t / bound against t: {name}", cap)
+
+
+def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: str) -> Figure:
+    """t_leave against width (log-log) with its fit; seeds that never left sit at their
+    horizon as ^ (a lower bound on their t_leave)."""
     groups = _groups(family)
     fig, axes = _panels(len(groups))
     for ax, (g, sub) in zip(axes[0], groups, strict=False):
         ax.set(xscale="log", yscale="log")
         ax.set_autoscaley_on(False)  # equal values would give a singular autoscaled range
-        hit = np.isfinite(sub["t_exceed"].to_numpy(float))
-        ax.scatter(sub["width"][hit], sub["t_exceed"][hit], s=14, color="C2", label="t_exceed")
-        if (~hit).any():
-            ax.scatter(sub["width"][~hit], sub["t_horizon"][~hit], marker="^", s=30,
-                       color="gray", label="never (at horizon)")  # fmt: skip
-        _fit_line(ax, _select(fits, g), "t_exceed", sub["width"], "C2", "t_exceed")
-        ax.set(title=_panel_name(g), xlabel="width m", ylabel="first t with drift_t >= bound")
-        _open_ylim(ax, np.r_[sub["t_exceed"][hit], sub["t_horizon"][~hit]])
+        t_leave = sub["t_leave"].to_numpy(float) if "t_leave" in sub else np.full(len(sub), np.nan)
+        hit = np.isfinite(t_leave) & (t_leave > 0)
+        never = np.isinf(t_leave)
+        ax.scatter(sub["width"][hit], t_leave[hit], s=14, color="C2", label="t_leave")
+        if never.any():
+            ax.scatter(sub["width"][never], sub["t_horizon"][never], marker="^", s=30,
+                       color="gray", label="did not leave by (horizon)")  # fmt: skip
+        _fit_line(ax, _select(fits, g), "t_leave", sub["width"], "C2", "t_leave")
+        ax.set(title=_panel_name(g), xlabel="width m", ylabel="first t with gap_t >= bound")
+        _open_ylim(ax, np.r_[t_leave[hit], sub["t_horizon"].to_numpy(float)[never]])
         ax.legend(fontsize=7)
-    cap = "First tracked t at which the training-induced drift reaches the bound."
-    return _save(fig, path, f"t_exceed against width: {name}", cap)
+    cap = ("t_leave: first tracked t at which gap_t = max|K_t - K| reaches the bound, per seed; "
+           "the line is the fit log t_leave ~ log m (from >= 3 widths only).")  # fmt: skip
+    return _save(fig, path, f"t_leave against width: {name}", cap)
 
 
 def _open_ylim(ax, y: np.ndarray) -> None:
@@ -182,28 +213,29 @@ def lambda_theta_figure(family: pd.DataFrame, curves: dict, path: Path, name: st
     return _save(fig, path, f"lambda_min(K_t) and ||theta_t - theta_0||_inf: {name}", cap)
 
 
-def crossing_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: str):
-    """Extrapolated width where drift_sup(t) would fall below the bound, against the horizon t."""
+def crossing_figure(family: pd.DataFrame, crossing: pd.DataFrame, path: Path, name: str):
+    """m*(t), the width at which the drift at t would fall below the bound, against t."""
     groups = _groups(family)
     fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     drawn = False
     for i, (g, _) in enumerate(groups):
-        f = _select(fits, g)
-        f = f[(f["quantity"] == "drift_sup") & np.isfinite(f["crossing_width"].to_numpy(float))]
+        f = _select(crossing, g) if len(crossing) else crossing
+        f = f[np.isfinite(f["m_star"].to_numpy(float))] if len(f) else f
         if f.empty:
             continue
-        lo = np.clip(f["crossing_width"] - f["crossing_width_lo"], 0, None).fillna(0)
-        hi = (f["crossing_width_hi"] - f["crossing_width"]).replace(np.inf, np.nan).fillna(0)
-        ax.errorbar(f["t"], f["crossing_width"], yerr=[lo, hi], marker="o", capsize=3,
-                    color=f"C{i}", label=_panel_name(g).replace("\n", " "))  # fmt: skip
+        mid = f["m_star"].to_numpy(float)
+        lo = np.nan_to_num(mid - f["m_star_lo"].to_numpy(float), nan=0.0, posinf=0.0).clip(0)
+        hi = np.nan_to_num(f["m_star_hi"].to_numpy(float) - mid, nan=0.0, posinf=0.0).clip(0)
+        ax.errorbar(f["t"], mid, yerr=[lo, hi], marker="o", capsize=3, color=f"C{i}",
+                    label=_panel_name(g).replace("\n", " "))  # fmt: skip
         drawn = True
-    ax.set(xscale="log", yscale="log", xlabel="horizon t", ylabel="crossing width m*")
+    ax.set(xscale="log", yscale="log", xlabel="gradient-flow time t", ylabel="crossing width m*")
     if drawn:
         ax.legend(fontsize=7)
-    cap = ("Width at which the fitted drift_sup(t) ~ m^b would fall below the bound, for each "
-           "horizon t (95% interval from the exponent). Growing with t: the drift outruns width; "
-           "flat: a fixed width suffices at every horizon.")  # fmt: skip
-    return _save(fig, path, f"crossing width against horizon: {name}", cap)
+    cap = ("Width at which the fitted drift at t (equal t for every loss) would fall below the "
+           "bound; bars: 95% bootstrap interval over seeds. Growing with t: the drift outruns "
+           "width; flat: a fixed width suffices at every t.")  # fmt: skip
+    return _save(fig, path, f"crossing width m*(t): {name}", cap)
 
 
 def outputs_figure(dense: dict, path: Path, name: str) -> Figure:

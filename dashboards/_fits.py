@@ -1,12 +1,21 @@
-"""Power-law fits against width, with intervals, and the widths they extrapolate to.
+"""Power-law fits against width, with intervals, the widths they extrapolate to, and refusals.
 
 Every fit is ordinary least squares of log y on log m over all (width, seed) trials of a group,
-seeds being replicates. The 95% interval of the exponent is b +- t_{0.975, N-2} se(b). A
-*crossing width* is where the fitted line meets a target:
+seeds being replicates. The 95% interval of the exponent is b +- t_{0.975, N-2} se(b). A fit
+*refuses* (no exponent, the reason in ``note``) when it has under :data:`MIN_WIDTHS` distinct
+widths with positive values, or when its data are constant (an exponent of 0 with r2 = 1 from
+zero spread says nothing). A *crossing width* is where the fitted line meets a target:
 - gap_init and drift_sup: the width at which they would fall below the bound;
-- t_exceed: the width at which the first exceedance would leave the horizon, that is where the
-  drift within the horizon would fall below the bound (a second estimate of the same width).
-Its interval comes from lines through the data's centroid with the exponent's two ends.
+- step_jump: the width at which the largest one-step kernel jump would fall below bound/10;
+- t_exceed and t_leave: the width at which they would pass the horizon (rising quantities).
+Its interval comes from lines through the data's centroid with the exponent's two ends. A
+crossing more than :data:`EXTRAPOLATION` times past the widest width is flagged
+(``extrapolated``): a power law read that far out is a guess, not a measurement.
+
+t_leave(m) is fitted the same way (log t_leave on log m): t_leave spans tens of decades and the
+widths double, so a line in (log m, log t) is the natural first model; its slope is reported
+also as decades of t per doubling of m (``b log10 2``), the unit in which the direct test's
+prototype was read (about 3 decades per doubling at m = 4096 -> 8192).
 """
 
 from __future__ import annotations
@@ -18,9 +27,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._tables import CHECKPOINTS, GROUP_KEYS, checkpoint_name
+from ._tables import GROUP_KEYS
 
 LEVEL = 0.95
+MIN_WIDTHS = 3  # fewer distinct widths give no exponent (two points fit any line exactly)
+EXTRAPOLATION = 10.0  # crossings beyond this factor past the widest width are flagged
+JUMP_FRACTION = 0.1  # a step may move K by at most bound/10 for the direct test to resolve it
+FIT_COLUMNS = (
+    *GROUP_KEYS, "quantity", "t", "exponent", "exponent_lo", "exponent_hi", "prefactor",
+    "n_points", "n_widths", "r2", "target", "crossing_width", "crossing_width_lo",
+    "crossing_width_hi", "max_width", "extrapolated", "note",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,24 +58,47 @@ class PowerLaw:
         return self.prefactor * np.asarray(m, dtype=float) ** self.exponent
 
 
+def _usable(width: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.isfinite(y) & (y > 0) & np.isfinite(width) & (width > 0)
+
+
+def refusal(width: np.ndarray, y: np.ndarray, min_widths: int = MIN_WIDTHS) -> str:
+    """Why no exponent may be fitted to (width, y), or "" when a fit is allowed.
+
+    Args:
+        width: (N,) widths m; y: (N,) values (non-positive and non-finite ones are dropped).
+    """
+    width, y = np.asarray(width, float), np.asarray(y, float)
+    ok = _usable(width, y)
+    n_w = np.unique(width[ok]).size
+    if n_w < min_widths:
+        return (f"refused: {n_w} width(s) with positive finite values, an exponent needs "
+                f">= {min_widths}")  # fmt: skip
+    if np.ptp(np.log(y[ok])) == 0.0:
+        return f"refused: constant data (all {int(ok.sum())} values = {y[ok][0]:.4g})"
+    return ""
+
+
 def fit_power_law(width: np.ndarray, y: np.ndarray, level: float = LEVEL) -> PowerLaw | None:
-    """Fit y ~ A m^b on the finite, positive points; None under two distinct widths.
+    """Fit y ~ A m^b on the finite, positive points; None under two widths or constant data.
+
+    Callers that report an exponent check :func:`refusal` first (>= 3 widths).
 
     Args:
         width: (N,) widths m; y: (N,) values.
     Returns:
         The fit; its interval is NaN when N < 3 (no degrees of freedom left).
     """
-    ok = np.isfinite(y) & (y > 0) & np.isfinite(width) & (width > 0)
-    x, v = np.log(width[ok].astype(float)), np.log(y[ok].astype(float))
-    if np.unique(x).size < 2:
+    width, y = np.asarray(width, float), np.asarray(y, float)
+    ok = _usable(width, y)
+    x, v = np.log(width[ok]), np.log(y[ok])
+    if np.unique(x).size < 2 or np.ptp(v) == 0.0:
         return None
     xm, ym = float(x.mean()), float(v.mean())
     sxx = float(((x - xm) ** 2).sum())
     b = float(((x - xm) * (v - ym)).sum() / sxx)
     resid = v - (ym + b * (x - xm))
-    sst = float(((v - ym) ** 2).sum())
-    r2 = 1.0 - float((resid**2).sum()) / sst if sst > 0 else 1.0
+    r2 = 1.0 - float((resid**2).sum()) / float(((v - ym) ** 2).sum())
     half = math.nan
     if x.size > 2:
         se = math.sqrt(float((resid**2).sum()) / (x.size - 2) / sxx)
@@ -67,89 +107,110 @@ def fit_power_law(width: np.ndarray, y: np.ndarray, level: float = LEVEL) -> Pow
                     int(np.unique(x).size), r2)  # fmt: skip
 
 
-def _cross(fit: PowerLaw, slope: float, target: float, falls: bool) -> float:
-    """Width where the line through the centroid with ``slope`` meets ``target``.
+def cross_line(x_mean: float, y_mean: float, slope: float, target: float, falls: bool) -> float:
+    """Width where the line log y = y_mean + slope (log m - x_mean) meets ``target``.
 
     ``falls``: the quantity must fall with m to reach the target (drift, gap); otherwise rise
-    (t_exceed). A slope of the wrong sign never gets there: +inf.
+    (t_exceed, t_leave). A slope of the wrong sign never gets there: +inf.
     """
     if not (math.isfinite(slope) and target > 0):
         return math.nan
     if (falls and slope >= 0) or (not falls and slope <= 0):
         return math.inf
-    log_m = fit.x_mean + (math.log(target) - fit.y_mean) / slope
+    log_m = x_mean + (math.log(target) - y_mean) / slope
     return math.exp(log_m) if log_m < 700 else math.inf  # beyond 1e304: "never" in practice
 
 
 def crossing(fit: PowerLaw, target: float, falls: bool = True) -> tuple[float, float, float]:
     """(crossing width, lower end, upper end) for ``target``; see the module docstring."""
-    mid = _cross(fit, fit.exponent, target, falls)
-    ends = sorted(_cross(fit, s, target, falls) for s in (fit.exponent_lo, fit.exponent_hi))
+    mid = cross_line(fit.x_mean, fit.y_mean, fit.exponent, target, falls)
+    ends = sorted(cross_line(fit.x_mean, fit.y_mean, s, target, falls)
+                  for s in (fit.exponent_lo, fit.exponent_hi))  # fmt: skip
     return mid, ends[0], ends[1]
+
+
+def is_extrapolated(width: float, max_width: float) -> bool:
+    """A crossing more than EXTRAPOLATION times past the widest measured width (or never)."""
+    return bool(math.isfinite(max_width) and not math.isnan(width)
+                and width > EXTRAPOLATION * max_width)  # fmt: skip
+
+
+NAN_FIT = dict(exponent=math.nan, exponent_lo=math.nan, exponent_hi=math.nan, prefactor=math.nan,
+               n_points=0, n_widths=0, r2=math.nan, crossing_width=math.nan,
+               crossing_width_lo=math.nan, crossing_width_hi=math.nan,
+               extrapolated=False)  # fmt: skip
 
 
 def _fit_row(keys: dict, quantity: str, t: float, sub: pd.DataFrame, col: str, target: float,
              falls: bool, note: str = "") -> dict:  # fmt: skip
-    row = {**keys, "quantity": quantity, "t": t, "target": target, "note": note}
-    fit = fit_power_law(sub["width"].to_numpy(float), sub[col].to_numpy(float))
+    width, y = sub["width"].to_numpy(float), sub[col].to_numpy(float)
+    max_w = float(np.nanmax(width)) if width.size else math.nan
+    row = {**keys, "quantity": quantity, "t": t, "target": target, "max_width": max_w}
+    why = refusal(width, y)
+    fit = None if why else fit_power_law(width, y)
     if fit is None:
-        row.update(exponent=math.nan, exponent_lo=math.nan, exponent_hi=math.nan,
-                   prefactor=math.nan, n_points=0, n_widths=0, r2=math.nan,
-                   crossing_width=math.nan, crossing_width_lo=math.nan,
-                   crossing_width_hi=math.nan)  # fmt: skip
-        row["note"] = (note + "; " if note else "") + "under two widths with positive values"
+        row.update(NAN_FIT, note="; ".join(x for x in (note, why or "refused") if x))
         return row
     mid, lo, hi = crossing(fit, target, falls)
+    far = is_extrapolated(mid, max_w)
+    if far:
+        note = "; ".join(x for x in (note, f"crossing {mid:.3g} is over {EXTRAPOLATION:g}x past "
+                                     f"the widest width {max_w:g}: extrapolated") if x)  # fmt: skip
     row.update(exponent=fit.exponent, exponent_lo=fit.exponent_lo, exponent_hi=fit.exponent_hi,
                prefactor=fit.prefactor, n_points=fit.n_points, n_widths=fit.n_widths, r2=fit.r2,
-               crossing_width=mid, crossing_width_lo=lo, crossing_width_hi=hi)  # fmt: skip
+               crossing_width=mid, crossing_width_lo=lo, crossing_width_hi=hi, extrapolated=far,
+               note=note)  # fmt: skip
     return row
 
 
+def starts_inside(gap_init: np.ndarray, jump: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """(N,) bool: gap_0 < bound and step jump < bound/10 (a NaN jump is not inside)."""
+    with np.errstate(invalid="ignore"):
+        return (gap_init < bound) & (jump < JUMP_FRACTION * bound)
+
+
+def _censored(keys, quantity, sub, col, horizon, what) -> dict:
+    """Fit of a first-passage time over the trials that reached it; the others are counted."""
+    hit = sub[np.isfinite(sub[col].to_numpy(float))]
+    never = len(sub) - len(hit)
+    note = (f"{never} trial(s) never {what} by their horizon and are left out (censored: their "
+            "times are longer)" if never else "")  # fmt: skip
+    return _fit_row(keys, quantity, horizon, hit, col, horizon, False, note)
+
+
 def group_fits(keys: dict, sub: pd.DataFrame) -> list[dict]:
-    """All fits of one group (usable trials only): gap_init, drift_sup at each checkpoint and at
-    the horizon, t_exceed. ``keys`` holds the group keys."""
+    """All width fits of one group (usable trials only); ``keys`` holds the group keys."""
     bound = float(sub["bound"].median())
     horizon = float(sub["t_horizon"].min()) if "t_horizon" in sub else math.nan
     rows = [_fit_row(keys, "gap_init", 0.0, sub, "gap_init", bound, True)]
-    for tc in CHECKPOINTS:
-        col = f"drift_sup_{checkpoint_name(tc)}"
-        if col in sub and tc <= horizon and sub[col].notna().any():
-            rows.append(_fit_row(keys, "drift_sup", tc, sub, col, bound, True))
+    if sub["step_jump_max"].notna().any():
+        rows.append(_fit_row(keys, "step_jump", 0.0, sub, "step_jump_max",
+                             JUMP_FRACTION * bound, True))  # fmt: skip
     rows.append(_fit_row(keys, "drift_sup_horizon", horizon, sub, "drift_sup", bound, True))
-    hit = sub[np.isfinite(sub["t_exceed"].to_numpy(float))]
-    never = len(sub) - len(hit)
-    note = f"{never} trial(s) never exceeded and are left out (censored)" if never else ""
-    rows.append(_fit_row(keys, "t_exceed", horizon, hit, "t_exceed", horizon, False, note))
+    rows.append(_censored(keys, "t_exceed", sub, "t_exceed", horizon, "exceeded"))
+    rows.append(_t_leave_row(keys, sub, horizon))
     return rows
 
 
+def _t_leave_row(keys: dict, sub: pd.DataFrame, horizon: float) -> dict:
+    """t_leave(m) over the trials that start inside the bound (elsewhere t_leave is 0 or a
+    flip, not the theorem)."""
+    inside = starts_inside(sub["gap_init"].to_numpy(float), sub["step_jump_max"].to_numpy(float),
+                           sub["bound"].to_numpy(float))  # fmt: skip
+    if not inside.any():
+        row = _fit_row(keys, "t_leave", horizon, sub.iloc[:0], "t_leave", horizon, False)
+        row["note"] = "refused: no trial starts inside the bound (gap_0 < bound, jump < bound/10)"
+        return row
+    return _censored(keys, "t_leave", sub[inside], "t_leave", horizon, "left the bound")
+
+
 def fit_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """Fits of every group over its usable trials; one row per (group, quantity, t)."""
+    """Fits of every group over its usable trials; one row per (group, quantity)."""
     usable = trials[trials["usable"]]
     rows: list[dict] = []
     for keys, sub in usable.groupby(list(GROUP_KEYS), dropna=False, sort=True):
         rows += group_fits(dict(zip(GROUP_KEYS, keys, strict=True)), sub)
-    cols = [*GROUP_KEYS, "quantity", "t", "exponent", "exponent_lo", "exponent_hi",
-            "prefactor", "n_points", "n_widths", "r2", "target", "crossing_width",
-            "crossing_width_lo", "crossing_width_hi", "note"]  # fmt: skip
-    return pd.DataFrame(rows, columns=cols)
-
-
-def side_by_side(fits: pd.DataFrame) -> pd.DataFrame:
-    """Crossing widths of cross-entropy and squared loss next to each other.
-
-    One row per (arch, depth, data, variant, quantity, t); one column per (loss, lr).
-    """
-    if fits.empty:
-        return pd.DataFrame()
-    f = fits.copy()
-    f["run"] = f["loss"].astype(str) + " lr=" + f["lr"].map(lambda v: f"{v:g}")
-    # checkpoints line up across losses; horizons differ (t = steps * lr), so they are not keys
-    f["at"] = [f"t={t:g}" if q == "drift_sup" else "horizon" if q != "gap_init" else "init"
-               for q, t in zip(f["quantity"], f["t"], strict=True)]  # fmt: skip
-    index = ["arch", "depth", "data", "variant", "quantity", "at"]
-    wide = f.pivot_table(index=index, columns="run", values="crossing_width", aggfunc="first",
-                         dropna=False)  # fmt: skip
-    wide.columns = [f"crossing_width [{c}]" for c in wide.columns]
-    return wide.reset_index().dropna(axis=0, how="all", subset=list(wide.columns))
+    out = pd.DataFrame(rows, columns=list(FIT_COLUMNS))
+    out["decades_per_doubling"] = np.where(out["quantity"].isin(["t_leave", "t_exceed"]),
+                                           out["exponent"] * math.log10(2.0), np.nan)  # fmt: skip
+    return out

@@ -1,9 +1,13 @@
 """The report directory: a self-contained HTML page, the tables as Parquet and CSV, the figures.
 
 Files written (Parquet through ``core/store.py``, everything atomically):
-    report.html       images inlined as data: URIs, tables sortable by clicking a header
-    verdict.parquet   one row per (group, width) with the verdict; verdict.csv the same
-    fits.parquet      one row per (group, quantity, t); fits.csv the same
+    report.html       opens with the direct verdict table (the answer), then the evidence;
+                      images inlined as data: URIs, tables sortable by clicking a header
+    verdict.parquet   one row per (group, width): direct verdict and drift verdict; + .csv
+    fits.parquet      one row per (group, quantity), refusals in ``note``; + .csv
+    regimes.parquet   one row per group: regime in {diverging, settling, undetermined}, why; + .csv
+    crossing.parquet  m*(t) per (group, decade of t) with its bootstrap interval; + .csv
+    growth.parquet    late drift growth per (group, width) with its interval over seeds
     trials.parquet    one row per trial, failed and missing ones included
     verdict.txt       the plain-text table and conclusions that ``ntkdiv sweep`` prints
     figures/*.png
@@ -16,6 +20,7 @@ import html
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +31,37 @@ from core import store
 
 from ._figures import Figure
 
+
+@dataclass(frozen=True)
+class Tables:
+    """Every table of one report (see the module docstring for the files)."""
+
+    verdict: pd.DataFrame
+    fits: pd.DataFrame
+    trials: pd.DataFrame
+    regimes: pd.DataFrame
+    crossing: pd.DataFrame
+    growth: pd.DataFrame
+    side_by_side: pd.DataFrame  # m*(t) of each (loss, lr) at equal t; HTML only
+
+
+DIRECT_HELP = {
+    "leaves-bound": "the kernel started inside (gap_0 < bound, step jump < bound/10) and "
+    "gap_t reached the bound at t_leave, in every such seed",
+    "stays-within": "it started inside and did not leave by the horizon t reached",
+    "split": "it started inside; some seeds left, others did not",
+    "starts-outside": "gap_0 >= bound: finite-width noise is already outside; resolve_width "
+    "says how wide the network must be to start inside",
+    "flip-limited": "gap_0 < bound but one step moves K by >= bound/10 (activation flips)",
+    "jump-untracked": "gap_0 < bound but the store has no step jump to certify the start",
+    "unresolvable": "the bound is below the kernel's numerical resolution in this dtype",
+    "no-data": "no usable trial (failed, diverged or missing), or no kernel tracked",
+}
 CAVEAT = (
-    "At practical widths the fluctuation at initialization, gap_0 = max|K_0 - K|, is far above "
-    "the bound lambda0/(2n^2), so 'gap >= bound' holds at t = 0 and says nothing. The verdicts "
-    "rest on the training-induced drift, drift_t = max|K_t - K_0|, on the first time t_exceed "
-    "it reaches the bound, and on how both scale with width and time."
+    "Where gap_0 = max|K_0 - K| >= bound, or one step moves K by >= bound/10, 'gap >= bound' "
+    "says nothing about training: those rows fall back on the training-induced drift, "
+    "drift_t = max|K_t - K_0| (the drift verdict), on its first passage t_exceed, and on how "
+    "both scale with width and time (m*(t), the regime)."
 )
 VERDICT_HELP = {
     "exceeds-by-training": "median drift_sup >= bound: training alone moved K_t past the bound",
@@ -47,11 +78,18 @@ VERDICT_COLUMNS = (
     "t_exceed_lo", "t_exceed_hi", "lambda_min_emp_min_med", "frac_exceed",
     "drift_slope_rel_med", "ci_coverage", "t_horizon", "verdict",
 )  # fmt: skip
+DIRECT_DETAIL_COLUMNS = (
+    "group", "width", "n_seeds", "n_inside", "n_left", "bound", "gap_init_med", "gap_init_lo",
+    "gap_init_hi", "step_jump_max_med", "t_leave_med", "t_leave_min", "t_leave_max",
+    "horizon_min", "resolve_gap_width", "resolve_jump_width", "resolve_how",
+)  # fmt: skip
+CROSSING_COLUMNS = ("group", "t", "m_star", "m_star_lo", "m_star_hi", "exponent", "n_widths",
+                    "n_points", "max_width", "extrapolated", "note")  # fmt: skip
 TRIAL_COLUMNS = (
     "trial_id", "status", "arch", "depth", "loss", "lr", "data", "variant", "width", "seed",
-    "dtype", "bound", "gap_init", "drift_sup", "gap_sup", "t_exceed", "t_exceed_traj",
-    "drift_trend", "drift_slope_rel", "lambda_min_emp_min", "theta_inf_final", "t_horizon",
-    "flips_total", "error",
+    "dtype", "bound", "gap_init", "drift_sup", "gap_sup", "t_exceed",
+    "step_jump_max", "t_leave", "drift_trend", "drift_slope_rel", "lambda_min_emp_min",
+    "theta_inf_final", "t_horizon", "flips_final", "near_kink_final", "error",
 )  # fmt: skip
 
 SORTER_JS = """
@@ -79,7 +117,10 @@ th{background:#eee;cursor:pointer;position:sticky;top:0}
 td.s{text-align:left}.caveat{background:#fff6d6;padding:.6em;border-left:4px solid #e0b000}
 .v-exceeds-by-training{background:#d7f0d7}.v-exceeds-only-at-init{background:#fde2c8}
 .v-below-bound{background:#dde7fb}.v-unresolvable{background:#eee;font-style:italic}
-.v-no-data{background:#f7d0d0}figure{display:inline-block;margin:.5em;vertical-align:top}
+.v-no-data{background:#f7d0d0}.v-leaves-bound{background:#d7f0d7;font-weight:bold}
+.v-stays-within{background:#dde7fb;font-weight:bold}.v-split{background:#fff6d6}
+.v-starts-outside,.v-flip-limited,.v-jump-untracked{background:#eee}
+.v-diverging{background:#d7f0d7}.v-settling{background:#dde7fb}.v-undetermined{background:#eee}figure{display:inline-block;margin:.5em;vertical-align:top}
 figcaption{font-size:12px;max-width:700px}img{max-width:100%}
 """
 
@@ -107,7 +148,7 @@ def html_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> str
         for c, v in zip(cols, rec, strict=True):
             text, key = _cell(v)
             cls = "s" if not isinstance(v, (int, float, np.number)) else ""
-            if c == "verdict":
+            if c in ("verdict", "direct", "regime"):
                 cls += f" v-{text}"
             tds.append(f'<td class="{cls.strip()}" data-v="{html.escape(key)}">'
                        f"{html.escape(text)}</td>")  # fmt: skip
@@ -127,57 +168,88 @@ def _section(title: str, body: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}\n"
 
 
-def render_html(sweep_dir: Path, verdict: pd.DataFrame, fits: pd.DataFrame, wide: pd.DataFrame,
-                trials: pd.DataFrame, paragraphs: dict[str, str], notes: list[str],
+def _group_label(frame: pd.DataFrame) -> pd.Series:
+    """'fcn L=2 cross_entropy lr=0.1, circle n=2' (+ variant) per row."""
+    if frame.empty:
+        return pd.Series([], dtype=object)
+    return pd.Series(
+        [f"{r.arch} L={int(r.depth)} {r.loss} lr={r.lr:g}, {r.data}"
+         + (f", {r.variant}" if r.variant else "") for r in frame.itertuples()],
+        index=frame.index,
+    )  # fmt: skip
+
+
+def direct_table(verdict: pd.DataFrame) -> pd.DataFrame:
+    """The answer, narrow enough that its verdict column shows at 1600 px: one row per
+    (group, width) with the direct verdict, t_leave (median [range]) and the horizon."""
+
+    def span(r) -> str:
+        if not math.isfinite(r.t_leave_med):
+            return ""
+        return f"{r.t_leave_med:.3g} [{r.t_leave_min:.3g}, {r.t_leave_max:.3g}]"
+
+    def resolve(r) -> str:
+        if not isinstance(r.resolve_how, str) or not r.resolve_how:
+            return ""
+        far = " (extrapolated)" if r.resolve_extrapolated else ""
+        return f"m >= {r.resolve_width:.3g}{far}"
+
+    return pd.DataFrame({
+        "group": _group_label(verdict), "width": verdict["width"],
+        "direct": verdict["direct"],
+        "seeds inside": [f"{int(a)}/{int(b)}" for a, b in
+                         zip(verdict["n_inside"], verdict["n_seeds"], strict=True)],
+        "t_leave median [range]": [span(r) for r in verdict.itertuples()],
+        "horizon t": verdict["t_horizon"],
+        "resolving width": [resolve(r) for r in verdict.itertuples()],
+    })  # fmt: skip
+
+
+def _with_group(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(group=_group_label(frame)) if len(frame) else frame
+
+
+def _legend(help_: dict[str, str]) -> str:
+    return "<ul>" + "".join(f'<li><span class="v-{k}">{k}</span>: {html.escape(v)}</li>'
+                            for k, v in help_.items()) + "</ul>"  # fmt: skip
+
+
+def render_html(sweep_dir: Path, tables: Tables, paragraphs: dict[str, str], notes: list[str],
                 figures: list[Figure]) -> str:  # fmt: skip
-    """The whole report as one HTML string (no external resources)."""
+    """The whole report as one HTML string (no external resources): the answer first."""
+    trials = tables.trials
     usable = int(trials["usable"].sum())
     lost = trials[~trials["usable"]]
-    legend = "".join(f'<li><span class="v-{k}">{k}</span>: {html.escape(v)}</li>'
-                     for k, v in VERDICT_HELP.items())  # fmt: skip
+    regimes = _with_group(tables.regimes)
     parts = [
         f"<h1>ntkdiv report: {html.escape(sweep_dir.name)}</h1>",
         f"<p>{html.escape(str(sweep_dir))}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}; "
-        f"{len(trials)} trials, {usable} usable, {len(lost)} failed or missing.</p>",
-        f'<p class="caveat">{html.escape(CAVEAT)}</p>',
-        _section("Verdicts", f"<ul>{legend}</ul>" + html_table(verdict, VERDICT_COLUMNS)),
+        f"{len(trials)} trials, {usable} usable, {len(lost)} failed, diverged or missing.</p>",
+        _section("Direct verdict: does training take the kernel out of the bound?",
+                 html_table(direct_table(tables.verdict)) + _legend(DIRECT_HELP)),
+        _section("Regimes", html_table(regimes, ("group", "regime", "why"))
+                 if len(regimes) else "<p>None.</p>"),
         _section("Conclusions", "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs.values())),
-        _section(
-            "Crossing widths, cross-entropy and squared loss side by side",
-            "<p>Width at which each fitted quantity would fall below the bound "
-            "(t_exceed: would leave the horizon). inf/never: it does not fall with width."
-            "</p>" + html_table(wide),
-        ),  # fmt: skip
-        _section("Power-law fits against width", html_table(fits)),
+        _section("Direct verdict: details",
+                 html_table(_with_group(tables.verdict), DIRECT_DETAIL_COLUMNS)),
+        _section("Crossing width m*(t) at equal t, losses side by side",
+                 "<p>Width at which the drift at t (median over a quarter decade of tracked "
+                 "rows) would fall below the bound, fitted across widths.</p>"
+                 + html_table(tables.side_by_side)),
+        _section("m*(t) with bootstrap intervals over seeds",
+                 html_table(_with_group(tables.crossing), CROSSING_COLUMNS)),
+        _section("Drift verdict (evidence for rows the direct test does not resolve)",
+                 f'<p class="caveat">{html.escape(CAVEAT)}</p>' + _legend(VERDICT_HELP)
+                 + html_table(tables.verdict, VERDICT_COLUMNS)),
+        _section("Power-law fits against width (refusals in note)", html_table(tables.fits)),
         _section("Figures", "".join(_img(f) for f in figures)),
-        _section(
-            "Failed and missing trials",
-            html_table(
-                lost,
-                (
-                    "trial_id",
-                    "status",
-                    "arch",
-                    "depth",
-                    "loss",
-                    "lr",
-                    "data",
-                    "width",
-                    "seed",
-                    "error",
-                ),
-            )
-            if len(lost)
-            else "<p>None.</p>",
-        ),
-        _section(
-            "Notes",
-            "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
-            if notes
-            else "<p>None.</p>",
-        ),  # fmt: skip
+        _section("Failed, diverged and missing trials", html_table(lost, (
+            "trial_id", "status", "arch", "depth", "loss", "lr", "data", "width", "seed",
+            "error")) if len(lost) else "<p>None.</p>"),
+        _section("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                 + "</ul>" if notes else "<p>None.</p>"),
         _section("Trials", _trials_block(trials)),
-    ]
+    ]  # fmt: skip
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>ntkdiv report: '
             f"{html.escape(sweep_dir.name)}</title><style>{CSS}</style></head><body>"
             f"{''.join(parts)}<script>{SORTER_JS}</script></body></html>")  # fmt: skip
@@ -202,12 +274,14 @@ def arrow_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def write_outputs(report_dir: Path, tables: dict[str, pd.DataFrame], text: str, page: str) -> None:
-    """Write every table as Parquet (+ CSV for verdict and fits), the text and the HTML."""
+def write_outputs(report_dir: Path, tables: Tables, text: str, page: str) -> None:
+    """Write every table as Parquet (+ CSV for the small ones), the text and the HTML."""
     report_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in tables.items():
+    for name, frame in ((f.name, getattr(tables, f.name)) for f in fields(tables)):
+        if name == "side_by_side":
+            continue
         store.write_table(report_dir / f"{name}.parquet", arrow_table(frame))
-        if name in ("verdict", "fits"):
+        if name in ("verdict", "fits", "regimes", "crossing"):
             store.atomic_write_text(report_dir / f"{name}.csv", frame.to_csv(index=False))
     store.atomic_write_text(report_dir / "verdict.txt", text + "\n")
     store.atomic_write_text(report_dir / "report.html", page)

@@ -15,7 +15,13 @@ import pandas as pd
 from scipy import stats
 
 from core._trial import RESOLUTION_SAFETY as RESOLUTION_SAFETY  # re-exported
+from core._trial import first_exceed
 from core._trial import resolution as core_resolution
+
+try:
+    from core._status import USABLE
+except ImportError:  # before core's one status enum
+    USABLE = frozenset({"completed"})
 
 GROUP_KEYS = ("arch", "depth", "loss", "lr", "data", "variant")
 ROW_KEYS = (*GROUP_KEYS, "width")
@@ -24,13 +30,18 @@ CONFIG_KEYS = {"model.arch": "arch", "model.depth": "depth", "train.loss": "loss
 # config fields that never split a group: replicates, where it ran, what was tracked
 NOT_VARIANT = ("model.arch", "model.depth", "train.loss", "train.lr", "data.kind", "data.n",
                "model.width", "seed", "device", "track.", "checkpoint.")  # fmt: skip
-CHECKPOINTS = tuple(10.0**k for k in range(10))  # t = 1, 10, ..., 1e9 (gradient-flow time)
-T_GRID = 10.0 ** np.arange(-3.0, 9.0 + 1e-9, 0.125)  # common log-t grid for the curves
-CURVES = ("drift", "gap", "lambda_min", "theta_inf", "f_abs_min")
+DECADES = tuple(10.0**k for k in range(-2, 41))  # t = 0.01 .. 1e40: where m*(t) is read
+T_GRID = 10.0 ** np.arange(-3.0, 42.0 + 1e-9, 0.125)  # common log-t grid for the curves
+CURVES = ("drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "drift_smooth", "flips")
+# trajectory columns the per-trial pass reads (absent ones, e.g. in older stores, come as NaN)
+TRAJ_COLUMNS = ("t", "drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "loss", "flips",
+                "step_jump", "drift_smooth", "near_kink", "h")  # fmt: skip
+WINDOW = 0.25  # decades of t: robust values are medians over the tracked rows in such a window
 SATURATION = 0.05  # late growth below 5% of the final drift per decade of t counts as flat
-STATS = ("gap_init", "drift_sup", "gap_sup", "t_exceed", "lambda_min_emp_min")
-SUMMARY_NUMBERS = (*STATS, "bound", "lambda0", "max_K", "resolution", "f_abs_min_final",
-                   "theta_inf_final", "loss_final", "wall_s")  # fmt: skip
+STATS = ("gap_init", "drift_sup", "gap_sup", "t_exceed", "lambda_min_emp_min", "step_jump_max")
+SUMMARY_NUMBERS = (*STATS, "t_leave", "bound", "lambda0", "max_K", "resolution", "f_abs_min_final",
+                   "theta_inf_final", "loss_final", "wall_s", "horizon_t")  # fmt: skip
+DIVERGED = ("diverged", "overflow")  # "overflow" is the legacy name of diverged
 
 
 EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
@@ -45,7 +56,7 @@ def resolution(dtype: str, max_abs_k: float) -> float:
 
 
 def checkpoint_name(t: float) -> str:
-    """Column suffix of a checkpoint: 1 -> 't1e0', 1000 -> 't1e3'."""
+    """Column suffix of a decade of t: 1 -> 't1e0', 1000 -> 't1e3', 0.01 -> 't1e-2'."""
     return f"t1e{round(math.log10(t))}"
 
 
@@ -66,35 +77,37 @@ def step_value(t: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
     return out
 
 
-def first_exceed(t: np.ndarray, drift: np.ndarray, bound: float) -> float:
-    """First tracked t with drift_t >= bound; +inf if never (within the horizon)."""
-    hit = np.flatnonzero(drift >= bound)
-    return float(t[hit[0]]) if hit.size else math.inf
+def window_median(t: np.ndarray, y: np.ndarray, at: float, width: float = WINDOW) -> float:
+    """Median of y over the tracked rows with log10 t in [log10 at - width, log10 at].
 
-
-def late_slope(t: np.ndarray, drift: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope of drift against log10 t over the last decade of tracked time.
-
-    Returns:
-        (slope per decade, slope relative to the final drift); NaN when under 3 rows qualify.
-        Falls back to the later half of the positive-t rows when the run spans under a decade.
+    A robust value at ``at``: after convergence, ReLU pre-activations parked at the kink flip
+    between tracked steps and single rows of the drift jump (GD chattering, DESIGN §1). Falls
+    back to :func:`step_value` where the window holds no row; NaN beyond the last tracked t.
     """
-    ok = (t > 0) & np.isfinite(drift)
-    t, drift = t[ok], drift[ok]
-    if t.size < 3:
-        return math.nan, math.nan
-    late = t >= t[-1] / 10.0
-    if late.sum() < 3 or late.all():
-        late = np.log(t) >= 0.5 * (np.log(t[0]) + np.log(t[-1]))
-    if late.sum() < 3:
-        return math.nan, math.nan
-    slope = float(np.polyfit(np.log10(t[late]), drift[late], 1)[0])
-    scale = max(abs(float(drift[-1])), 1e-300)
-    return slope, slope / scale
+    if not t.size or at > t[-1] * (1 + 1e-12) or at < t[0]:
+        return math.nan
+    sel = (t <= at * (1 + 1e-12)) & (t >= at * 10.0**-width) & np.isfinite(y)
+    if sel.any():
+        return float(np.median(y[sel]))
+    return float(step_value(t, y, np.array([at]))[0])
+
+
+def late_growth(t: np.ndarray, drift: np.ndarray) -> float:
+    """Growth of the drift over the last decade of tracked t, relative to its final value.
+
+    (W(T) - W(T/10)) / W(T), with W the :func:`window_median` and T the last tracked t; NaN when
+    the run spans under a decade of positive t.
+    """
+    pos = (t > 0) & np.isfinite(drift)
+    t, drift = t[pos], drift[pos]
+    if t.size < 2 or t[-1] < 10.0 * t[0]:
+        return math.nan
+    end, start = window_median(t, drift, t[-1]), window_median(t, drift, t[-1] / 10.0)
+    return (end - start) / max(abs(end), 1e-300)
 
 
 def trend(rel_slope: float) -> str:
-    """'growing', 'flat' or 'shrinking' from the relative late slope (per decade)."""
+    """'growing', 'flat' or 'shrinking' from the relative late growth (per decade)."""
     if not math.isfinite(rel_slope):
         return "unknown"
     if rel_slope >= SATURATION:
@@ -102,38 +115,60 @@ def trend(rel_slope: float) -> str:
     return "shrinking" if rel_slope <= -SATURATION else "flat"
 
 
+def _nanmax(y: np.ndarray) -> float:
+    return float(np.nanmax(y)) if np.isfinite(y).any() else math.nan
+
+
+def _last(y: np.ndarray) -> float:
+    finite = np.flatnonzero(np.isfinite(y))
+    return float(y[finite[-1]]) if finite.size else math.nan
+
+
 def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.ndarray]:
     """Scalar metrics and resampled curves of one trajectory.
 
+    The run's own figures (drift_sup, t_exceed, t_leave, step_jump_max) come from its
+    summary.json, computed once in core; the values here are what the summary cannot hold (the
+    drift at each decade of t, the late growth) and, for stores written before a summary key
+    existed, the column it is the maximum of (``step_jump_max_traj``) or core's first passage
+    of the gap (``t_leave_traj``).
+
     Args:
-        cols: {name: (k,) array} for ``t`` and :data:`CURVES` (and ``flips``), sorted by t.
+        cols: {name: (k,) array} for :data:`TRAJ_COLUMNS` (absent ones NaN), sorted by t.
         bound: the trial's lambda0 / (2 n^2).
     Returns:
         (metrics dict, (len(CURVES), len(T_GRID)) float32 curves on :data:`T_GRID`).
     """
-    t, drift = cols["t"], cols["drift"]
-    finite = np.isfinite(drift)
-    running = np.fmax.accumulate(np.where(finite, drift, -np.inf)) if t.size else drift
-    slope, rel = late_slope(t, drift)
+    t = cols["t"]
+    nan = np.full(t.size, np.nan)
+    drift, gap = cols["drift"], cols.get("gap", nan)
+    rel = late_growth(t, drift)
     out = {
-        "rows": int(t.size), "t_horizon": float(t[-1]) if t.size else math.nan,
-        "t_exceed_traj": first_exceed(t, drift, bound) if finite.any() else math.nan,
-        "drift_sup_traj": float(np.nanmax(drift)) if finite.any() else math.nan,
-        "drift_slope_late": slope, "drift_slope_rel": rel, "drift_trend": trend(rel),
-        "flips_total": float(np.nansum(cols.get("flips", np.zeros(0)))),
+        "rows": int(t.size), "t_last": float(t[-1]) if t.size else math.nan,
+        "drift_slope_rel": rel, "drift_trend": trend(rel),
+        "step_jump_max_traj": _nanmax(cols.get("step_jump", nan)),
+        "t_leave_traj": _t_leave(t, gap, bound),
+        "flips_final": _last(cols.get("flips", nan)),
+        "near_kink_final": _last(cols.get("near_kink", nan)),
+        "drift_smooth_final": _last(cols.get("drift_smooth", nan)),
     }  # fmt: skip
-    at = np.asarray(CHECKPOINTS)
-    now = step_value(t, drift, at) if t.size else np.full(at.size, np.nan)
-    sup = step_value(t, running, at) if t.size else np.full(at.size, np.nan)
-    for tc, d_now, d_sup in zip(CHECKPOINTS, now, sup, strict=True):
-        out[f"drift_{checkpoint_name(tc)}"] = d_now
-        out[f"drift_sup_{checkpoint_name(tc)}"] = d_sup if np.isfinite(d_sup) else math.nan
+    for tc in DECADES:
+        out[f"drift_{checkpoint_name(tc)}"] = window_median(t, drift, tc) if t.size else math.nan
     curves = np.full((len(CURVES), T_GRID.size), np.nan, dtype=np.float32)
     pos = t > 0  # the curves are drawn in log t; t = 0 (drift 0) stays out
     if pos.any():
         for i, name in enumerate(CURVES):
-            curves[i] = step_value(t[pos], cols[name][pos], T_GRID)
+            curves[i] = step_value(t[pos], cols.get(name, nan)[pos], T_GRID)
     return out, curves
+
+
+def _t_leave(t: np.ndarray, gap: np.ndarray, bound: float) -> float:
+    """core's first passage (``first_exceed``) applied to the gap column; +inf if never."""
+    if not np.isfinite(gap).any() or not math.isfinite(bound):
+        return math.nan
+    rows = {"t": t.tolist(), "drift": [None if not np.isfinite(g) else float(g) for g in gap]}
+    hit = first_exceed(rows, bound)
+    return math.inf if hit is None else hit
 
 
 def trajectory_pass(
@@ -198,10 +233,13 @@ def trial_table(summary: pd.DataFrame, unpublished: pd.DataFrame, traj: pd.DataF
     frame["variant"] = _variants(frame)
     if len(traj):
         frame = frame.merge(traj, on="trial_id", how="left")
-    frame["usable"] = frame["published"] & frame["status"].isin(("completed", "overflow"))
-    # a null t_exceed with a measured drift means "never within the horizon": +inf
+    _fill_from_trajectory(frame)
+    frame["usable"] = frame["published"] & frame["status"].isin(USABLE)
+    # a null first passage with a measured trajectory means "never within the horizon": +inf
     never = frame["usable"] & frame["t_exceed"].isna() & frame["drift_sup"].notna()
     frame["t_exceed"] = frame["t_exceed"].astype(float).mask(never, math.inf)
+    never = frame["usable"] & frame["t_leave"].isna() & frame["gap_init"].notna()
+    frame["t_leave"] = frame["t_leave"].astype(float).mask(never, math.inf)
     kmax = frame["max_K"].astype(float) + frame["gap_sup"].astype(float).fillna(0.0).clip(lower=0)
     frame["resolution_run"] = [
         resolution(d, k) if isinstance(d, str) and math.isfinite(k) else math.nan
@@ -210,21 +248,17 @@ def trial_table(summary: pd.DataFrame, unpublished: pd.DataFrame, traj: pd.DataF
     return frame
 
 
-def check_consistency(trials: pd.DataFrame) -> list[str]:
-    """Lines naming trials whose summary t_exceed / drift_sup disagree with their trajectory."""
-    if "t_exceed_traj" not in trials.columns:
-        return []
-    out = []
-    sub = trials[trials["usable"] & trials["t_exceed_traj"].notna()]
-    for _, r in sub.iterrows():
-        a, b = float(r["t_exceed"]), float(r["t_exceed_traj"])
-        same = (a == b) or (math.isfinite(a) and math.isfinite(b) and math.isclose(a, b))
-        if not same:
-            out.append(f"trial {r['trial_id']}: summary t_exceed={a:g}, trajectory says {b:g}")
-        d1, d2 = float(r.get("drift_sup", math.nan)), float(r["drift_sup_traj"])
-        if math.isfinite(d1) and math.isfinite(d2) and not math.isclose(d1, d2, rel_tol=1e-9):
-            out.append(f"trial {r['trial_id']}: summary drift_sup={d1:g}, trajectory {d2:g}")
-    return out
+def _fill_from_trajectory(frame: pd.DataFrame) -> None:
+    """Summary keys that older stores lack, from the trajectory (in place).
+
+    step_jump_max is the maximum of the step_jump column, t_leave core's first passage of the
+    gap, the horizon the last tracked t; where the summary has the key, it wins.
+    """
+    for key, col in (("step_jump_max", "step_jump_max_traj"), ("t_leave", "t_leave_traj"),
+                     ("horizon_t", "t_last")):  # fmt: skip
+        if col in frame.columns:
+            frame[key] = frame[key].astype(float).fillna(frame[col].astype(float))
+    frame["t_horizon"] = frame["horizon_t"]
 
 
 # --- medians over seeds --------------------------------------------------------------------
@@ -257,9 +291,10 @@ def median_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, flo
 def _row_stats(sub: pd.DataFrame) -> Iterator[tuple[str, object]]:
     ok = sub[sub["usable"]]
     yield "n_seeds", len(ok)
-    yield "n_failed", int((~sub["usable"] & sub["status"].ne("missing")).sum())
+    diverged = sub["status"].isin(DIVERGED)
+    yield "n_failed", int((~sub["usable"] & sub["status"].ne("missing") & ~diverged).sum())
     yield "n_missing", int((sub["status"] == "missing").sum())
-    yield "n_overflow", int((ok["status"] == "overflow").sum())
+    yield "n_diverged", int(diverged.sum())
     for q in STATS:
         med, lo, hi, _ = median_interval(ok[q].to_numpy(float))
         yield f"{q}_med", med

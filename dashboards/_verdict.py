@@ -1,8 +1,11 @@
-"""Verdicts per group and width, and the plain-language conclusion of each group.
+"""The drift verdict per group and width, and the plain-language conclusion of each group.
 
-At practical widths the fluctuation at initialization gap_0 = max|K_0 - K| is far above the
-bound lambda0 / (2 n^2), so "gap_sup >= bound" holds at t = 0 and says nothing (DESIGN §1). The
-verdict therefore rests on the training-induced part, drift_sup = sup_t max|K_t - K_0|:
+The answer comes first from the direct verdict (``_direct``: where the kernel starts inside the
+bound, does training take it out?). The drift verdict here (column ``verdict``) is the evidence
+for rows the direct test cannot resolve. At practical widths the fluctuation at initialization
+gap_0 = max|K_0 - K| is far above the bound lambda0 / (2 n^2), so "gap_sup >= bound" holds at
+t = 0 and says nothing (DESIGN §1). The drift verdict therefore rests on the training-induced
+part, drift_sup = sup_t max|K_t - K_0|:
 
 - ``unresolvable``: the bound is below the numerical resolution of the kernel: nothing about
   it can be read off this dtype;
@@ -20,7 +23,7 @@ from enum import Enum
 import numpy as np
 import pandas as pd
 
-from ._tables import GROUP_KEYS, RESOLUTION_SAFETY, SATURATION, resolution
+from ._tables import GROUP_KEYS, RESOLUTION_SAFETY, resolution
 
 __all__ = ["RESOLUTION_SAFETY", "Verdict", "add_verdicts", "conclusions", "decide", "resolution"]
 
@@ -78,142 +81,87 @@ def _widths(ws) -> str:
     return ", ".join(map(str, ws)) if len(ws) <= 4 else f"{ws[0]}..{ws[-1]} ({len(ws)} widths)"
 
 
-def _fit(fits: pd.DataFrame, quantity: str) -> pd.DataFrame:
-    return fits[fits["quantity"] == quantity].sort_values("t")
+def _fit(fits: pd.DataFrame, quantity: str) -> pd.Series | None:
+    sel = fits[fits["quantity"] == quantity]
+    return sel.iloc[0] if len(sel) else None
 
 
 def _exponent(row) -> str:
     if not math.isfinite(row.exponent):
         return "n/a"
-    if math.isnan(row.exponent_lo):  # two points: a line through them, no interval
-        return f"m^{row.exponent:.2f} (from {int(row.n_points)} points: no interval)"
+    if math.isnan(row.exponent_lo):
+        return f"m^{row.exponent:.2f} (no interval)"
     return f"m^{row.exponent:.2f} [{row.exponent_lo:.2f}, {row.exponent_hi:.2f}]"
 
 
-def _crossing_ratio(fits: pd.DataFrame) -> tuple[float, str]:
-    """(ratio, sentence): how the extrapolated crossing width moved over the last two
-    checkpoints in t (the time signature); (NaN, "") with under two finite crossings."""
-    cp = _fit(fits, "drift_sup")
-    cp = cp[np.isfinite(cp["crossing_width"].to_numpy(float))]
-    if len(cp) < 2:
-        return math.nan, ""
-    prev, last = cp.iloc[-2], cp.iloc[-1]
-    ratio = last.crossing_width / prev.crossing_width
-    way = (
-        f"rose by a factor {ratio:.2g}"
-        if ratio > 1.2
-        else f"fell by a factor {1 / ratio:.2g}"
-        if ratio < 1 / 1.2
-        else "stayed within 20%"
-    )
-    return ratio, (
-        f" From t = {prev.t:g} to t = {last.t:g} the width at which the drift would fall below "
-        f"the bound {way} ({_g(prev.crossing_width)} -> {_g(last.crossing_width)})."
-    )  # fmt: skip
+def _direct_part(ok: pd.DataFrame) -> str:
+    """One sentence per direct verdict present, widths named, numbers from the row table."""
+    parts = []
+    for verdict, sub in ok.groupby("direct", sort=False):
+        ws = _widths(sub["width"])
+        if verdict == "leaves-bound":
+            spans = "; ".join(f"m={int(r.width)}: {_g(r.t_leave_med)} [{_g(r.t_leave_min)}, "
+                              f"{_g(r.t_leave_max)}] over {int(r.n_inside)} seed(s)"
+                              for r in sub.itertuples())  # fmt: skip
+            parts.append(f"the kernel left the bound at m = {ws} (t_leave median [range]: {spans})")
+        elif verdict == "stays-within":
+            parts.append(f"at m = {ws} it did not leave the bound by t = "
+                         f"{_g(sub['horizon_min'].min())}")  # fmt: skip
+        elif verdict == "split":
+            counts = ", ".join(f"{int(r.n_left)} of {int(r.n_inside)} at m={int(r.width)}"
+                               for r in sub.itertuples())  # fmt: skip
+            parts.append(f"seeds disagree at m = {ws} (left: {counts})")
+        else:
+            parts.append(f"{verdict} at m = {ws}")
+    return "Direct test: " + "; ".join(parts) + "."
 
 
-def _trend(rows: pd.DataFrame) -> tuple[int, int, str]:
-    """(widths still growing, widths known, sentence) from the late drift slopes."""
-    rel = rows["drift_slope_rel_med"].to_numpy(float)
-    if not np.isfinite(rel).any():
-        return 0, 0, ""
-    lo, hi = np.nanmin(rel), np.nanmax(rel)
-    growing, known = int((rel >= SATURATION).sum()), int(np.isfinite(rel).sum())
-    what = (f"was still growing at {growing} of {known} widths" if growing
-            else "had flattened at every width")  # fmt: skip
-    return (
-        growing,
-        known,
-        (
-            f" Over the last decade of t the drift {what} (late slope {100 * lo:+.0f}% to "
-            f"{100 * hi:+.0f}% of its final value per decade of t)."
-        ),
-    )
+def _resolve_part(ok: pd.DataFrame) -> str:
+    unres = ok[ok["resolve_how"].astype(str) != ""] if "resolve_how" in ok else ok.iloc[:0]
+    if unres.empty:
+        return ""
+    r = unres.iloc[0]
+    return f" To start inside the bound: m >= {_g(r.resolve_width)} ({r.resolve_how})."
 
 
-def _time_signature(rows: pd.DataFrame, fits: pd.DataFrame) -> str:
-    """The late drift trend (direct) and the crossing width's move (extrapolated), and what
-    they mean; the trend decides, the crossing width can only add a caveat."""
-    growing, known, trend = _trend(rows)
-    ratio, moved = _crossing_ratio(fits)
-    if not known:
-        return moved
-    if growing == known:
-        meaning = (
-            " That is consistent with divergence: the longer the run, the wider a "
-            "network must be to keep its kernel within the bound."
-        )
-        if ratio <= 1.2:
-            meaning += (
-                " The extrapolated crossing width did not grow with t, though; longer "
-                "runs would tell."
-            )
-    elif growing == 0:
-        meaning = (
-            " That is consistent with the lazy regime: the drift settles at a level "
-            "that falls with width, so exceeding the bound at these widths is a "
-            "finite-width effect."
-        )
-        if ratio > 1.2:
-            meaning += (
-                " The crossing width still rose with t, so the drift may not have fully settled."
-            )
-    else:
-        meaning = (
-            " Mixed: the drift still grows at some widths and not at others; longer runs "
-            "or more seeds are needed."
-        )
-    return trend + moved + meaning  # fmt: skip
+def _t_leave_part(fits: pd.DataFrame) -> str:
+    r = _fit(fits, "t_leave")
+    if r is None:
+        return ""
+    if not math.isfinite(r.exponent):
+        return f" t_leave(m): no fit ({r.note})."
+    per = r.exponent * math.log10(2.0)
+    lo, hi = r.exponent_lo * math.log10(2.0), r.exponent_hi * math.log10(2.0)
+    return (f" t_leave(m) ~ {_exponent(r)}: {per:.2f} [{lo:.2f}, {hi:.2f}] decades of t per "
+            f"doubling of m, from {int(r.n_widths)} widths" + (f" ({r.note})" if r.note else "")
+            + ".")  # fmt: skip
 
 
-def conclusion(rows: pd.DataFrame, fits: pd.DataFrame) -> str:
-    """One plain-language paragraph: what this group's data show and what they cannot show."""
+def _regime_part(regime: pd.Series | None) -> str:
+    if regime is None:
+        return ""
+    return f" Regime: {regime['regime']} ({regime['why']})."
+
+
+def conclusion(rows: pd.DataFrame, fits: pd.DataFrame, regime: pd.Series | None = None) -> str:
+    """One short paragraph drawn from the numbers: the direct answer, then the evidence, then
+    what the finite widths and horizon cannot show."""
     ok = rows[rows["n_seeds"] > 0]
     head = _group_name(rows.iloc[0])
     if ok.empty:
-        return f"{head}: no usable trial (all failed or missing); nothing can be concluded."
-    counts = ok["verdict"].value_counts()
-    parts = [
-        f"{head}: bound {_g(ok['bound'].iloc[0])} (resolution {_g(ok['resolution'].max())}), "
-        f"widths {_widths(ok['width'])}, {_seeds(ok['n_seeds'])} per width, "
-        f"horizon t = {_g(ok['t_horizon'].min())}. Verdicts: "
-        + ", ".join(f"{v} at {c} width(s)" for v, c in counts.items())
-        + "."
-    ]
-    if counts.get(Verdict.UNRESOLVABLE.value, 0):
-        parts.append(
-            " Where unresolvable, the bound is below the rounding of the kernel in "
-            "this dtype and the data say nothing about it; rerun in float64."
-        )
-    if counts.get(Verdict.EXCEEDS_ONLY_AT_INIT.value, 0):
-        parts.append(
-            " 'exceeds-only-at-init' is uninformative: the finite-width fluctuation "
-            "gap_0 is above the bound, but training itself did not move K_t that far."
-        )
-    gi, dh = _fit(fits, "gap_init"), _fit(fits, "drift_sup_horizon")
-    if len(gi) and math.isfinite(gi.iloc[0].exponent):
-        parts.append(
-            f" gap_0 scales like {_exponent(gi.iloc[0])} (finite-width fluctuation, "
-            f"about m^-0.5 expected)."
-        )
-    if len(dh) and math.isfinite(dh.iloc[0].exponent):
-        r = dh.iloc[0]
-        parts.append(
-            f" drift_sup within the horizon scales like {_exponent(r)}; extrapolated, "
-            f"it would fall below the bound at m = {_g(r.crossing_width)}"
-            + (
-                ""
-                if math.isnan(r.crossing_width_lo)
-                else f" [{_g(r.crossing_width_lo)}, {_g(r.crossing_width_hi)}]"
-            )
-            + "."  # fmt: skip
-        )
-    parts.append(_time_signature(ok, fits))
+        return f"{head}: no usable trial (all failed, diverged or missing); nothing to conclude."
+    horizon = _g(ok["t_horizon"].min())
+    parts = [f"{head}: bound {_g(ok['bound'].iloc[0])}, widths {_widths(ok['width'])}, "
+             f"{_seeds(ok['n_seeds'])} per width, horizon t = {horizon}. "]  # fmt: skip
+    if "direct" in ok:
+        parts.append(_direct_part(ok))
+        parts.append(_resolve_part(ok))
+    parts.append(_t_leave_part(fits))
+    parts.append(_regime_part(regime))
     parts.append(
-        f" What the data cannot show: behaviour beyond t = {_g(ok['t_horizon'].min())} or "
-        f"outside widths {int(ok['width'].min())}..{int(ok['width'].max())}; every crossing "
-        "width is a power-law extrapolation, not a measurement, and no finite run can prove "
-        "that the gap stays above the bound as m -> infinity."
+        f" Cannot show: anything past t = {horizon} or outside m = {int(ok['width'].min())}.."
+        f"{int(ok['width'].max())}; widths named beyond that are extrapolations of fitted power "
+        "laws, and no finite run proves what happens as m -> infinity."
     )
     return "".join(parts)
 
@@ -224,31 +172,40 @@ def _group_name(row) -> str:
             f"{row['data']}{variant}")  # fmt: skip
 
 
-def conclusions(verdict: pd.DataFrame, fits: pd.DataFrame) -> dict[str, str]:
+def _select(frame: pd.DataFrame, keys) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    sel = np.ones(len(frame), dtype=bool)
+    for k, v in zip(GROUP_KEYS, keys, strict=True):
+        sel &= (frame[k] == v).to_numpy()
+    return frame[sel]
+
+
+def conclusions(verdict: pd.DataFrame, fits: pd.DataFrame,
+                regimes: pd.DataFrame | None = None) -> dict[str, str]:  # fmt: skip
     """{group name: paragraph} for every group."""
     out = {}
+    regimes = pd.DataFrame() if regimes is None else regimes
     for keys, rows in verdict.groupby(list(GROUP_KEYS), dropna=False, sort=True):
-        sel = np.ones(len(fits), dtype=bool)
-        for k, v in zip(GROUP_KEYS, keys, strict=True):
-            sel &= (fits[k] == v).to_numpy()
-        out[_group_name(rows.iloc[0])] = conclusion(rows.sort_values("width"), fits[sel])
+        reg = _select(regimes, keys)
+        out[_group_name(rows.iloc[0])] = conclusion(
+            rows.sort_values("width"), _select(fits, keys), reg.iloc[0] if len(reg) else None
+        )
     return out
 
 
-TEXT_COLUMNS = (("arch", "{}"), ("depth", "{}"), ("loss", "{}"), ("lr", "{:g}"), ("data", "{}"),
-                ("width", "{}"), ("n_seeds", "{}"), ("bound", "{:.3g}"),
-                ("resolution", "{:.2g}"), ("gap_init_med", "{:.3g}"),
-                ("drift_sup_med", "{:.3g}"), ("t_exceed_med", "{:.3g}"),
-                ("verdict", "{}"))  # fmt: skip
+DIRECT_TEXT = (("arch", "{}"), ("depth", "{}"), ("loss", "{}"), ("lr", "{:g}"), ("data", "{}"),
+               ("width", "{}"), ("n_seeds", "{}"), ("n_inside", "{}"), ("bound", "{:.3g}"),
+               ("gap_init_med", "{:.3g}"), ("step_jump_max_med", "{:.3g}"),
+               ("t_leave_med", "{:.3g}"), ("t_horizon", "{:.3g}"), ("direct", "{}"),
+               ("verdict", "{}"))  # fmt: skip
+TEXT_COLUMNS = DIRECT_TEXT  # the plain-text table: the direct verdict, then the drift verdict
 
 
-def verdict_text(verdict: pd.DataFrame, paragraphs: dict[str, str], notes: list[str]) -> str:
-    """A plain-text table of the verdicts, then the per-group conclusions and any notes."""
-    columns = list(TEXT_COLUMNS)
-    if "variant" in verdict and verdict["variant"].astype(bool).any():
-        columns.insert(5, ("variant", "{}"))
+def _text_table(frame: pd.DataFrame, columns) -> list[str]:
+    columns = [(c, f) for c, f in columns if c in frame.columns]
     cells = [[c for c, _ in columns]]
-    for r in verdict.itertuples():
+    for r in frame.itertuples():
         row = []
         for c, fmt in columns:
             v = getattr(r, c)
@@ -257,7 +214,15 @@ def verdict_text(verdict: pd.DataFrame, paragraphs: dict[str, str], notes: list[
                        "n/a" if is_num and math.isnan(v) else fmt.format(v))  # fmt: skip
         cells.append(row)
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)) for row in cells]
+    return ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)) for row in cells]
+
+
+def verdict_text(verdict: pd.DataFrame, paragraphs: dict[str, str], notes: list[str]) -> str:
+    """A plain-text table of the verdicts (direct, then drift), the conclusions and any notes."""
+    columns = list(TEXT_COLUMNS)
+    if "variant" in verdict and verdict["variant"].astype(bool).any():
+        columns.insert(5, ("variant", "{}"))
+    lines = _text_table(verdict, columns)
     lines += ["", "Conclusions:"]
     lines += [f"- {p}" for p in paragraphs.values()]
     if notes:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
-from dashboards._fits import crossing, fit_power_law
+from dashboards._fits import crossing, fit_power_law, fit_table, is_extrapolated, refusal
 from tests.tolerance import EXACT_F64, assert_close
 
 WIDTHS = np.repeat([64.0, 128.0, 256.0, 512.0, 1024.0], 3)
@@ -47,3 +48,46 @@ def test_fit_needs_two_widths_and_positive_values():
     assert fit_power_law(np.full(4, 64.0), np.ones(4)) is None
     fit = fit_power_law(np.array([64.0, 128.0, 256.0]), np.array([1.0, 0.0, 0.25]))
     assert fit.n_points == 2 and math.isnan(fit.exponent_lo)  # zero dropped, no dof left
+
+
+def test_refusals_say_why():
+    three = np.array([64.0, 128.0, 256.0])
+    assert refusal(three, 2.0 * three**-0.5) == ""
+    assert "2 width(s)" in refusal(three[:2], np.ones(2))
+    assert "2 width(s)" in refusal(three, np.array([1.0, 0.0, 0.25]))  # zero is dropped
+    assert "constant data" in refusal(three, np.full(3, 0.1))
+    assert fit_power_law(three, np.full(3, 0.1)) is None  # never an exponent 0 with r2 = 1
+
+
+def _trials(width, y, **extra) -> pd.DataFrame:
+    n = len(width)
+    base = {"arch": "fcn", "depth": 2, "loss": "cross_entropy", "lr": 0.1, "data": "circle n=2",
+            "variant": "", "usable": True, "width": width, "bound": np.full(n, 0.62),
+            "t_horizon": np.full(n, 1e3), "gap_init": y, "drift_sup": y,
+            "t_exceed": np.full(n, 0.1), "step_jump_max": np.full(n, np.nan),
+            "t_leave": np.full(n, np.nan)}  # fmt: skip
+    return pd.DataFrame({**base, **extra})
+
+
+def _q(table: pd.DataFrame, quantity: str) -> pd.Series:
+    return table[table["quantity"] == quantity].iloc[0]
+
+
+def test_fit_table_refuses_two_widths_and_constant_data():
+    table = fit_table(_trials(np.array([64.0, 128.0]), np.array([1.0, 0.7])))
+    row = _q(table, "gap_init")
+    assert math.isnan(row["exponent"]) and math.isnan(row["r2"]) and "needs >= 3" in row["note"]
+    assert "no trial starts inside" in _q(table, "t_leave")["note"]
+    w = np.array([64.0, 128.0, 256.0])
+    assert "constant data" in _q(fit_table(_trials(w, w**-0.5)), "t_exceed")["note"]
+
+
+def test_fit_table_flags_extrapolation_past_ten_times_the_widest_width():
+    w = np.array([64.0, 128.0, 256.0])
+    table = fit_table(_trials(w, 3.0 * w**-0.5))
+    row = _q(table, "gap_init")
+    assert_close(row["crossing_width"], (3.0 / 0.62) ** 2, EXACT_F64, "crossing")
+    assert not row["extrapolated"]  # 23.4 < 2560
+    far = _q(fit_table(_trials(w, 300.0 * w**-0.5)), "gap_init")
+    assert far["extrapolated"] and "extrapolated" in far["note"]
+    assert is_extrapolated(math.inf, 256.0) and not is_extrapolated(math.nan, 256.0)

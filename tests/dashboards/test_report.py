@@ -15,7 +15,10 @@ import pytest
 
 VERDICT_COLUMNS = {"arch", "depth", "loss", "lr", "data", "width", "n_seeds", "bound",
                    "resolution", "gap_init_med", "drift_sup_med", "gap_sup_med", "t_exceed_med",
-                   "verdict"}  # fmt: skip
+                   "verdict", "direct", "n_inside", "step_jump_max_med", "t_leave_med",
+                   "resolve_width", "resolve_how"}  # fmt: skip
+REGIME_COLUMNS = {"arch", "depth", "loss", "lr", "data", "regime", "why", "m_star_slope"}
+CROSSING_COLUMNS = {"loss", "t", "m_star", "m_star_lo", "m_star_hi", "extrapolated", "note"}
 FITS_COLUMNS = {"arch", "depth", "loss", "lr", "data", "quantity", "exponent", "exponent_lo",
                 "exponent_hi", "crossing_width"}  # fmt: skip
 DATA_IMG = re.compile(r'<img [^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"')
@@ -46,10 +49,14 @@ def assert_not_blank(png: Path) -> None:
 def test_report_files_and_columns(growth_result):
     d = growth_result.report_dir
     for name in ("report.html", "verdict.parquet", "verdict.csv", "fits.parquet", "fits.csv",
-                 "trials.parquet", "verdict.txt"):  # fmt: skip
+                 "trials.parquet", "verdict.txt", "regimes.parquet", "regimes.csv",
+                 "crossing.parquet", "crossing.csv", "growth.parquet"):  # fmt: skip
         assert (d / name).is_file(), name
     assert set(pq.read_schema(d / "verdict.parquet").names) >= VERDICT_COLUMNS
-    assert FITS_COLUMNS | {"t"} <= set(pq.read_schema(d / "fits.parquet").names)
+    assert FITS_COLUMNS | {"t", "extrapolated"} <= set(pq.read_schema(d / "fits.parquet").names)
+    assert set(pq.read_schema(d / "regimes.parquet").names) >= REGIME_COLUMNS
+    assert set(pq.read_schema(d / "crossing.parquet").names) >= CROSSING_COLUMNS
+    assert len(pd.read_parquet(d / "regimes.parquet")) == 2  # one row per group
     assert len(pd.read_csv(d / "verdict.csv")) == len(growth_result.verdict)
     trials = pq.read_table(d / "trials.parquet").to_pandas()
     assert {"failed", "missing"} <= set(trials["status"])
@@ -57,7 +64,7 @@ def test_report_files_and_columns(growth_result):
 
 def test_html_inlines_every_figure(growth_result):
     page = growth_result.html.read_text()
-    assert len(DATA_IMG.findall(page)) == len(growth_result.figures) >= 9
+    assert len(DATA_IMG.findall(page)) == len(growth_result.figures) >= 10
     assert "http://" not in page and "https://" not in page  # self-contained
     assert page.count('class="sortable"') >= 4 and "addEventListener('click'" in page
     for fig in growth_result.figures:
@@ -67,7 +74,8 @@ def test_html_inlines_every_figure(growth_result):
 def test_verdict_text_lists_rows_and_conclusions(growth_result):
     text = growth_result.verdict_text
     assert text.count("exceeds-by-training") >= 10
-    assert "Conclusions:" in text and "cannot show" in text
+    assert text.count("starts-outside") >= 10
+    assert "Conclusions:" in text and "Cannot show" in text
     assert (growth_result.report_dir / "verdict.txt").read_text().strip() == text.strip()
 
 
@@ -75,3 +83,22 @@ def test_report_renders_in_headless_chromium(growth_result, tmp_path):
     png = tmp_path / "report.png"
     screenshot(growth_result.html, png, tmp_path)
     assert_not_blank(png)
+
+
+def test_direct_table_is_first_and_narrow(growth_result):
+    """The answer first: the first table is the direct verdict, with few columns, so that its
+    verdict column shows at 1600 px; the wide drift table comes after the conclusions."""
+    page = growth_result.html.read_text()
+    first = page.index("<table")
+    head = page[first : page.index("</thead>", first)]
+    assert head.count("<th>") <= 8 and "<th>direct</th>" in head
+    assert page.index("Conclusions") < page.index("Drift verdict")
+
+
+def test_verdict_column_visible_at_1600_px(growth_result, tmp_path):
+    """Rendered at 1600 x 900, the first table's verdict cells are inside the window."""
+    png = tmp_path / "top.png"
+    screenshot(growth_result.html, png, tmp_path, size="1600,900")
+    img = mpimg.imread(png)[..., :3]
+    grey = np.all(np.abs(img - np.array([0xEE, 0xEE, 0xEE]) / 255) < 0.02, axis=2)
+    assert grey[:, :1600].sum() > 500  # the starts-outside cells' grey background is on screen

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from dashboards._tables import (
-    CHECKPOINTS,
+    CURVES,
+    DECADES,
     T_GRID,
-    first_exceed,
-    late_slope,
+    late_growth,
     median_interval,
     step_value,
     trend,
     trial_metrics,
+    window_median,
 )
 from tests.tolerance import EXACT_F64, assert_close
 
@@ -34,33 +35,35 @@ def test_step_value_takes_last_tracked_value_and_nan_outside():
     assert math.isnan(got[0]) and math.isnan(got[5])
 
 
-def test_first_exceed_is_first_tracked_time_at_or_above_bound():
-    t = np.array([0.0, 0.1, 0.2, 0.4])
-    assert first_exceed(t, np.array([0.0, 0.01, 0.0247, 1.0]), 0.0247) == 0.2
-    assert first_exceed(t, np.array([0.0, 0.01, 0.02, 0.0]), 0.0247) == math.inf
-
-
-def test_late_slope_tells_log_growth_from_saturation():
+def test_late_growth_tells_log_growth_from_saturation():
     t = np.geomspace(0.1, 1e4, 200)
-    slope, rel = late_slope(t, 3.0 * np.log1p(t))
-    assert_close(slope, 3.0 * math.log(10), (2e-3, 0), "log-growth slope per decade")
-    assert trend(rel) == "growing"
-    _, rel_sat = late_slope(t, 3.0 * -np.expm1(-t / 5.0))
-    assert trend(rel_sat) == "flat"
-    assert trend(late_slope(t, 1.0 / np.log(2 + t))[1]) == "shrinking"
+    rel = late_growth(t, 3.0 * np.log1p(t))
+    assert trend(rel) == "growing" and 0.2 < rel < 0.3  # ~ 1 / log10(1e4): a quarter per decade
+    assert trend(late_growth(t, 3.0 * -np.expm1(-t / 5.0))) == "flat"
+    assert trend(late_growth(t, 1.0 / np.log(2 + t))) == "shrinking"
 
 
-def test_trial_metrics_checkpoints_and_running_sup():
-    t = np.array([0.0, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0])
+def test_window_median_ignores_chattering_between_tracked_rows():
+    """Squared-loss drift jumping 0.26 <-> 0.57 between tracked steps (DESIGN §1): the window
+    median is the level most rows sit at, not whichever row is tracked last."""
+    t = np.geomspace(1.0, 1e3, 301)
+    drift = np.where(np.arange(t.size) % 3 == 0, 0.57, 0.26)
+    assert window_median(t, drift, 1e3) == 0.26
+    assert math.isnan(window_median(t, drift, 2e3))  # beyond the horizon
+    assert math.isnan(late_growth(t[:5], drift[:5]))  # under a decade: unknown
+
+
+def test_trial_metrics_drift_at_decades_and_fallbacks():
+    t = np.array([0.0, 0.6, 1.0, 5.0, 10.0, 50.0, 100.0])
     drift = np.array([0.0, 2.0, 1.0, 3.0, 2.5, 4.0, 3.5])
     m, curves = trial_metrics(_cols(t, drift), bound=2.0)
-    assert m["t_exceed_traj"] == 0.5
-    assert m["drift_t1e0"] == 1.0 and m["drift_sup_t1e0"] == 2.0
-    assert m["drift_t1e1"] == 2.5 and m["drift_sup_t1e1"] == 3.0
-    assert m["drift_sup_t1e2"] == 4.0 and m["drift_sup_traj"] == 4.0
+    assert m["drift_t1e0"] == 1.5  # median of the rows at t in [10^-0.25, 1]: 2.0 and 1.0
+    assert m["drift_t1e1"] == 2.5 and m["drift_t1e2"] == 3.5
     assert math.isnan(m["drift_t1e3"])  # beyond the horizon
-    assert curves.shape == (5, T_GRID.size)
-    assert np.isnan(curves[0][T_GRID < 0.5]).all()  # t = 0 stays off the log-t curves
+    assert m["t_leave_traj"] == 0.6  # gap = drift + 1 first >= 2 at t = 0.6 (core's function)
+    assert math.isnan(m["step_jump_max_traj"])  # an older store: no step_jump column
+    assert curves.shape == (len(CURVES), T_GRID.size)
+    assert np.isnan(curves[0][T_GRID < 0.6]).all()  # t = 0 stays off the log-t curves
 
 
 @pytest.mark.parametrize(("n", "coverage"), [(1, 0.0), (3, 0.75), (5, 0.9375), (6, 0.96875)])
@@ -77,5 +80,6 @@ def test_median_interval_narrows_with_many_seeds_and_keeps_never():
     assert median_interval(np.array([1.0, math.inf, math.inf]))[0] == math.inf
 
 
-def test_checkpoints_are_decades_from_one():
-    assert CHECKPOINTS[:4] == (1.0, 10.0, 100.0, 1000.0)
+def test_decades_reach_1e40():
+    assert DECADES[2:6] == (1.0, 10.0, 100.0, 1000.0) and DECADES[-1] == 1e40
+    assert T_GRID[-1] >= 1e40

@@ -1,0 +1,159 @@
+"""The direct verdict: where the kernel starts inside the bound, does training take it out?
+
+A trial *starts inside* when gap_0 = max|K_0 - K| < bound and its largest one-step kernel jump
+(``step_jump_max``) < bound/10: the kernel is then resolved well enough that gap_t >= bound,
+if it happens, is the theorem observed, not initial noise or one activation flip. Per
+(group, width), over the usable seeds that start inside:
+
+- ``leaves-bound``: every such seed reached gap_t >= bound (t_leave: median and seed range);
+- ``stays-within``: none did by its horizon ("did not leave by t = T");
+- ``split``: some did and some did not (both counts given).
+
+Rows where no seed starts inside say why:
+- ``starts-outside``: median gap_0 >= bound (finite-width fluctuation already outside);
+- ``flip-limited``: gap_0 < bound but the median step jump >= bound/10;
+- ``jump-untracked``: gap_0 < bound and the store has no step jump (written before it was
+  tracked), so the direct test cannot be certified;
+- ``unresolvable`` / ``no-data``: as for the drift verdict (``_verdict``).
+
+Every unresolved row of a group carries the width that would resolve it (:func:`resolving_width`):
+gap_0 ~ A m^a and jump ~ B m^b fitted across widths (a, b fitted from >= 3 widths, else the
+theoretical -1/2 and -1 with the prefactor from the data, said so), solved for gap_0 < bound and
+jump < bound/10.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+
+import numpy as np
+import pandas as pd
+
+from ._fits import EXTRAPOLATION, JUMP_FRACTION, fit_power_law, refusal, starts_inside
+from ._tables import GROUP_KEYS, ROW_KEYS
+
+
+class Direct(str, Enum):
+    """The direct verdict of one (group, width) row; see the module docstring."""
+
+    LEAVES = "leaves-bound"
+    STAYS = "stays-within"
+    SPLIT = "split"
+    STARTS_OUTSIDE = "starts-outside"
+    FLIP_LIMITED = "flip-limited"
+    JUMP_UNTRACKED = "jump-untracked"
+    UNRESOLVABLE = "unresolvable"
+    NO_DATA = "no-data"
+
+
+RESOLVED = (Direct.LEAVES.value, Direct.STAYS.value, Direct.SPLIT.value)
+THEORY = {"gap_init": -0.5, "step_jump_max": -1.0}  # gap_0 ~ m^-1/2, one flip ~ 1/m
+
+
+def _spread(t: np.ndarray) -> tuple[float, float, float]:
+    return (float(np.median(t)), float(t.min()), float(t.max())) if t.size else (math.nan,) * 3
+
+
+def direct_row(ok: pd.DataFrame, bound: float, res: float) -> dict:
+    """The direct verdict and its numbers from one row's usable trials."""
+    out = {"n_inside": 0, "n_left": 0, "t_leave_med": math.nan, "t_leave_min": math.nan,
+           "t_leave_max": math.nan, "horizon_min": math.nan}  # fmt: skip
+    if ok.empty or not math.isfinite(bound) or ok["gap_init"].isna().all():
+        return {**out, "direct": Direct.NO_DATA.value}
+    if not math.isfinite(res) or bound <= res:
+        return {**out, "direct": Direct.UNRESOLVABLE.value}
+    gap0, jump = ok["gap_init"].to_numpy(float), ok["step_jump_max"].to_numpy(float)
+    inside = starts_inside(gap0, jump, ok["bound"].to_numpy(float))
+    if not inside.any():
+        if np.nanmedian(gap0) >= bound:
+            return {**out, "direct": Direct.STARTS_OUTSIDE.value}
+        if np.isnan(jump).all():
+            return {**out, "direct": Direct.JUMP_UNTRACKED.value}
+        return {**out, "direct": Direct.FLIP_LIMITED.value}
+    sel = ok[inside]
+    t_leave = sel["t_leave"].to_numpy(float)
+    left = np.isfinite(t_leave)
+    med, lo, hi = _spread(t_leave[left])
+    out.update(n_inside=int(inside.sum()), n_left=int(left.sum()), t_leave_med=med,
+               t_leave_min=lo, t_leave_max=hi,
+               horizon_min=float(sel["t_horizon"].min()))  # fmt: skip
+    verdict = Direct.LEAVES if left.all() else Direct.STAYS if not left.any() else Direct.SPLIT
+    return {**out, "direct": verdict.value}
+
+
+def _law(width: np.ndarray, y: np.ndarray, quantity: str) -> tuple[float, float, str]:
+    """(exponent, prefactor, how): fitted from >= 3 widths, else the theoretical exponent."""
+    why = refusal(width, y)
+    fit = None if why else fit_power_law(width, y)
+    if fit is not None:
+        return fit.exponent, fit.prefactor, f"fitted m^{fit.exponent:.2f} ({fit.n_widths} widths)"
+    b = THEORY[quantity]
+    ok = np.isfinite(y) & (y > 0)
+    if not ok.any():
+        return b, math.nan, "no data"
+    prefactor = float(np.exp(np.mean(np.log(y[ok]) - b * np.log(width[ok]))))
+    n_w = np.unique(width[ok]).size
+    return b, prefactor, f"theoretical m^{b:g} ({n_w} width(s): too few to fit)"
+
+
+def _solve(exponent: float, prefactor: float, target: float) -> float:
+    """Width m with prefactor m^exponent = target (inf when it does not fall with m)."""
+    if not (math.isfinite(prefactor) and prefactor > 0):
+        return math.nan
+    if exponent >= 0:
+        return math.inf
+    return float((target / prefactor) ** (1.0 / exponent))
+
+
+def resolving_width(trials: pd.DataFrame, bound: float) -> dict:
+    """The width at which gap_0 < bound and jump < bound/10, from one group's usable trials."""
+    width = trials["width"].to_numpy(float)
+    a, pa, how_gap = _law(width, trials["gap_init"].to_numpy(float), "gap_init")
+    m_gap = _solve(a, pa, bound)
+    jump = trials["step_jump_max"].to_numpy(float)
+    if np.isnan(jump).all():
+        m_jump, how_jump = math.nan, "jump not tracked"
+    else:
+        b, pb, how_jump = _law(width, jump, "step_jump_max")
+        m_jump = _solve(b, pb, JUMP_FRACTION * bound)
+    m = max(m_gap, m_jump if not math.isnan(m_jump) else 0.0)
+    max_w = float(np.nanmax(width)) if width.size else math.nan
+    far = bool(m > EXTRAPOLATION * max_w) if not math.isnan(m) else False
+    how = (f"gap_0 < bound at m >= {m_gap:.3g} ({how_gap}); jump < bound/10 at m >= "
+           f"{m_jump:.3g} ({how_jump})")  # fmt: skip
+    if far:
+        how += f"; over {EXTRAPOLATION:g}x past the widest width {max_w:g}: extrapolated"
+    return {"resolve_width": m, "resolve_gap_width": m_gap, "resolve_jump_width": m_jump,
+            "resolve_extrapolated": far, "resolve_how": how}  # fmt: skip
+
+
+def add_direct(rows: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Append the direct verdict (and, on unresolved rows, the resolving width) to ``rows``.
+
+    Args:
+        rows: :func:`_tables.row_table` output (one row per (group, width)).
+        trials: :func:`_tables.trial_table` output.
+    """
+    usable = trials[trials["usable"]]
+    extra = []
+    for r in rows.itertuples(index=False):
+        key = {k: getattr(r, k) for k in ROW_KEYS}
+        sel = np.ones(len(usable), dtype=bool)
+        for k, v in key.items():
+            sel &= (usable[k] == v).to_numpy()
+        extra.append(direct_row(usable[sel], r.bound, r.resolution))
+    out = pd.concat([rows.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
+    for col in ("resolve_width", "resolve_gap_width", "resolve_jump_width"):
+        out[col] = math.nan
+    out["resolve_extrapolated"], out["resolve_how"] = False, ""
+    for keys, sub in usable.groupby(list(GROUP_KEYS), dropna=False, sort=True):
+        at = np.ones(len(out), dtype=bool)
+        for k, v in zip(GROUP_KEYS, keys, strict=True):
+            at &= (out[k] == v).to_numpy()
+        at &= ~out["direct"].isin([*RESOLVED, Direct.NO_DATA.value, Direct.UNRESOLVABLE.value])
+        if at.any():
+            res = resolving_width(sub, float(sub["bound"].median()))
+            for col, v in res.items():
+                out.loc[at, col] = v
+    return out

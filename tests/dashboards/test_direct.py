@@ -1,0 +1,125 @@
+"""The direct verdict on synthetic stores with known answers (see ``direct_store``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dashboards._direct import Direct, resolving_width
+from dashboards._fits import JUMP_FRACTION
+from tests.tolerance import EXACT_F64, assert_close
+
+from .direct_store import SEED_SHIFT, TWO_POINT_BOUND, DirectGroup, saturating_drift, t_leave_of
+
+B = TWO_POINT_BOUND
+GRID_TOL = (0.0, 0.021)  # t_leave is read on a grid of 0.02 decades
+CE = DirectGroup()
+MSE = DirectGroup(loss="mse", lr=0.05, leave_b=None, drift=saturating_drift())
+OUTSIDE = DirectGroup(depth=3, widths=(64, 128), seeds=(0, 1), t_max=1e3, gap0_c=30.0)
+FLIPS = DirectGroup(depth=4, widths=(1024, 2048, 4096), seeds=(0, 1), jump_c=0.1 * 4096,
+                    t_max=1e3)  # fmt: skip
+SPLIT = DirectGroup(depth=5, widths=(2048, 4096), never=[(2048, 1)], t_max=1e20, leave_a=10.0)
+UNTRACKED = DirectGroup(depth=6, widths=(4096,), seeds=(0, 1), track_jump=False, t_max=1e3)
+DIVERGED = DirectGroup(depth=7, widths=(4096,), status={(4096, 0): "diverged"}, t_max=1e20,
+                       leave_a=10.0)  # fmt: skip
+GROUPS = (CE, MSE, OUTSIDE, FLIPS, SPLIT, UNTRACKED, DIVERGED)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    import dashboards
+
+    from .direct_store import write_sweep
+
+    sweep = tmp_path_factory.mktemp("direct") / "sweep"
+    write_sweep(sweep, GROUPS)
+    return dashboards.aggregate(sweep, tmp_path_factory.mktemp("report"), figures=False)
+
+
+def _rows(result, group: DirectGroup):
+    v = result.verdict
+    return v[(v["depth"] == group.depth) & (v["loss"] == group.loss)].sort_values("width")
+
+
+def test_kernel_that_starts_inside_and_leaves_is_leaves_bound(result):
+    rows = _rows(result, CE)
+    assert list(rows["direct"]) == [Direct.LEAVES.value] * 4
+    assert (rows["n_inside"] == 3).all() and (rows["n_left"] == 3).all()
+    for r in rows.itertuples():
+        want = [math.log10(t_leave_of(CE, r.width, s)) for s in CE.seeds]
+        got = np.log10([r.t_leave_min, r.t_leave_med, r.t_leave_max])
+        assert_close(got, sorted(want), GRID_TOL, f"t_leave spread at m={r.width}")
+
+
+def test_t_leave_fit_recovers_decades_per_doubling(result):
+    f = result.fits
+    row = f[(f["quantity"] == "t_leave") & (f["depth"] == 2) & (f["loss"] == CE.loss)].iloc[0]
+    assert_close(row["decades_per_doubling"], CE.leave_b, (0.0, 0.01), "decades per doubling")
+    assert row["exponent_lo"] <= CE.leave_b / math.log10(2) <= row["exponent_hi"]
+    assert row["n_widths"] == 4
+
+
+def test_kernel_that_never_leaves_stays_within_and_says_how_far(result):
+    rows = _rows(result, MSE)
+    assert list(rows["direct"]) == [Direct.STAYS.value] * 4
+    assert (rows["horizon_min"] >= 1e40 * (1 - 1e-9)).all()
+    text = result.conclusions
+    para = next(p for k, p in text.items() if "mse" in k and "L=2" in k)
+    assert "did not leave the bound by t = 1e+40" in para
+
+
+def test_starts_outside_names_the_theoretical_resolving_width(result):
+    rows = _rows(result, OUTSIDE)
+    assert list(rows["direct"]) == [Direct.STARTS_OUTSIDE.value] * 2
+    r = rows.iloc[0]
+    # two widths: gap_0 ~ m^-1/2 is assumed, with the geometric-mean prefactor of the data
+    pref = np.exp(np.mean(np.log(OUTSIDE.gap0_c * np.array(OUTSIDE.scatter[:2]))))
+    assert_close(r["resolve_gap_width"], (pref / B) ** 2, EXACT_F64, "gap_0 < bound width")
+    assert "theoretical m^-0.5" in r["resolve_how"] and "extrapolated" in r["resolve_how"]
+    assert r["resolve_extrapolated"]
+
+
+def test_flip_limited_names_the_fitted_jump_width(result):
+    rows = _rows(result, FLIPS)
+    assert list(rows["direct"]) == [Direct.FLIP_LIMITED.value] * 3
+    r = rows.iloc[0]
+    assert_close(r["resolve_jump_width"], FLIPS.jump_c / (JUMP_FRACTION * B), EXACT_F64, "jump")
+    assert "fitted m^-1.00 (3 widths)" in r["resolve_how"]
+    assert r["resolve_width"] == max(r["resolve_gap_width"], r["resolve_jump_width"])
+
+
+def test_seeds_that_disagree_are_split(result):
+    rows = _rows(result, SPLIT)
+    assert list(rows["direct"]) == [Direct.SPLIT.value, Direct.LEAVES.value]
+    assert rows.iloc[0]["n_left"] == 2 and rows.iloc[0]["n_inside"] == 3
+
+
+def test_store_without_step_jump_is_not_certified(result):
+    assert list(_rows(result, UNTRACKED)["direct"]) == [Direct.JUMP_UNTRACKED.value]
+
+
+def test_diverged_trials_are_never_counted(result):
+    r = _rows(result, DIVERGED).iloc[0]
+    assert r["n_seeds"] == 2 and r["n_diverged"] == 1 and r["n_inside"] == 2
+    assert r["direct"] == Direct.LEAVES.value
+
+
+def test_report_opens_with_the_direct_verdict(result):
+    page = result.html.read_text()
+    first_table = page.index("<table")
+    assert page.index("Direct verdict") < first_table < page.index("Drift verdict")
+    head = page[first_table : page.index("</tr>", first_table)]
+    assert head.index("direct") < head.index("t_leave")  # the answer before the evidence
+
+
+def test_resolving_width_refuses_no_data():
+    import pandas as pd
+
+    frame = pd.DataFrame({"width": [64.0], "gap_init": [np.nan], "step_jump_max": [np.nan]})
+    assert math.isnan(resolving_width(frame, B)["resolve_width"])
+
+
+def test_seed_shifts_are_distinct():
+    assert len(set(SEED_SHIFT[:3])) == 3  # the t_leave spread test needs three distinct seeds
