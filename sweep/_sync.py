@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from core import ConfigError
+from core import store as st
 from core._config import read_yaml
 
 
 def spec_defaults(sweep_dir: Path) -> dict[str, Any]:
     """``tracking_uri`` and ``experiment`` from ``<sweep_dir>/spec.yaml`` (top level or under
     ``mlflow:``), with the raw spec under ``spec``; empty when there is no spec.yaml."""
-    path = sweep_dir / "spec.yaml"
+    path = st.spec_path(sweep_dir)
     if not path.is_file():
         return {}
     raw = read_yaml(path)
@@ -30,7 +31,7 @@ def spec_defaults(sweep_dir: Path) -> dict[str, Any]:
 def sweep_dir_arg(store: str) -> Path:
     """The STORE argument as a sweep directory; anything else is a ConfigError."""
     path = Path(store)
-    if not (path / "trials").is_dir() and not (path / "spec.yaml").is_file():
+    if not st.is_sweep_dir(path):
         raise ConfigError(
             f"sync STORE = {store!r} is not a sweep directory (no trials/ or spec.yaml in it); "
             "pass <storage>/<sweep>"
@@ -44,11 +45,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     The URI and experiment default to the spec's (``mlflow.tracking_uri``, ``mlflow.experiment``,
     else the sweep name), as ``ntkdiv sweep`` used them.
     """
-    from ._mlflow import MlflowLogger, TrackingUnavailable
+    from ._mlflow import DEFAULT_TRACKING_URI, MlflowLogger, TrackingUnavailable
 
     sweep_dir = sweep_dir_arg(args.store)
     spec = spec_defaults(sweep_dir)
-    uri = args.tracking_uri or spec.get("tracking_uri")
+    uri = args.tracking_uri or spec.get("tracking_uri") or DEFAULT_TRACKING_URI
     experiment = args.experiment or spec.get("experiment")
     logger = MlflowLogger(uri, experiment, sweep_dir.name, sweep_dir)
     start = time.monotonic()

@@ -127,17 +127,16 @@ def test_sweep_runs_and_then_skips_everything(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_spec_end_to_end_with_mlflow(cli, tmp_path, monkeypatch):
-    """The README's main job, as is: 8 trials, the verdict, one MLflow run per trial."""
+def test_smoke_spec_end_to_end_with_mlflow(smoke_sweep, cli):
+    """The README's main job: 8 trials, the verdict, one MLflow run per trial; run again, it
+    runs nothing and creates no run."""
     from mlflow import MlflowClient
 
-    monkeypatch.chdir(tmp_path)
-    code, out, err = cli("sweep", REPO / "sweeps" / "smoke.yaml")
-    assert code == 0, err
-    assert "8 completed" in out and "verdict" in out
-    sweep_dir = tmp_path / "ntkdiv-store" / "smoke"
+    assert smoke_sweep.code == 0, smoke_sweep.stderr[-3000:]
+    assert "8 completed" in smoke_sweep.stdout and "verdict" in smoke_sweep.stdout
+    sweep_dir = smoke_sweep.sweep_dir
     assert (sweep_dir / "report" / "report.html").is_file()
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(smoke_sweep.tracking_uri)
     exp = client.get_experiment_by_name("smoke")
     runs = client.search_runs([exp.experiment_id], max_results=100)
     children = [r for r in runs if "trial_id" in r.data.tags]
@@ -146,7 +145,8 @@ def test_smoke_spec_end_to_end_with_mlflow(cli, tmp_path, monkeypatch):
     assert len(parent) == 1
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == parent
 
-    code, out, _ = cli("sweep", REPO / "sweeps" / "smoke.yaml", "--no-aggregate")
+    code, out, _ = cli("sweep", REPO / "sweeps" / "smoke.yaml", "--storage", smoke_sweep.storage,
+                       "--tracking-uri", smoke_sweep.tracking_uri, "--no-aggregate")  # fmt: skip
     assert code == 0 and "8 from earlier runs" in out
     assert len(client.search_runs([exp.experiment_id], max_results=100)) == len(runs)
 

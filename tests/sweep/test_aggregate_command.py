@@ -1,4 +1,5 @@
-"""``ntkdiv aggregate``: the console script end to end, and its one-line errors."""
+"""``ntkdiv aggregate`` (sweep/_commands.py): the console script end to end, its one-line errors,
+and the report logged to MLflow."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_not_a_store_exits_2_with_one_line(tmp_path):
 
 def test_mixed_schemas_exit_2_with_one_line(tmp_path):
     sweep = _sweep(tmp_path / "s")
-    part = sorted((sweep / "dataset" / "trajectory").glob("*/part-0.parquet"))[-1]
+    part = store.trajectory_files(sweep)[-1]
     table = pq.read_table(part)
     i = table.schema.get_field_index("t")
     store.write_table(part, table.set_column(i, "t", pa.array([str(v) for v in table["t"]])))
