@@ -154,8 +154,9 @@ def _fit_row(keys: dict, quantity: str, t: float, sub: pd.DataFrame, col: str, t
     mid, lo, hi = crossing(fit, target, falls)
     far = is_extrapolated(mid, max_w)
     if far:
-        note = "; ".join(x for x in (note, f"crossing {mid:.3g} is over {EXTRAPOLATION:g}x past "
-                                     f"the widest width {max_w:g}: extrapolated") if x)  # fmt: skip
+        far = (f"crossing width {mid:.3g} is over {EXTRAPOLATION:g}x past the widest width "
+               f"{max_w:g}: extrapolated")  # fmt: skip
+        note = "; ".join(x for x in (note, far) if x)
     row.update(exponent=fit.exponent, exponent_lo=fit.exponent_lo, exponent_hi=fit.exponent_hi,
                prefactor=fit.prefactor, n_points=fit.n_points, n_widths=fit.n_widths, r2=fit.r2,
                crossing_width=mid, crossing_width_lo=lo, crossing_width_hi=hi, extrapolated=far,
@@ -173,6 +174,10 @@ def _censored(keys, quantity, sub, col, horizon, what) -> dict:
     """Fit of a first-passage time over the trials that reached it; the others are counted."""
     hit = sub[np.isfinite(sub[col].to_numpy(float))]
     never = len(sub) - len(hit)
+    if never and hit.empty:
+        row = _fit_row(keys, quantity, horizon, hit, col, horizon, False)
+        row["note"] = f"refused: none of {never} trial(s) {what} by their horizon"
+        return row
     note = (f"{never} trial(s) never {what} by their horizon and are left out (censored: their "
             "times are longer)" if never else "")  # fmt: skip
     return _fit_row(keys, quantity, horizon, hit, col, horizon, False, note)

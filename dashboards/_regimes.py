@@ -61,8 +61,9 @@ def _growth_why(per_width: pd.DataFrame) -> tuple[str, str]:
         return "unknown", "the late drift growth has no interval at some width (under 2 seeds)"
     up = int((lo > 0).sum())
     flat = int(((lo >= -SATURATION) & (hi <= SATURATION)).sum())
-    span = (f"{100 * per_width['growth'].min():+.0f}% to {100 * per_width['growth'].max():+.0f}%"
-            " of the final drift per decade")  # fmt: skip
+    lo_g, hi_g = (f"{100 * per_width['growth'].min():+.0f}%",
+                  f"{100 * per_width['growth'].max():+.0f}%")  # fmt: skip
+    span = (lo_g if lo_g == hi_g else f"{lo_g} to {hi_g}") + " of the final drift per decade"
     if up == n:
         return "growing", f"the drift still grew over the last decade at all {n} widths ({span})"
     if flat == n:

@@ -184,6 +184,8 @@ def direct_table(verdict: pd.DataFrame) -> pd.DataFrame:
     (group, width) with the direct verdict, t_leave (median [range]) and the horizon."""
 
     def span(r) -> str:
+        if r.direct == "stays-within":
+            return f"did not leave by t = {r.horizon_min:.3g}"
         if not math.isfinite(r.t_leave_med):
             return ""
         return f"{r.t_leave_med:.3g} [{r.t_leave_min:.3g}, {r.t_leave_max:.3g}]"

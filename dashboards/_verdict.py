@@ -100,10 +100,11 @@ def _direct_part(ok: pd.DataFrame) -> str:
     for verdict, sub in ok.groupby("direct", sort=False):
         ws = _widths(sub["width"])
         if verdict == "leaves-bound":
-            spans = "; ".join(f"m={int(r.width)}: {_g(r.t_leave_med)} [{_g(r.t_leave_min)}, "
-                              f"{_g(r.t_leave_max)}] over {int(r.n_inside)} seed(s)"
-                              for r in sub.itertuples())  # fmt: skip
-            parts.append(f"the kernel left the bound at m = {ws} (t_leave median [range]: {spans})")
+            first, last = sub.iloc[0], sub.iloc[-1]
+            parts.append(f"the kernel left the bound at m = {ws} (median t_leave "
+                         f"{_g(first.t_leave_med)} at m={int(first.width)}"
+                         + (f" to {_g(last.t_leave_med)} at m={int(last.width)}"
+                            if len(sub) > 1 else "") + ")")  # fmt: skip
         elif verdict == "stays-within":
             parts.append(f"at m = {ws} it did not leave the bound by t = "
                          f"{_g(sub['horizon_min'].min())}")  # fmt: skip
