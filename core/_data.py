@@ -177,11 +177,6 @@ def _on_circle(angles: np.ndarray) -> np.ndarray:
 
 
 def _sphere(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    if cfg.d < 2:
-        raise ConfigError(
-            f"config field 'data.d' = {cfg.d}: S^0 has two points, so n > 2 points would repeat; "
-            "use data.d >= 2"
-        )
     g = torch.Generator().manual_seed(cfg.seed)
     X = _gaussian_directions(cfg.n, cfg.d, g)  # (n, d) drawn first: independent of n_probe
     y = (torch.rand(cfg.n, generator=g, dtype=torch.float64) < 0.5).double().numpy()  # (n,)

@@ -14,12 +14,13 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from core import ConfigError, DataConfig, DataError, make_dataset
+from core import ConfigError, DataConfig, DataError, config_from_dict, make_dataset
 from tests.tolerance import EXACT_F64, assert_close
 
 
 def data(**fields) -> DataConfig:
-    return DataConfig(**fields)
+    """The data config of these fields, validated as a trial config's ``data`` section."""
+    return config_from_dict({"data": fields}).data
 
 
 def rows_of(X: torch.Tensor) -> set[bytes]:

@@ -1,0 +1,120 @@
+"""Sizes of a trial: parameter count, memory estimates, and the limits checked before it starts.
+
+Every limit is checked when a :class:`TrialConfig` is validated, so that a config too large for
+any machine fails with one line naming the field, before data or networks are built:
+
+- ``model.depth`` <= MAX_DEPTH: each layer is one step of the kernel recursion and of the net;
+- ``memory_bytes(config)`` <= MAX_TRIAL_BYTES: parameters (width, depth, input dimension) and
+  n x n kernels (data.n + data.n_probe) together;
+- seeds in [0, 2^63 - 1] (core/_config.py).
+
+A caller that knows the machine (the sweep's GPU planning) checks :func:`gpu_memory_bytes`
+against the device with :func:`check_fits`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._config import TrialConfig
+
+MAX_DEPTH = 1000  # far beyond the seed's 3; depth 10^6 would hang the kernel recursion
+MAX_TRIAL_BYTES = 2**40  # 1 TiB: more than any one machine this project runs on
+CUDA_CONTEXT_BYTES = 500 * 2**20  # per process: the CUDA context plus cuBLAS workspaces
+ALLOCATOR_MARGIN = 1.25  # PyTorch's caching allocator rounds blocks up and fragments
+
+
+def n_params(arch: str, d: int, width: int, depth: int) -> int:
+    """Trained parameters: FCN d m + m + (L-1)(m^2 + m) + m; ResNet d m + m + 2 L m^2 + m."""
+    m, L = width, depth
+    if arch == "fcn":
+        return d * m + m + (L - 1) * (m * m + m) + m
+    return d * m + m + 2 * L * m * m + m
+
+
+def parameter_count(config: TrialConfig) -> int:
+    """P, the trained parameters of the trial's network, at the data's real input dimension.
+
+    d is ``data.d`` for circle and sphere, 64 for digits and 784 for MNIST (the image size).
+    """
+    m = config.model
+    return n_params(m.arch, config.data.input_dim, m.width, m.depth)
+
+
+def _bytes_per_number(config: TrialConfig) -> int:
+    return 8 if config.dtype == "float64" else 4
+
+
+def training_bytes(config: TrialConfig) -> int:
+    """Peak bytes of the tensors of one training run on its device (no allocator margin).
+
+    Terms (b = bytes per number of the dtype, n points incl. probes, M linear maps):
+    - 4 P b: theta, theta_0, the gradients, and one P-sized temporary (theta - theta_0 in the
+      tracker, or the weight-decay term), all resident at the peak;
+    - 6 n m L b: the autograd graph of one training step (inputs, pre-activations, masks, grads);
+    - 2 n m M b + n m L: the kernel's retained features U and G per map, and the ReLU patterns;
+    - 3 n^2 M b: per-map kernel blocks and their temporaries.
+    """
+    b = _bytes_per_number(config)
+    m, L = config.model.width, config.model.depth
+    n = config.data.n + config.data.n_probe
+    maps = L + 1 if config.model.arch == "fcn" else 2 * L + 2
+    tensors = 4 * parameter_count(config) * b + 6 * n * m * L * b
+    if config.track.kernel:
+        tensors += 2 * n * m * maps * b + n * m * L + 3 * n * n * maps * b
+    return tensors
+
+
+def analytic_bytes(config: TrialConfig) -> int:
+    """Peak bytes of the analytic kernel on the training points (float64, on the CPU).
+
+    The FCN recursion holds S and T and ~6 temporaries of (n, n); the ResNet keeps its L + 1
+    covariances and 2 L layer maps for the backward pass, plus the same temporaries.
+    """
+    n, L = config.data.n, config.model.depth
+    held = 8 if config.model.arch == "fcn" else 3 * L + 7
+    return 8 * held * n * n
+
+
+def memory_bytes(config: TrialConfig) -> int:
+    """Estimated peak bytes of one trial: the larger of training and the analytic kernel."""
+    return max(training_bytes(config), analytic_bytes(config))
+
+
+def gpu_memory_bytes(config: TrialConfig) -> int:
+    """Estimated peak GPU memory of one trial, in bytes.
+
+    training_bytes times ALLOCATOR_MARGIN, plus CUDA_CONTEXT_BYTES for the worker process.
+    """
+    return int(ALLOCATOR_MARGIN * training_bytes(config)) + CUDA_CONTEXT_BYTES
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def check_fits(config: TrialConfig, available_bytes: int, where: str = "this machine") -> None:
+    """Raise :class:`ConfigError` when the trial's estimated memory exceeds ``available_bytes``."""
+    need = memory_bytes(config)
+    if need > available_bytes:
+        raise ConfigError(
+            f"model.width={config.model.width}, model.depth={config.model.depth}, "
+            f"data.n={config.data.n}, data.n_probe={config.data.n_probe} need about "
+            f"{_gib(need)} ({parameter_count(config):,} parameters), more than the "
+            f"{_gib(available_bytes)} of {where}; lower model.width or data.n"
+        )
+
+
+def check_sizes(config: TrialConfig) -> None:
+    """The limits every trial config meets (see the module docstring); raise ValueError if not.
+
+    ValueError, not ConfigError: it is raised inside pydantic validation, which reports it as
+    one line of :func:`core.format_validation`.
+    """
+    try:
+        check_fits(config, MAX_TRIAL_BYTES, "the limit MAX_TRIAL_BYTES")
+    except ConfigError as err:
+        raise ValueError(str(err)) from None

@@ -1,0 +1,63 @@
+"""Sizes: parameter counts at the data's real input dimension, memory estimates and limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import (
+    MAX_TRIAL_BYTES,
+    ConfigError,
+    build_model,
+    check_fits,
+    config_from_dict,
+    gpu_memory_bytes,
+    load_config,
+    memory_bytes,
+    parameter_count,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "data, d",
+    [
+        ({"kind": "circle"}, 2),
+        ({"kind": "sphere", "d": 5}, 5),
+        ({"kind": "digits", "d": 5}, 64),  # data.d is ignored: the image size fixes d
+        ({"kind": "mnist", "path": "/x"}, 784),
+    ],
+)
+@pytest.mark.parametrize("arch", ["fcn", "resnet"])
+def test_parameter_count_is_the_networks(data, d, arch):
+    config = config_from_dict({"model": {"arch": arch, "width": 7, "depth": 2}, "data": data})
+    net = build_model(arch, d, 7, 2)
+    assert parameter_count(config) == sum(p.numel() for p in net.parameters())
+
+
+def test_mnist_config_counts_784_inputs():
+    config = load_config(REPO / "configs" / "fig2_mnist.yaml")
+    m = 500  # 784 m + m + 2 (m^2 + m) + m
+    assert parameter_count(config) == 784 * m + m + 2 * (m * m + m) + m
+
+
+def test_gpu_estimate_grows_with_width_and_points():
+    small = config_from_dict({"model": {"width": 64}})
+    wide = config_from_dict({"model": {"width": 128}})
+    more = config_from_dict({"model": {"width": 64}, "data": {"n": 12}})
+    assert gpu_memory_bytes(small) < gpu_memory_bytes(wide)
+    assert gpu_memory_bytes(small) < gpu_memory_bytes(more)
+
+
+def test_every_example_config_is_within_the_limit():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        assert memory_bytes(load_config(path)) < MAX_TRIAL_BYTES
+
+
+def test_check_fits_names_the_sizes_and_the_fix():
+    config = config_from_dict({"model": {"width": 4096}})
+    check_fits(config, memory_bytes(config))
+    with pytest.raises(ConfigError, match=r"model.width=4096.*GiB.*lower model.width"):
+        check_fits(config, memory_bytes(config) - 1, "the GPU")
