@@ -12,6 +12,3 @@ class ConfigError(NtkdivError, ValueError):
 class DataError(NtkdivError, ValueError):
     """A data set could not be built: a missing or corrupt file, or bad labels."""
 
-
-class NumericalOverflow(NtkdivError, ArithmeticError):
-    """Training produced a non-finite loss or output (recorded as a status, not raised)."""
