@@ -59,7 +59,11 @@ TRAJECTORY_SCHEMA = pa.schema(
         ("kernel", pa.list_(pa.float64())),  # K_t at the stored pairs (see kernel_pairs)
         ("theta_inf", pa.float64()),  # ||theta_t - theta_0||_inf
         ("theta_l2", pa.float64()),  # ||theta_t - theta_0||_2
-        ("flips", pa.int64()),  # ReLU pattern flips since t = 0
+        ("flips", pa.int64()),  # ReLU activations whose sign differs from t = 0
+        ("h", pa.float64()),  # the step size in use (lr for plain GD; adaptive for gradient flow)
+        ("drift_smooth", pa.float64()),  # max|K(theta_t, pattern_0) - K_0|: the flip-free drift
+        ("step_jump", pa.float64()),  # largest one-step kernel jump since the previous row
+        ("near_kink", pa.int64()),  # pre-activations with |h| < 1e-9
     ]
 )
 
@@ -68,9 +72,12 @@ SUMMARY_FLOATS = (
     "lambda0", "bound", "gap_init", "gap_sup", "drift_sup", "t_exceed", "lambda_min_emp_min",
     "f_abs_min_final", "theta_inf_final", "loss_final", "wall_s", "lambda_max", "max_K",
     "resolution", "loss_init", "accuracy_final", "step_jump_max", "t_max", "horizon_t",
+    "t_leave", "drift_smooth_sup", "stationary_t",
 )  # fmt: skip
-SUMMARY_INTS = ("steps", "resumed_from_step", "overflow_step", "n", "tracked_rows")
+SUMMARY_INTS = ("steps", "resumed_from_step", "overflow_step", "diverged_step", "n",
+                "tracked_rows", "flips_final", "near_kink_max", "rejected_steps")  # fmt: skip
 SUMMARY_STRINGS = ("trial_id", "status", "device", "dtype", "error")
+# any other scalar key of summary.json is read with the type JSON gives it; lists are not read
 
 
 class AttemptStatus(str, Enum):

@@ -117,12 +117,11 @@ def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _trial_row(tdir: Path) -> tuple[bool, dict[str, Any]]:
-    """(has a summary, its row): summary keys of SUMMARY_* plus the flattened config."""
+    """(has a summary, its row): the summary's scalar keys plus the flattened config."""
     summary = st.read_summary(tdir)
     row: dict[str, Any] = {"trial_id": tdir.name, "status": "missing", "error": None}
     if summary is not None:
-        keys = (*st.SUMMARY_FLOATS, *st.SUMMARY_INTS, *st.SUMMARY_STRINGS)
-        row.update({k: summary.get(k) for k in keys if k in summary})
+        row.update({k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
         row["trial_id"] = tdir.name
     config = tdir / st.CONFIG
     if config.is_file():

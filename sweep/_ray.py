@@ -9,8 +9,9 @@ Failures come in two kinds:
 - exceptions in trial code: caught in the task, recorded as a ``failed`` summary with the
   traceback, never retried in the same sweep run (``retry_exceptions=False``).
 
-Every attempt is recorded in ``<trial_dir>/attempts.json`` (start, end, node, pid, status), which
-the driver reads to count retries and which tests read to see when trials ran.
+Every attempt is recorded in ``<trial_dir>/attempts.json`` (start, end, node, pid, status; see
+``core.store``), which the driver reads to count retries and which tests read to see when trials
+ran.
 """
 
 from __future__ import annotations
@@ -28,64 +29,13 @@ import ray
 import ray.exceptions
 
 from core import ConfigError
-from core.store import read_json, write_json
+from core import store as st
 
-ATTEMPTS = "attempts.json"
 PROBE_TIMEOUT_S = 120.0  # waiting for a GPU node to answer (an autoscaler may be adding one)
-ERROR_CHARS = 20_000  # tracebacks beyond this are cut (summary.json stays small)
 
 
 class SystemFailure(Exception):
     """A trial's task died for good (node or worker lost after every retry, or cancelled)."""
-
-
-# --- attempts.json -------------------------------------------------------------------------
-
-
-def read_attempts(trial_dir: Path) -> list[dict[str, Any]]:
-    """The recorded attempts of a trial, oldest first (empty if it never started)."""
-    path = Path(trial_dir) / ATTEMPTS
-    if not path.exists():
-        return []
-    return list(read_json(path).get("attempts", []))
-
-
-def _write_attempts(trial_dir: Path, attempts: list[dict[str, Any]]) -> None:
-    write_json(Path(trial_dir) / ATTEMPTS, {"attempts": attempts})
-
-
-def begin_attempt(trial_dir: Path, **where: Any) -> int:
-    """Append an open attempt (start time, host, pid and ``where``); return its index."""
-    attempts = read_attempts(trial_dir)
-    attempts.append({"start": time.time(), "end": None, "status": "running",
-                     "host": socket.gethostname(), "pid": os.getpid(), **where})  # fmt: skip
-    _write_attempts(trial_dir, attempts)
-    return len(attempts) - 1
-
-
-def end_attempt(trial_dir: Path, index: int | None, status: str, **extra: Any) -> None:
-    """Close attempt ``index`` (or append a closed one when None) with its final status."""
-    attempts = read_attempts(trial_dir)
-    if index is None or index >= len(attempts):
-        attempts.append({"start": None, "host": None, "pid": None})
-        index = len(attempts) - 1
-    attempts[index].update({"end": time.time(), "status": status, **extra})
-    _write_attempts(trial_dir, attempts)
-
-
-def failed_summary(config: Any, trial_dir: Path, error: str, wall_s: float) -> dict[str, Any]:
-    """Write ``summary.json`` with status ``failed`` and ``error`` (and config.yaml if missing)."""
-    from core import trial_id
-    from core._config import config_to_yaml
-    from core.store import atomic_write_text
-
-    trial_dir = Path(trial_dir)
-    if not (trial_dir / "config.yaml").exists():  # publish_trial reads the config from here
-        atomic_write_text(trial_dir / "config.yaml", config_to_yaml(config))
-    summary = {"trial_id": trial_id(config), "status": "failed", "error": error[-ERROR_CHARS:],
-               "wall_s": wall_s, "dtype": config.dtype, "device": None, "steps": None}  # fmt: skip
-    write_json(trial_dir / "summary.json", summary)
-    return summary
 
 
 # --- the trial task ------------------------------------------------------------------------
@@ -115,15 +65,15 @@ def execute_trial(
     config = config_from_dict(config_dict)
     tdir = Path(trial_dir)
     tdir.mkdir(parents=True, exist_ok=True)
-    index = begin_attempt(tdir, node=ray.get_runtime_context().get_node_id(), gpus=gpus)
+    index = st.begin_attempt(tdir, node=ray.get_runtime_context().get_node_id(), gpus=gpus)
     torch.set_num_threads(threads)
     logging.getLogger("ntkdiv").setLevel(logging.ERROR)  # the driver printed the lr warnings
     t0 = time.monotonic()
     try:
         summary = run_trial(config, tdir, resume=True, monitor=monitor)
     except Exception:  # trial code: recorded, the sweep goes on
-        summary = failed_summary(config, tdir, traceback.format_exc(), time.monotonic() - t0)
-    end_attempt(tdir, index, summary["status"], run_s=time.monotonic() - t0)
+        summary = st.failed_summary(config, tdir, traceback.format_exc(), time.monotonic() - t0)
+    st.end_attempt(tdir, index, summary["status"], run_s=time.monotonic() - t0)
     return summary
 
 
@@ -170,11 +120,6 @@ def result(handle: Any) -> dict[str, Any]:
     except ray.exceptions.RayError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise SystemFailure(f"{type(err).__name__}: {first}") from None
-
-
-def cancel(handles: list[Any]) -> None:
-    for handle in handles:
-        ray.cancel(handle, force=True)
 
 
 # --- the cluster ---------------------------------------------------------------------------
