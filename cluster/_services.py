@@ -266,7 +266,11 @@ def spawn_mlflow(state: dict) -> int:
     argv = [
         tool("mlflow"), "server", "--backend-store-uri", backend,
         "--artifacts-destination", f"s3://{state['bucket']}/mlflow", "--serve-artifacts",
-        "--host", host, "--port", str(p["mlflow"]), "--workers", "2",
+        "--host", host, "--port", str(p["mlflow"]),
+        "--workers", str(state.get("mlflow_workers", 2)),
+        # uvicorn kills a worker that takes over 5 s to answer its supervisor, which a busy
+        # machine's start-up (imports, migrations) exceeds: it then restarts them forever
+        "--uvicorn-opts", "--timeout-worker-healthcheck 120",
     ]  # fmt: skip
     env = {  # the server alone holds S3 credentials; clients go through its proxy
         "MLFLOW_S3_ENDPOINT_URL": f"http://{host}:{p['s3']}",

@@ -120,9 +120,9 @@ def start(state_dir: Path, num_cpus: int | None = None, timeout: float = 180.0) 
         save_state(state_dir, state)
         state["pids"]["postgres"] = svc.start_postgres(state, timeout)
         save_state(state_dir, state)
-        svc.wait_seaweedfs(state, timeout)
-        state["pids"]["mlflow"] = svc.spawn_mlflow(state)
+        state["pids"]["mlflow"] = svc.spawn_mlflow(state)  # S3 is first used by a client
         save_state(state_dir, state)
+        svc.wait_seaweedfs(state, timeout)
         svc.wait_ray(state, timeout)
         svc.wait_mlflow(state, timeout)
     except BaseException:

