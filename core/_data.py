@@ -1,7 +1,8 @@
 """Data sets: the seed's circle points, random points on the sphere, digits and MNIST.
 
-``make_dataset(cfg)`` turns a :class:`~core._config.DataConfig` into a :class:`Dataset` of
-training points X (n, d), labels y (n,) in {0., 1.} and untrained probe points X_probe (p, d).
+``make_dataset(cfg)`` turns a data config (one type per kind, core/_config.py) into a
+:class:`Dataset` of training points X (n, d), labels y (n,) in {0., 1.} and untrained probe
+points X_probe (p, d). The MNIST files are read by core/_idx.py.
 
 Kinds (``data.kind``):
 
@@ -39,19 +40,16 @@ Normalization (``data.normalize``), applied after selection, to training points 
 from __future__ import annotations
 
 import functools
-import gzip
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ._config import DataConfig
+from ._config import CircleData, DataConfig, DigitsData, MnistData, SphereData
 from ._errors import ConfigError, DataError
+from ._idx import load_mnist
 
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-IDX_MAGIC = {"images": 2051, "labels": 2049}  # unsigned-byte data with 3 dims / 1 dim
 PIXEL_MAX = {"digits": 16.0, "mnist": 255.0}
 
 
@@ -107,9 +105,10 @@ def make_dataset(cfg: DataConfig, dtype=torch.float64, device="cpu") -> Dataset:
 
 
 def _name(cfg: DataConfig) -> str:
-    if cfg.kind in ("circle", "sphere"):
-        seed = f" seed={cfg.seed}" if cfg.kind == "sphere" else ""
-        return f"{cfg.kind} n={cfg.n} d={cfg.d}{seed}"
+    if isinstance(cfg, CircleData):
+        return f"circle n={cfg.n} d={cfg.d}"
+    if isinstance(cfg, SphereData):
+        return f"sphere n={cfg.n} d={cfg.d} seed={cfg.seed}"
     classes = cfg.classes if cfg.classes == "parity" else f"{cfg.classes[0]}v{cfg.classes[1]}"
     return f"{cfg.kind}[{classes}] n={cfg.n} seed={cfg.seed}"
 
@@ -160,7 +159,7 @@ def _unit(A: np.ndarray) -> np.ndarray:
 # --- synthetic kinds --------------------------------------------------------------------------
 
 
-def _circle(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+def _circle(cfg: CircleData) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     if cfg.d != 2:
         raise ConfigError(f"config field 'data.d' = {cfg.d}: the circle is 2-d; set data.d: 2")
     n, p = cfg.n, cfg.n_probe
@@ -176,7 +175,7 @@ def _on_circle(angles: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (k, 2)
 
 
-def _sphere(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+def _sphere(cfg: SphereData) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     g = torch.Generator().manual_seed(cfg.seed)
     X = _gaussian_directions(cfg.n, cfg.d, g)  # (n, d) drawn first: independent of n_probe
     y = (torch.rand(cfg.n, generator=g, dtype=torch.float64) < 0.5).double().numpy()  # (n,)
@@ -195,10 +194,10 @@ def _gaussian_directions(k: int, d: int, g: torch.Generator) -> np.ndarray:
 # --- image kinds: digits and MNIST ------------------------------------------------------------
 
 
-def _images(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+def _images(cfg: DigitsData | MnistData) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Pick n training and n_probe probe images of the two classes, balanced and seeded."""
     target = _binary_target(cfg)
-    pixels, digits, source = _load_digits() if cfg.kind == "digits" else _load_mnist(cfg.path)
+    pixels, digits, source = load_mnist(cfg.path) if isinstance(cfg, MnistData) else _load_digits()
     labels = target(digits)  # (N,) 0, 1 or -1 for digits outside the two classes
     g = torch.Generator().manual_seed(cfg.seed)
     pools = [_permuted(np.flatnonzero(labels == c), g) for c in (0, 1)]
@@ -214,22 +213,16 @@ def _images(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     return X, labels[train].astype(np.float64), X_probe, f"{source}, {_task(cfg)}"
 
 
-def _binary_target(cfg: DataConfig):
-    """The map digit -> label (0 or 1, -1 = not used) for ``data.classes``; validates it."""
+def _binary_target(cfg: DigitsData | MnistData):
+    """The map digit -> label (0 or 1, -1 = not used) for ``data.classes`` (already checked)."""
     classes = cfg.classes
     if classes == "parity":
         return lambda digits: (digits % 2).astype(np.int64)
-    ok = len(classes) == 2 and classes[0] != classes[1] and all(0 <= c <= 9 for c in classes)
-    if not ok:
-        raise ConfigError(
-            f"config field 'data.classes' = {list(classes)}: needs two distinct digits in 0..9 "
-            "(label 0, label 1), e.g. [3, 8], or 'parity'"
-        )
     a, b = classes
     return lambda digits: np.where(digits == a, 0, np.where(digits == b, 1, -1))
 
 
-def _task(cfg: DataConfig) -> str:
+def _task(cfg: DigitsData | MnistData) -> str:
     if cfg.classes == "parity":
         return "odd (1) vs even (0) digits"
     return f"digit {cfg.classes[0]} (0) vs digit {cfg.classes[1]} (1)"
@@ -239,7 +232,7 @@ def _permuted(idx: np.ndarray, g: torch.Generator) -> np.ndarray:
     return idx[torch.randperm(len(idx), generator=g).numpy()]
 
 
-def _balanced(k: int, available: list[int], cfg: DataConfig, field: str) -> list[int]:
+def _balanced(k: int, available: list[int], cfg: DigitsData | MnistData, field: str) -> list[int]:
     """Split k points over two classes: k//2 and the rest, moving the excess if one runs out."""
     if k > sum(available):
         value = cfg.n if field == "data.n" else cfg.n_probe
@@ -260,80 +253,3 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray, str]:
     pixels = bunch.images.astype(np.uint8)  # (1797, 8, 8), values 0..16
     pixels.flags.writeable = False  # cached and shared between calls
     return pixels, bunch.target.astype(np.int64), "scikit-learn 8x8 digits"
-
-
-def _load_mnist(path: str | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Read the MNIST training set: images (N, rows, cols) uint8 and labels (N,) int64."""
-    images_path, labels_path = find_mnist_files(path)
-    images = read_idx(images_path, IDX_MAGIC["images"])  # (N, rows, cols)
-    labels = read_idx(labels_path, IDX_MAGIC["labels"]).astype(np.int64)  # (N,)
-    if images.shape[0] != labels.shape[0]:
-        raise DataError(
-            f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
-            f"{labels.shape[0]} labels; the two files must come from the same set"
-        )
-    if labels.size and labels.max() > 9:
-        raise DataError(f"{labels_path} holds label {labels.max()}, outside 0..9")
-    return images, labels, f"MNIST training images from {path}"
-
-
-def find_mnist_files(path: str | None) -> tuple[Path, Path]:
-    """Locate the MNIST training IDX pair under ``path`` (plain or .gz, flat or torchvision)."""
-    if path is None:
-        raise ConfigError(
-            "config field 'data.path' = None: data.kind mnist needs a folder holding "
-            "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]"
-        )
-    root = Path(path)
-    if not root.is_dir():
-        state = "is not a directory" if root.exists() else "does not exist"
-        raise DataError(
-            f"MNIST path {path} {state}; set data.path to a folder holding "
-            f"{MNIST_FILES[0]}[.gz] and {MNIST_FILES[1]}[.gz] (or a torchvision MNIST folder)"
-        )
-    for folder in (root, root / "MNIST" / "raw", root / "raw"):
-        images, labels = (_plain_or_gz(folder / name) for name in MNIST_FILES)
-        if images is not None and labels is not None:
-            return images, labels
-    raise DataError(
-        f"MNIST path {path} holds no {MNIST_FILES[0]}[.gz] and {MNIST_FILES[1]}[.gz] "
-        "(looked in it, in MNIST/raw/ and in raw/); point data.path at the folder that has them"
-    )
-
-
-def _plain_or_gz(file: Path) -> Path | None:
-    gz = file.with_name(file.name + ".gz")
-    return file if file.is_file() else gz if gz.is_file() else None
-
-
-def read_idx(file: Path, magic: int) -> np.ndarray:
-    """Parse an unsigned-byte IDX file (optionally gzipped) into an array of its dims.
-
-    The header is a big-endian uint32 magic (0x0800 + number of dims: 2049 labels, 2051 images)
-    followed by one big-endian uint32 per dimension; the data are the product of the dims bytes.
-    """
-    raw = _read_bytes(file)
-    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
-        seen = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else "none"
-        raise DataError(f"{file} is not an IDX file: magic number {seen}, expected {magic}")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{file} is truncated: {len(raw)} bytes, shorter than its header")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + math.prod(dims)
-    if len(raw) != expected:
-        state = "truncated" if len(raw) < expected else "longer than its header says"
-        raise DataError(
-            f"{file} is {state}: {len(raw)} bytes, expected {expected} for dims {dims}; "
-            "download the file again"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _read_bytes(file: Path) -> bytes:
-    try:
-        data = file.read_bytes()
-        return gzip.decompress(data) if file.suffix == ".gz" else data
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{file} cannot be read: {err}") from None
