@@ -20,6 +20,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
 
+from cluster._procs import descendants, is_loopback, listening
 from sweep.cli import build_parser
 
 REPO = Path(__file__).parents[2]
@@ -109,7 +110,9 @@ def test_quoted_command_parses_and_its_files_exist(where, command):
         if path is not None:
             assert (REPO / path).is_file(), f"{where}: `{command}` names {path}, not in the repo"
     storage = getattr(args, "storage", None)
-    if storage is not None:  # a relative store would land in the job's temporary directory
+    if storage is not None and args.command == "search":  # Optuna's storage, a database URL
+        assert storage.startswith(("postgresql://", "sqlite:///", "$OPTUNA_STORAGE")), storage
+    elif storage is not None:  # a relative store would land in the job's temporary directory
         assert storage.startswith(("/", "$PWD/")), f"{where}: --storage {storage} is relative"
 
 
@@ -322,6 +325,16 @@ def test_start_local_starts_both_and_stop_stops_them(local_env):
     assert job.returncode == 0 and "job-ran" in job.stdout, job.stdout + job.stderr
     refused = ray_cli(env, "job", "submit", "--address", dashboard, "--", "echo", "no")
     assert refused.returncode != 0 and "authentication token" in refused.stdout + refused.stderr
+
+    # every Ray and MLflow server, workers included, listens on loopback only (`ss -ltnp`)
+    state = Path(env["NTKDIV_LOCAL_DIR"])
+    pids = {p for f in ("ray.pid", "mlflow.pid") for p in descendants(int((state / f).read_text()))}
+    sockets = listening(pids)
+    assert int(env["RAY_GCS_PORT"]) in {port for _, port, _ in sockets}
+    assert int(env["MLFLOW_PORT"]) in {port for _, port, _ in sockets}
+    assert len({pid for _, _, pid in sockets}) >= 4  # gcs, raylet, agents, dashboard, mlflow
+    exposed = [s for s in sockets if not is_loopback(s[0])]
+    assert not exposed, f"listening beyond loopback: {exposed}"
 
     stopped = run_script("stop", env=env, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
