@@ -21,7 +21,9 @@
 #   START_TIMEOUT       seconds to wait for both services to answer [120]
 #
 # Ray's other ports (client server, dashboard agent, metrics, runtime-env agent, workers) are
-# picked free at start: their fixed defaults clash when two clusters share a machine.
+# picked free at start: their fixed defaults clash when two clusters share a machine. Every port
+# listens on 127.0.0.1 only (check with `ss -ltnp`). The team stack (PostgreSQL, S3, MLflow on
+# PostgreSQL) is `python -m cluster.stack start`; this script is the simple case.
 #
 # Token authentication: the head starts with RAY_AUTH_MODE=token and the token in
 # ~/.ray/auth_token (generated if missing). Every client (ray job submit, ray status, a driver)
@@ -46,6 +48,11 @@ mlflow_workers=${MLFLOW_WORKERS:-2}
 ray_temp_dir=${RAY_TEMP_DIR:-/tmp/ray}
 start_timeout=${START_TIMEOUT:-120}
 export RAY_AUTH_MODE=token
+# `ray start --node-ip-address 127.0.0.1` alone still binds the GCS, raylet, agents, client server
+# and metrics to this machine's reachable address or to all interfaces (Ray replaces a loopback
+# node address with the reachable one); with this set to 0 it keeps 127.0.0.1 and every Ray
+# server listens on loopback only.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 
 ray_pid_file="$state_dir/ray.pid"
 mlflow_pid_file="$state_dir/mlflow.pid"
@@ -129,6 +136,7 @@ start_ray() {
         --metrics-export-port "$(free_port)"
         --runtime-env-agent-port "$(free_port)"
         --min-worker-port 0 --max-worker-port 0
+        --disable-usage-stats
     )
     [[ -n "${NUM_CPUS:-}" ]] && args+=(--num-cpus "$NUM_CPUS")
     [[ -n "${NUM_GPUS:-}" ]] && args+=(--num-gpus "$NUM_GPUS")

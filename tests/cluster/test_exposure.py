@@ -1,0 +1,69 @@
+"""A local Ray cluster made by ``ray.init`` (the sweep's own, sweep/_ray.py) listens on loopback
+only, checked with ``ss -ltnp`` while a task has run. ``_node_ip_address="127.0.0.1"`` alone is
+not enough: Ray swaps a loopback node address for the machine's reachable one unless
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0 when ``ray`` is imported (or its constant is off when
+``ray.init`` runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cluster._procs import descendants, is_loopback, listening
+
+REPO = Path(__file__).parents[2]
+
+# the sweep's local ray.init call, after one of the two ways of keeping the node on loopback
+SCRIPT = """
+import json, logging, os, sys
+if sys.argv[1] == "env":
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported
+import ray
+if sys.argv[1] == "constant":
+    import ray._private.ray_constants as ray_constants
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read by ray.init's address resolution
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level=logging.WARNING,
+         _node_ip_address="127.0.0.1")
+node_ip = ray.get(ray.remote(lambda: ray.util.get_node_ip_address()).remote())
+print(json.dumps({"node_ip": node_ip}), flush=True)
+sys.stdin.readline()
+ray.shutdown()
+"""
+
+
+def local_cluster_sockets(mode: str) -> tuple[str, list[tuple[str, int, int]]]:
+    """(node IP, listening sockets of the driver and every process below it) for ``mode``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT), mode], cwd=REPO, env=env, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()[-3000:]
+        node_ip = json.loads(line)["node_ip"]
+        sockets = listening(set(descendants(proc.pid)))
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return node_ip, sockets
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("mode", ["env", "constant"])
+def test_local_ray_init_listens_on_loopback_only(mode):
+    node_ip, sockets = local_cluster_sockets(mode)
+    assert node_ip == "127.0.0.1"
+    assert len({pid for _, _, pid in sockets}) >= 3  # gcs, raylet, agents, the task's worker
+    exposed = [s for s in sockets if not is_loopback(s[0])]
+    assert not exposed, f"listening beyond loopback: {exposed}"
