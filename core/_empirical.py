@@ -33,6 +33,7 @@ class EmpiricalNTK:
     K: Tensor  # (n, n), the model's dtype and device
     f: Tensor  # (n,) detached outputs
     patterns: Tensor  # (n, H) bool, y > 0 of every hidden map, H = sum of their widths
+    near_kink: int = 0  # hidden pre-activations with |y| < NEAR_KINK (parked at the kink)
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,27 @@ class _Features:
     bias: list[bool]
 
 
-def _block_features(model: SeedNet, X: Tensor) -> tuple[_Features, Tensor, Tensor]:
+NEAR_KINK = 1e-9  # |pre-activation| below this counts as parked at the ReLU kink
+
+
+def _block_features(
+    model: SeedNet, X: Tensor, frozen: Tensor | None = None
+) -> tuple[_Features, Tensor, Tensor, int]:
     """One forward and one backward of f.sum() over the points X (n_b, d).
 
-    Returns the block's features, f (n_b,) and the activation pattern (n_b, H). The autograd graph
-    is freed on return; only the features, O(n_b m L), are kept.
+    Returns the block's features, f (n_b,), the activation pattern (n_b, H) and the count of
+    near-kink pre-activations. ``frozen`` (n_b, H) bool fixes the activation pattern (see
+    ``SeedNet.forward_maps``). The autograd graph is freed on return; only the features,
+    O(n_b m L), are kept.
     """
     with torch.enable_grad():
-        f, maps = model.forward_maps(X)
+        f, maps = model.forward_maps(X, frozen)
         G = torch.autograd.grad(f.sum(), [mp.y for mp in maps])
     U = [mp.u.detach() for mp in maps]
-    patterns = torch.cat([mp.y.detach() > 0 for mp in maps if mp.hidden], dim=1)
-    return _Features(U, list(G), [mp.bias for mp in maps]), f.detach(), patterns
+    hidden = [mp.y.detach() for mp in maps if mp.hidden]
+    patterns = torch.cat([y > 0 for y in hidden], dim=1)
+    near = int(sum(int((y.abs() < NEAR_KINK).sum()) for y in hidden))
+    return _Features(U, list(G), [mp.bias for mp in maps]), f.detach(), patterns, near
 
 
 def _kernel_block(a: _Features, b: _Features) -> Tensor:
@@ -69,7 +79,9 @@ def _kernel_block(a: _Features, b: _Features) -> Tensor:
     return K
 
 
-def ntk_with_patterns(model: SeedNet, X: Tensor, block_size: int | None = None) -> EmpiricalNTK:
+def ntk_with_patterns(
+    model: SeedNet, X: Tensor, block_size: int | None = None, frozen: Tensor | None = None
+) -> EmpiricalNTK:
     """The empirical NTK, f and the activation pattern on X, from one forward + backward pass.
 
     Args:
@@ -77,6 +89,8 @@ def ntk_with_patterns(model: SeedNet, X: Tensor, block_size: int | None = None) 
         X: (n, d) points; moved to the model's dtype and device.
         block_size: points per forward/backward pass (None: all at once). The autograd graph then
             holds block_size points; the retained features stay O(n m L).
+        frozen: (n, H) bool activation pattern to hold fixed (None: the network's own), e.g. the
+            pattern at t = 0, whose kernel minus K_0 is the drift without activation flips.
 
     Returns:
         EmpiricalNTK with K (n, n) in the model's dtype/device, f (n,), patterns (n, H) bool.
@@ -88,16 +102,17 @@ def ntk_with_patterns(model: SeedNet, X: Tensor, block_size: int | None = None) 
     n = X.shape[0]
     step = n if block_size is None else int(block_size)
     spans = [slice(i, min(i + step, n)) for i in range(0, n, step)]
-    blocks = [_block_features(model, X[s]) for s in spans]
+    blocks = [_block_features(model, X[s], None if frozen is None else frozen[s]) for s in spans]
     K = torch.empty(n, n, dtype=p.dtype, device=p.device)
-    for i, (si, (fi, _, _)) in enumerate(zip(spans, blocks, strict=True)):
-        for sj, (fj, _, _) in zip(spans[i:], blocks[i:], strict=True):  # upper triangle
+    for i, (si, (fi, *_)) in enumerate(zip(spans, blocks, strict=True)):
+        for sj, (fj, *_) in zip(spans[i:], blocks[i:], strict=True):  # upper triangle
             block = _kernel_block(fi, fj)  # (n_i, n_j)
             K[si, sj], K[sj, si] = block, block.T
     K = 0.5 * (K + K.T)  # exact symmetry: BLAS may round K_ij and K_ji differently
     f = torch.cat([b[1] for b in blocks])
     patterns = torch.cat([b[2] for b in blocks])
-    return EmpiricalNTK(K=K, f=f, patterns=patterns)
+    near = sum(b[3] for b in blocks)
+    return EmpiricalNTK(K=K, f=f, patterns=patterns, near_kink=near)
 
 
 def empirical_ntk(model: SeedNet, X: Tensor, block_size: int | None = None) -> Tensor:

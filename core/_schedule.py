@@ -32,3 +32,16 @@ def tracked_steps(epochs: int, log_points: int, every: int = 0) -> np.ndarray:
 def checkpoint_due(step: int, every: int) -> bool:
     """True at the steps where a periodic checkpoint is written (``every`` = 0: never)."""
     return every > 0 and step > 0 and step % every == 0
+
+
+def tracked_times(t_max: float, log_points: int, t_first: float) -> list[float]:
+    """Tracked gradient-flow times for an adaptive run: 0, then ``log_points`` log-spaced times
+    from ``t_first`` (the first step) to ``t_max``; ascending, ending exactly at ``t_max``.
+
+    Runs with the same grid record rows at the same t, whatever their width, seed or loss, so
+    that they can be compared at equal t.
+    """
+    t_first = min(t_first, t_max)
+    grid = np.logspace(np.log10(t_first), np.log10(t_max), num=max(log_points, 2))
+    times = np.unique(np.concatenate([[0.0], grid[:-1], [t_max]]))
+    return [float(t) for t in times]

@@ -13,12 +13,22 @@ from typing import Any
 import torch
 
 from ._analytic import NTKReference
-from ._empirical import ntk_with_patterns
+from ._empirical import EmpiricalNTK, ntk_with_patterns
 
 COLUMNS = (
-    "step", "t", "loss", "accuracy", "f", "f_probe", "f_abs_min", "gap", "drift",
-    "lambda_min", "kernel", "theta_inf", "theta_l2", "flips",
+    "step", "t", "h", "loss", "accuracy", "f", "f_probe", "f_abs_min", "gap", "drift",
+    "drift_smooth", "step_jump", "lambda_min", "kernel", "theta_inf", "theta_l2", "flips",
+    "near_kink",
 )  # fmt: skip
+
+
+EXPLODED = 1e8  # ||theta_t - theta_0||_inf past this: the run diverged, whatever the loss says
+
+
+def exploded(rows: dict[str, list]) -> bool:
+    """True when the last row's parameter distance is not finite or past EXPLODED."""
+    dist = rows["theta_inf"][-1] if rows["theta_inf"] else 0.0
+    return not math.isfinite(dist) or dist > EXPLODED
 
 
 def kernel_pairs(n: int, full_max_n: int, chosen: list[tuple[int, int]] | None) -> list:
@@ -43,7 +53,15 @@ def param_distance(params: list[torch.Tensor], theta0: list[torch.Tensor]) -> tu
 
 @dataclass
 class Tracker:
-    """Records one row per tracked step. ``K0`` and ``patterns`` carry state between rows."""
+    """Records one row per tracked step. ``K0`` and ``patterns`` (at t = 0) anchor the drifts.
+
+    Columns beyond DESIGN §1: ``h`` the step size in use; ``flips`` ReLU activations whose sign
+    differs from t = 0; ``near_kink`` pre-activations with |h| < 1e-9; ``drift_smooth`` =
+    max|K(theta_t, pattern_0) - K_0|, the drift with every activation frozen at its t = 0 state
+    (the part of the drift that no flip makes); ``step_jump`` the largest one-step kernel jump
+    max|K_{s+1} - K_s| measured since the previous row (gradient flow: every step; plain GD: the
+    step right after each tracked step).
+    """
 
     ref: NTKReference  # analytic kernel on the training points (float64, CPU)
     pairs: list  # [[i, j], ...] kernel entries to store
@@ -53,48 +71,72 @@ class Tracker:
     threshold: float = 0.0  # f > threshold predicts class 1 (0 for logits, 0.5 for mse)
     rows: dict[str, list] = field(default_factory=lambda: {c: [] for c in COLUMNS})
     K0: torch.Tensor | None = None  # (n, n) float64 empirical kernel at step 0
-    patterns: torch.Tensor | None = None  # (n, H) bool activation pattern at the last row
+    patterns: torch.Tensor | None = None  # (n, H) bool activation pattern at t = 0
 
-    def record(self, step, lr, model, X, y_pred_target, X_probe, loss, params, theta0) -> None:
-        """Append the row for ``step``; ``loss`` is the (unpenalized) training loss at theta_s."""
-        if self.with_kernel:
-            out = ntk_with_patterns(model, X, block_size=self.block_size)
-            f, K = out.f, out.K.to(device="cpu", dtype=torch.float64)  # (n,), (n, n)
-            self._kernel_columns(K)
-            self._flip_column(out.patterns)
+    def kernel(self, model: torch.nn.Module, X: torch.Tensor) -> EmpiricalNTK | None:
+        """K_t, f and the activation pattern at the model's parameters (None without kernels)."""
+        if not self.with_kernel:
+            return None
+        return ntk_with_patterns(model, X, block_size=self.block_size)
+
+    def record(self, step, t, h, out, f, loss, target, model, X, X_probe, params, theta0) -> None:
+        """Append the row for ``step`` at gradient-flow time ``t``.
+
+        ``out``: the EmpiricalNTK at theta_s (None when kernels are off); ``f`` (n,) the outputs;
+        ``loss`` the (unpenalized) training loss at theta_s; ``h`` the step size in use.
+        """
+        if out is not None:
+            K = out.K.to(device="cpu", dtype=torch.float64)  # (n, n)
+            self._kernel_columns(K, model, X)
+            self._flip_columns(out.patterns, out.near_kink)
         else:
-            with torch.no_grad():
-                f = model(X)
-            for c in ("gap", "drift", "lambda_min"):
+            for c in ("gap", "drift", "drift_smooth", "lambda_min", "flips", "near_kink"):
                 self.rows[c].append(None)
             self.rows["kernel"].append([])
-            self.rows["flips"].append(None)
-        self._output_columns(step, lr, f, y_pred_target, model, X_probe, loss)
+        self.rows["step_jump"].append(None)
+        self.rows["h"].append(float(h))
+        self._output_columns(step, t, f, target, model, X_probe, loss)
         inf, l2 = param_distance(params, theta0)
         self.rows["theta_inf"].append(inf)
         self.rows["theta_l2"].append(l2)
 
-    def _kernel_columns(self, K: torch.Tensor) -> None:
+    def set_jump(self, jump: float) -> None:
+        """Set the last row's ``step_jump`` (the largest one-step kernel jump it stands for)."""
+        self.rows["step_jump"][-1] = float(jump)
+
+    def _kernel_columns(self, K: torch.Tensor, model, X) -> None:
         if self.K0 is None:
             self.K0 = K.clone()
         self.rows["gap"].append(float((K - self.ref.K).abs().max()))
         self.rows["drift"].append(float((K - self.K0).abs().max()))
+        self.rows["drift_smooth"].append(self._drift_smooth(K, model, X))
         self.rows["lambda_min"].append(float(torch.linalg.eigvalsh(K)[0]))
         idx = torch.tensor(self.pairs, dtype=torch.long)
         self.rows["kernel"].append(K[idx[:, 0], idx[:, 1]].tolist())
 
-    def _flip_column(self, patterns: torch.Tensor) -> None:
+    def _drift_smooth(self, K: torch.Tensor, model, X) -> float | None:
+        """max|K(theta_t, pattern_0) - K_0|: one more forward + backward with frozen activations."""
+        if not self.with_flips:
+            return None
+        if self.patterns is None or self.K0 is None:  # the first row: theta_0 itself
+            return 0.0
+        frozen = ntk_with_patterns(model, X, self.block_size, frozen=self.patterns)
+        Ks = frozen.K.to(device="cpu", dtype=torch.float64)
+        return float((Ks - self.K0).abs().max())
+
+    def _flip_columns(self, patterns: torch.Tensor, near_kink: int) -> None:
+        self.rows["near_kink"].append(int(near_kink))
         if not self.with_flips:
             self.rows["flips"].append(None)
             return
-        prev = self.patterns
-        self.rows["flips"].append(0 if prev is None else int((patterns != prev).sum()))
-        self.patterns = patterns
+        if self.patterns is None:
+            self.patterns = patterns.clone()
+        self.rows["flips"].append(int((patterns != self.patterns).sum()))
 
-    def _output_columns(self, step, lr, f, target, model, X_probe, loss) -> None:
+    def _output_columns(self, step, t, f, target, model, X_probe, loss) -> None:
         f64 = f.detach().to(device="cpu", dtype=torch.float64)
         self.rows["step"].append(int(step))
-        self.rows["t"].append(float(step) * lr)
+        self.rows["t"].append(float(t))
         self.rows["loss"].append(float(loss))
         correct = ((f64 > self.threshold) == (target.cpu() > 0.5)).double().mean()
         self.rows["accuracy"].append(float(correct))
@@ -113,6 +155,6 @@ class Tracker:
         return {"rows": self.rows, "K0": self.K0, "patterns": self.patterns}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.rows = {c: list(state["rows"][c]) for c in COLUMNS}
+        self.rows = {c: list(state["rows"].get(c, [])) for c in COLUMNS}
         self.K0 = state["K0"]
         self.patterns = state["patterns"]

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ._config import TrainConfig
+from ._empirical import EmpiricalNTK
 from ._schedule import checkpoint_due
-from ._tracker import Tracker
+from ._tracker import Tracker, exploded
 
 
 def soft_targets(y: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -38,24 +39,24 @@ def data_loss(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
     return 0.5 * ((f - target) ** 2).sum()
 
 
-def loss_residual(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
-    """dL/df, shape (n,): sigmoid(f) - y for cross-entropy, f - y for mse.
-
-    Gradient flow then reads df/dt = -K (dL/df), which the tests check against K_t.
-    """
-    return torch.sigmoid(f) - target if loss == "cross_entropy" else f - target
-
-
 @dataclass
 class LoopState:
     """Everything a checkpoint needs, besides the tracker."""
 
-    step: int
+    step: int  # updates made (gradient flow: accepted steps)
     params: list[torch.Tensor]
     theta0: list[torch.Tensor]
     wall_s: float = 0.0  # wall time spent in earlier (interrupted) processes
-    overflow_step: int | None = None
+    diverged_step: int | None = None  # the loss, an output or a parameter stopped being finite
     stopped_step: int | None = None  # set when a monitor stopped the run early
+    t: float = 0.0  # gradient-flow time reached (plain GD: step * lr)
+    h: float = 0.0  # gradient flow: the controller's next step size (0: start from train.lr)
+    jump: float = 0.0  # gradient flow: largest one-step kernel jump since the last row
+    rejected: int = 0  # gradient flow: steps rejected by the error control
+    stationary_t: float | None = None  # gradient flow: from here theta is held (module _flow)
+    stopped_by_budget: bool = False  # gradient flow: MAX_FLOW_STEPS reached before t_max
+
+    FLOW_KEYS = ("t", "h", "jump", "rejected", "stationary_t", "stopped_by_budget")
 
 
 def save_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
@@ -70,6 +71,7 @@ def save_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
         "theta0": [p.detach().cpu().clone() for p in state.theta0],
         "wall_s": state.wall_s,
         "tracker": tracker.state(),
+        "flow": {k: getattr(state, k) for k in LoopState.FLOW_KEYS},
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -86,6 +88,8 @@ def load_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
             p.copy_(saved)
     state.step = int(payload["step"])
     state.wall_s = float(payload["wall_s"])
+    for key, value in payload.get("flow", {}).items():
+        setattr(state, key, value)
     tstate = payload["tracker"]
     device = state.params[0].device
     for key in ("K0", "patterns"):
@@ -119,7 +123,7 @@ def train(
         monitor: called after each tracked row with the tracker's columns; returning True stops
             the run early (``state.stopped_step`` records where), e.g. for exact pruning.
 
-    Returns the final state; ``state.overflow_step`` is set if the loss stopped being finite.
+    Returns the final state; ``state.diverged_step`` is set if the loss stopped being finite.
     """
     # --- set up -------------------------------------------------------------------------------
     params, theta0, lr = state.params, state.theta0, cfg.lr
@@ -127,18 +131,26 @@ def train(
     center = theta0 if cfg.weight_decay_center == "init" else None
     last_ckpt = time.monotonic()
     step = state.step
+    ahead: tuple[int, EmpiricalNTK | None] | None = None  # K at the step after a tracked one
     while True:
         # --- step: loss and gradient at theta_s --------------------------------------------------
         f = model(X)  # (n,)
         loss = data_loss(f, target, cfg.loss)
         loss_value = loss.item()  # the overflow check (an infinite f makes the loss inf or nan)
-        if not math.isfinite(loss_value):
-            state.overflow_step = step
+        if not math.isfinite(loss_value) or not bool(torch.isfinite(f).all()):
+            state.diverged_step = step
             break
         # --- track every scheduled step ----------------------------------------------------------
         recorded = tracker.rows["step"] and tracker.rows["step"][-1] >= step  # after a stop
-        if step in tracked and not recorded:
-            tracker.record(step, lr, model, X, y, X_probe, loss_value, params, theta0)
+        track_now = step in tracked and not recorded
+        if track_now:
+            out = ahead[1] if ahead and ahead[0] == step else tracker.kernel(model, X)
+            f_row = out.f if out is not None else f.detach()
+            tracker.record(step, step * lr, lr, out, f_row, loss_value, y, model, X, X_probe,
+                           params, theta0)  # fmt: skip
+            if exploded(tracker.rows):
+                state.diverged_step = step
+                break
             if monitor is not None and step < cfg.epochs and monitor(tracker.rows):
                 state.stopped_step = step
                 break
@@ -151,7 +163,12 @@ def train(
                 grads = torch._foreach_add(grads, decay, alpha=cfg.weight_decay)
             torch._foreach_add_(params, grads, alpha=-lr)
         step += 1
-        state.step = step
+        state.step, state.t = step, step * lr
+        if track_now and out is not None:  # the kernel's one-step jump, sampled here
+            nxt = tracker.kernel(model, X)
+            assert nxt is not None
+            tracker.set_jump(float((nxt.K - out.K).abs().max()))
+            ahead = (step, nxt)
         if on_step is not None:
             on_step(step)
         # --- checkpoint ------------------------------------------------------------------------

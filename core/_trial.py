@@ -7,6 +7,7 @@ goes, then ``trajectory.parquet`` and last ``summary.json``, whose presence mark
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,14 +22,15 @@ from ._analytic import NTKReference, ntk_reference
 from ._config import TrialConfig, config_from_dict, config_to_yaml, trial_id
 from ._data import Dataset, make_dataset
 from ._errors import ConfigError, DataError
+from ._flow import FlowRun, integrate
 from ._models import build_model
-from ._schedule import tracked_steps
+from ._schedule import tracked_steps, tracked_times
+from ._status import DONE, TrialStatus
 from ._tracker import Tracker, kernel_pairs
 from ._train import LoopState, load_checkpoint, save_checkpoint, train
 
 log = logging.getLogger("ntkdiv")
 
-DONE = ("completed", "overflow")
 RESOLUTION_SAFETY = 1000.0  # kernel entries sum O(P) products: rounding grows with the sum
 
 
@@ -166,12 +168,18 @@ def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str,
         save_checkpoint(ckpt, s, tracker)
 
     # --- train ------------------------------------------------------------------------------
-    tracked = set(tracked_steps(config.train.epochs, config.track.log_points,
-                                config.track.every).tolist())  # fmt: skip
-    bar = _progress_bar(config, state.step) if progress else None
-    train(model, X, y, X_probe, config.train, tracked, tracker, state, checkpoint,
-          config.checkpoint.every, config.checkpoint.minutes,
-          on_step=(lambda s: bar.update(1)) if bar else None, monitor=monitor)  # fmt: skip
+    bar = _progress_bar(config, state) if progress else None
+    if config.train.t_max is None:  # plain GD, train.epochs steps of train.lr
+        tracked = set(tracked_steps(config.train.epochs, config.track.log_points,
+                                    config.track.every).tolist())  # fmt: skip
+        train(model, X, y, X_probe, config.train, tracked, tracker, state, checkpoint,
+              config.checkpoint.every, config.checkpoint.minutes,
+              on_step=bar.step if bar else None, monitor=monitor)  # fmt: skip
+    else:  # gradient flow to t_max with adaptive steps
+        times = tracked_times(config.train.t_max, config.track.log_points, config.train.lr)
+        run = FlowRun(model, X, y, X_probe, config.train, times, tracker, checkpoint,
+                      config.checkpoint.minutes, bar.time if bar else None, monitor)  # fmt: skip
+        integrate(run, state)
     if bar is not None:
         bar.close()
     # --- write results ----------------------------------------------------------------------
@@ -188,13 +196,41 @@ def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str,
     return summary
 
 
-def _progress_bar(config: TrialConfig, start: int):
-    from tqdm import tqdm
+class _Bar:
+    """A tqdm bar over steps (plain GD) or over decades of t (gradient flow)."""
 
-    m = config.model
-    desc = f"{m.arch} m={m.width} L={m.depth} {config.train.loss}"
-    return tqdm(total=config.train.epochs, initial=start, desc=desc, unit="step",
-                mininterval=0.5, dynamic_ncols=True)  # fmt: skip
+    def __init__(self, config: TrialConfig, state: LoopState) -> None:
+        from tqdm import tqdm
+
+        m, tr = config.model, config.train
+        desc = f"{m.arch} m={m.width} L={m.depth} {tr.loss}"
+        self.t0 = tr.lr
+        if tr.t_max is None:
+            self.bar = tqdm(total=tr.epochs, initial=state.step, desc=desc, unit="step",
+                            mininterval=0.5, dynamic_ncols=True)  # fmt: skip
+        else:
+            total = round(self._decades(tr.t_max), 2)
+            self.bar = tqdm(total=total, desc=desc, unit="decade of t", mininterval=0.5,
+                            dynamic_ncols=True, bar_format="{l_bar}{bar}| {postfix}")  # fmt: skip
+            self.time(state.t)
+
+    def _decades(self, t: float) -> float:
+        return max(0.0, math.log10(max(t, self.t0) / self.t0))
+
+    def step(self, _step: int) -> None:
+        self.bar.update(1)
+
+    def time(self, t: float) -> None:
+        self.bar.n = round(min(self._decades(t), self.bar.total), 2)
+        self.bar.set_postfix_str(f"t={t:.3g}", refresh=False)
+        self.bar.refresh() if self.bar.n == self.bar.total else None
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(config: TrialConfig, state: LoopState) -> _Bar:
+    return _Bar(config, state)
 
 
 def first_exceed(rows: dict[str, list], bound: float) -> float | None:
@@ -215,18 +251,43 @@ def _finite_max(values: list) -> float | None:
     return float(np.max(vals)) if vals else None
 
 
+def first_leave(rows: dict[str, list], bound: float) -> float | None:
+    """When gap_t = max|K_t - K| first reaches the bound (the summary's t_leave); None if never.
+
+    Interpolated linearly in log t between the last tracked row below the bound and the first at
+    or above it, so it does not snap to the tracking grid. Meaningful as "training took the
+    kernel out of the band" only where gap_0 < bound and the step jump is below bound / 10 (the
+    direct test, DESIGN §1).
+    """
+    prev: tuple[float, float] | None = None
+    for t, gap in zip(rows["t"], rows["gap"], strict=True):
+        if gap is None:
+            continue
+        if gap >= bound:
+            if prev is None or prev[0] <= 0 or t <= 0:
+                return float(t)
+            g0, lo = prev[1], math.log10(prev[0])
+            return float(10 ** (lo + (bound - g0) / (gap - g0) * (math.log10(t) - lo)))
+        prev = (t, gap)
+    return None
+
+
+def trial_status(state: LoopState) -> TrialStatus:
+    """diverged beats stopped beats completed."""
+    if state.diverged_step is not None:
+        return TrialStatus.DIVERGED
+    if state.stopped_step is not None:
+        return TrialStatus.STOPPED
+    return TrialStatus.COMPLETED
+
+
 def summarize(config, ref, tracker, state, wall, device, resumed_from) -> dict[str, Any]:
     """The summary.json content (DESIGN §3 keys first, then extras)."""
     rows = tracker.rows
     last = {k: (v[-1] if v else None) for k, v in rows.items()}
-    status = "completed"
-    if state.overflow_step is not None:
-        status = "overflow"
-    elif state.stopped_step is not None:
-        status = "stopped"
     return {
         "trial_id": trial_id(config),
-        "status": status,
+        "status": trial_status(state).value,
         "lambda0": ref.lambda0,
         "bound": ref.bound,
         "gap_init": rows["gap"][0] if rows["gap"] else None,
@@ -247,7 +308,17 @@ def summarize(config, ref, tracker, state, wall, device, resumed_from) -> dict[s
         "loss_init": rows["loss"][0] if rows["loss"] else None,
         "accuracy_final": last["accuracy"],
         "resumed_from_step": resumed_from,
-        "overflow_step": state.overflow_step,
+        "diverged_step": state.diverged_step,
+        "t_max": config.train.t_max,
+        "horizon_t": last["t"],
+        "t_leave": first_leave(rows, ref.bound),
+        "step_jump_max": _finite_max(rows["step_jump"]),
+        "drift_smooth_sup": _finite_max(rows["drift_smooth"]),
+        "flips_final": last["flips"],
+        "near_kink_max": _finite_max(rows["near_kink"]),
+        "rejected_steps": state.rejected,
+        "stationary_t": state.stationary_t,
+        "stopped_by_budget": state.stopped_by_budget,
         "kernel_pairs": tracker.pairs,
         "n": int(ref.K.shape[0]),
         "tracked_rows": len(rows["step"]),

@@ -131,15 +131,24 @@ def test_seed_figure_1_at_smoke_size(tmp_path):
     assert table["drift"][0] == 0.0 and summary["drift_sup"] > summary["bound"]
 
 
-def test_divergent_lr_is_recorded_as_overflow(tmp_path):
+def test_divergent_lr_is_recorded_as_diverged(tmp_path):
     cfg = config_from_dict(
         small(model={"arch": "resnet"}, train={"loss": "mse", "lr": 1.0, "epochs": 2000})
     )
     summary = run_trial(cfg, tmp_path)
-    assert summary["status"] == "overflow"
-    assert 0 < summary["overflow_step"] < 2000
+    assert summary["status"] == "diverged"
+    assert 0 < summary["diverged_step"] < 2000
     steps = pq.read_table(tmp_path / "trajectory.parquet").column("step").to_pylist()
-    assert steps == sorted(set(steps)) and steps[-1] <= summary["overflow_step"]
+    assert steps == sorted(set(steps)) and steps[-1] <= summary["diverged_step"]
+
+
+def test_exploding_parameters_are_diverged_even_when_the_loss_looks_fine(tmp_path):
+    """lr = 1e6 under cross-entropy: parameters explode, the ReLUs die and the loss returns to
+    n ln 2, all finite; the run is diverged, not completed."""
+    cfg = config_from_dict(small(train={"lr": 1e6, "epochs": 300}))
+    summary = run_trial(cfg, tmp_path)
+    assert summary["status"] == "diverged", summary["theta_inf_final"]
+    assert summary["theta_inf_final"] > 1e8
 
 
 def test_weight_decay_keeps_parameters_closer_to_init(tmp_path):

@@ -1,0 +1,334 @@
+"""Gradient flow to far times: adaptive Euler steps with an error estimate that costs nothing.
+
+Gradient flow theta' = -grad L(theta) drives the outputs by f' = J theta' = -K_t dL/df. Late
+under cross-entropy, min|f| grows like log t, the loss like 1/t, and the loss Hessian in f
+(sigmoid(f)(1 - sigmoid(f)) per point) shrinks with it: GD's stability limit 2 / (c lambda_max)
+grows like t, so a step h ~ c t stays stable and far times (t = 1e40) take a few thousand steps.
+
+Error control. One Euler step from theta_k with step h changes the outputs by
+    Delta f = f(theta_k - h g_k) - f_k = h f'_k + (h^2/2) d^2f[g, g] + O(h^3),
+while the exact flow gives h f'_k + (h^2/2) f''_k with f'' = d^2f[g, g] + J H g. The trapezoid
+rule (h/2)(f'_k + f'_{k+1}) equals h f'_k + (h^2/2) f''_k + O(h^3), so
+
+    e_k = max_i |Delta f_i - (h/2)(f'_k + f'_{k+1})_i|   = (h^2/2) |J H g| + O(h^3)
+
+is the leading local error of the step in f, computed from quantities every step needs anyway
+(f'_{k+1} comes from the next point's evaluation). A step is accepted when e_k <= tol; the next
+step is h * clip(0.9 sqrt(tol / e_k), 0.2, 2). The tolerance is absolute in f because the loss
+gradient depends on f through exp(-|f|): an error of tol in f is a relative error of tol in the
+gradient, at every t. Why f and not K: the finite ReLU kernel is discontinuous in theta (one
+activation flip moves it by ~C/m), so an error norm on K would hunt flips; f is continuous and
+its error bounds the error of the trajectory the kernel is read from.
+
+A step is also capped at 1 / (c lambda_max(K_t)), c the largest loss curvature in f over the
+points (1 for squared loss, sigmoid(f)(1 - sigmoid(f)) for cross-entropy): half the GD stability
+limit, where Euler's linear amplification stays in (0, 1), so the estimate is not fooled by a
+step that oscillates.
+
+Squared loss converges, and then its stability cap (1 / lambda_max) stops the steps growing. Once
+the residual r = f - y is so small that the whole remaining flow moves theta by less than
+|r|_2 / sqrt(lambda_min(K_t)) <= STATIONARY_MOVE, theta is held there: later tracked times record
+the same state (the summary's ``stationary_t`` says from when).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ._config import TrainConfig
+from ._empirical import NEAR_KINK, EmpiricalNTK
+from ._models import SeedNet
+from ._tracker import Tracker, exploded
+from ._train import LoopState, soft_targets
+
+Tensor = torch.Tensor
+
+STATIONARY_MOVE = 1e-10  # remaining l2 displacement of theta below which the flow has stopped
+MAX_FLOW_STEPS = 1_000_000  # accepted + rejected evaluations; a run that needs more is stopped
+GROWTH, SHRINK, SAFETY = 2.0, 0.2, 0.9  # step-size controller for an O(h^2) local error
+
+
+def loss_gradient(f: Tensor, target: Tensor, loss: str) -> Tensor:
+    """dL/df, shape (n,): sigmoid(f) - y for cross-entropy, f - y for mse (summed losses)."""
+    return torch.sigmoid(f) - target if loss == "cross_entropy" else f - target
+
+
+def loss_curvature(f: Tensor, loss: str) -> float:
+    """max_i d^2 L / df_i^2: sigmoid(f)(1 - sigmoid(f)) for cross-entropy (<= 1/4), 1 for mse."""
+    if loss != "cross_entropy":
+        return 1.0
+    s = torch.sigmoid(f)
+    return float((s * (1.0 - s)).max())
+
+
+@dataclass
+class Evaluation:
+    """Everything one step needs at theta, from one forward and one backward pass.
+
+    f (n,), K (n, n) the empirical NTK, fdot (n,) = f' = J theta', patterns (n, H) bool,
+    near_kink (pre-activations with |h| < NEAR_KINK), loss (the summed data loss). The loss
+    gradient is kept factored: for each map, dL/dW = Gr^T U with Gr = diag(dL/df) G (n, out) and
+    U (n, in), so a step is a rank-n update of W and the (out, in) gradient is never formed.
+    """
+
+    f: Tensor
+    K: Tensor
+    fdot: Tensor
+    patterns: Tensor
+    near_kink: int
+    loss: float
+    factors: list[tuple[Tensor, Tensor, Tensor, Tensor | None]]  # (W, Gr, U, b) per map
+    decay: list[Tensor] | None = None  # the weight-decay gradient per trained tensor
+
+
+def evaluate(
+    model: SeedNet,
+    X: Tensor,
+    target: Tensor,
+    loss: str,
+    params: list[Tensor],
+    decay: Callable[[list[Tensor]], list[Tensor]] | None = None,
+) -> Evaluation:
+    """f, K_t, the loss gradient and f' at the model's current parameters.
+
+    One forward pass and one backward pass of f.sum() give each linear map's input U (n, in) and
+    output gradient G (n, out) (DESIGN §1). Then
+        K = sum_maps (G G^T) * (U U^T [+ 1]),   dL/dW = G^T diag(r) U,   r = dL/df,
+    and f' = -J grad L = -K r: the Jacobian-vector product with the loss gradient is the kernel
+    applied to r, exactly. With weight decay, f' also gets -J (wd (theta - c)), contracted per
+    map. ``decay(params)`` returns the weight-decay gradient per tensor, or is None.
+    """
+    with torch.enable_grad():
+        f, maps = model.forward_maps(X)
+        G = torch.autograd.grad(f.sum(), [mp.y for mp in maps])
+    f = f.detach()
+    r = loss_gradient(f, target, loss)  # (n,)
+    K = torch.zeros(f.shape[0], f.shape[0], dtype=f.dtype, device=f.device)
+    factors = []
+    for mp, Gm in zip(maps, G, strict=True):
+        U = mp.u.detach()  # (n, in)
+        K.addcmul_(Gm @ Gm.T, U @ U.T + (1.0 if mp.bias else 0.0))  # O(n^2 (in + out))
+        assert mp.weight is not None
+        factors.append((mp.weight, Gm * r[:, None], U, mp.bias_param))
+    K = 0.5 * (K + K.T)
+    fdot = -(K @ r)  # (n,)
+    decay_grads = None
+    if decay is not None:
+        decay_grads = decay(params)
+        fdot = fdot - _jvp(maps, G, params, decay_grads)
+    hidden = [mp.y.detach() for mp in maps if mp.hidden]
+    patterns = torch.cat([y > 0 for y in hidden], dim=1)  # (n, H)
+    near = int(sum(int((y.abs() < NEAR_KINK).sum()) for y in hidden))
+    return Evaluation(f=f, K=K, fdot=fdot, patterns=patterns, near_kink=near,
+                      loss=_summed_loss(f, target, loss), factors=factors,
+                      decay=decay_grads)  # fmt: skip
+
+
+def _jvp(maps, G, params: list[Tensor], vec: list[Tensor]) -> Tensor:
+    """J v (n,) for a direction v given per trained tensor: sum_maps rows of G . (V_W u + v_b)."""
+    by_id = {id(p): v for p, v in zip(params, vec, strict=True)}
+    out = torch.zeros(G[0].shape[0], dtype=G[0].dtype, device=G[0].device)
+    for mp, Gm in zip(maps, G, strict=True):
+        move = mp.u.detach() @ by_id[id(mp.weight)].T  # (n, out)
+        if mp.bias_param is not None:
+            move = move + by_id[id(mp.bias_param)]
+        out += (Gm * move).sum(1)
+    return out
+
+
+def apply_step(ev: Evaluation, params: list[Tensor], h: float) -> None:
+    """theta <- theta - h grad L (weight decay included), in place, as rank-n updates.
+
+    ``apply_step(ev, params, -h)`` undoes it up to rounding (one ulp per entry), which is how a
+    rejected step returns to theta_k without keeping a copy of every parameter.
+    """
+    with torch.no_grad():
+        for W, Gr, U, b in ev.factors:
+            W.addmm_(Gr.T, U, alpha=-h)  # (out, n) @ (n, in)
+            if b is not None:
+                b.add_(Gr.sum(0), alpha=-h)
+        if ev.decay is not None:
+            torch._foreach_add_(params, ev.decay, alpha=-h)
+
+
+def _summed_loss(f: Tensor, target: Tensor, loss: str) -> float:
+    if loss == "cross_entropy":
+        return float((torch.nn.functional.softplus(f) - target * f).sum())
+    return float(0.5 * ((f - target) ** 2).sum())
+
+
+def step_error(before: Evaluation, after: Evaluation, h: float) -> float:
+    """The step's local error in f: max |Delta f - (h/2)(f'_k + f'_{k+1})| (module docstring)."""
+    trapezoid = 0.5 * h * (before.fdot + after.fdot)
+    return float(((after.f - before.f) - trapezoid).abs().max())
+
+
+def stability_cap(ev: Evaluation, loss: str) -> float:
+    """1 / (c lambda_max(K_t)): half of gradient descent's stability limit at this point."""
+    lam = float(torch.linalg.eigvalsh(ev.K.double().cpu())[-1])
+    return 1.0 / max(loss_curvature(ev.f, loss) * lam, 1e-300)
+
+
+def next_step(h: float, err: float, tol: float) -> float:
+    """The controller: h * clip(0.9 sqrt(tol / err), 0.2, 2) for an O(h^2) local error."""
+    if err <= 0.0 or not math.isfinite(err):
+        return h * (GROWTH if err == 0.0 else SHRINK)
+    return h * min(GROWTH, max(SHRINK, SAFETY * math.sqrt(tol / err)))
+
+
+def remaining_move(ev: Evaluation, target: Tensor, loss: str) -> float:
+    """Bound on how far the rest of the flow moves theta: |dL/df|_2 / sqrt(lambda_min(K_t)).
+
+    Exact for the linearized flow of squared loss (theta_inf - theta_t = -J^T K^-1 r); used only
+    for squared loss, whose flow converges. Cross-entropy never stops (returns inf).
+    """
+    if loss == "cross_entropy":
+        return math.inf
+    lam = float(torch.linalg.eigvalsh(ev.K.double().cpu())[0])
+    if lam <= 0.0:
+        return math.inf
+    r = loss_gradient(ev.f, target, loss)
+    return float(torch.linalg.vector_norm(r.double())) / math.sqrt(lam)
+
+
+def _decay(cfg: TrainConfig, theta0: list[Tensor]) -> Callable[[list[Tensor]], list[Tensor]] | None:
+    """The gradient of (wd/2) |theta - c|^2 per tensor, c = theta_0 or 0; None without decay."""
+    if cfg.weight_decay <= 0:
+        return None
+    wd, center = cfg.weight_decay, cfg.weight_decay_center
+
+    def grad(params: list[Tensor]) -> list[Tensor]:
+        if center == "init":
+            return [wd * (p.detach() - c) for p, c in zip(params, theta0, strict=True)]
+        return [wd * p.detach() for p in params]
+
+    return grad
+
+
+def _finite(ev: Evaluation) -> bool:
+    return math.isfinite(ev.loss) and bool(torch.isfinite(ev.f).all())
+
+
+def _as_kernel(ev: Evaluation) -> EmpiricalNTK:
+    return EmpiricalNTK(K=ev.K, f=ev.f, patterns=ev.patterns, near_kink=ev.near_kink)
+
+
+@dataclass
+class FlowRun:
+    """What ``integrate`` needs besides the state: the data, the horizon and the callbacks."""
+
+    model: SeedNet
+    X: Tensor  # (n, d)
+    y: Tensor  # (n,) labels
+    X_probe: Tensor | None  # (p, d)
+    cfg: TrainConfig
+    times: list[float]  # tracked times, ascending, times[0] = 0, times[-1] = t_max
+    tracker: Tracker
+    checkpoint: Callable[[LoopState], None] | None = None
+    checkpoint_minutes: float = 0.0
+    on_step: Callable[[float], None] | None = None  # called with t after each accepted step
+    monitor: Callable[[dict], bool] | None = None
+
+
+def integrate(run: FlowRun, state: LoopState) -> LoopState:
+    """Integrate gradient flow from ``state.t`` to ``run.times[-1]`` with adaptive Euler steps.
+
+    Every tracked time is landed on exactly (the step before it is shortened), so rows of runs
+    with different widths, seeds and losses share their t. Per accepted step: one forward and
+    one backward pass (``evaluate``); a rejected step costs one more. Returns the final state;
+    ``diverged_step``, ``stopped_step``, ``stationary_t`` or ``stopped_by_budget`` say why it
+    ended early, if it did.
+    """
+    # --- set up -------------------------------------------------------------------------------
+    cfg, tracker, params = run.cfg, run.tracker, state.params
+    target = soft_targets(run.y.to(run.X.dtype), cfg.label_smoothing)  # (n,)
+    decay = _decay(cfg, state.theta0)
+    ev = evaluate(run.model, run.X, target, cfg.loss, params, decay)
+    h = state.h if state.h > 0 else cfg.lr
+    last_ckpt, evaluations = time.monotonic(), 0
+    k = _next_time_index(run.times, tracker, state.t)
+    while True:
+        if not _finite(ev):
+            state.diverged_step = state.step
+            break
+        # --- track: every tracked time is landed on exactly ---------------------------------------
+        if k < len(run.times) and state.t >= run.times[k]:
+            _record(run, state, ev, h)
+            k += 1
+            if exploded(tracker.rows):
+                state.diverged_step = state.step
+                break
+            done = k >= len(run.times)
+            if run.monitor is not None and not done and run.monitor(tracker.rows):
+                state.stopped_step = state.step
+                break
+            if done:
+                break
+        # --- a converged squared-loss flow stays where it is ------------------------------------
+        if state.stationary_t is not None or _stopped(ev, target, cfg, decay):
+            state.stationary_t = state.t if state.stationary_t is None else state.stationary_t
+            state.t = run.times[k]
+            continue
+        if evaluations >= MAX_FLOW_STEPS:
+            state.stopped_by_budget = True
+            break
+        # --- step: Euler, then the error estimate at the new point -------------------------------
+        step = min(h, stability_cap(ev, cfg.loss), run.times[k] - state.t)
+        landing = step == run.times[k] - state.t and step < h
+        apply_step(ev, params, step)
+        new = evaluate(run.model, run.X, target, cfg.loss, params, decay)
+        evaluations += 1
+        err = step_error(ev, new, step) if _finite(new) else math.inf
+        if err > cfg.flow_tol:  # rejected: back to theta_k with a smaller step
+            apply_step(ev, params, -step)
+            state.rejected += 1
+            h = next_step(step, err, cfg.flow_tol)
+            if h < 1e-12 * max(state.t, run.cfg.lr):  # no step small enough: the flow blew up
+                state.diverged_step = state.step
+                break
+            continue
+        # --- accepted ------------------------------------------------------------------------
+        state.jump = max(state.jump, float((new.K - ev.K).abs().max()))
+        state.t = run.times[k] if landing or state.t + step > run.times[k] else state.t + step
+        state.step += 1
+        grown = next_step(step, err, cfg.flow_tol)
+        h = max(h, grown) if landing else grown
+        state.h, ev = h, new
+        if run.on_step is not None:
+            run.on_step(state.t)
+        # --- checkpoint ------------------------------------------------------------------------
+        minutes = (time.monotonic() - last_ckpt) / 60
+        if run.checkpoint is not None and 0 < run.checkpoint_minutes < minutes:
+            run.checkpoint(state)
+            last_ckpt = time.monotonic()
+    state.h = h
+    return state
+
+
+def _next_time_index(times: list[float], tracker: Tracker, t: float) -> int:
+    """Index of the first tracked time not yet recorded (a resumed run continues there)."""
+    done = tracker.rows["t"]
+    last = done[-1] if done else -math.inf
+    return next((i for i, T in enumerate(times) if last < T and t <= T), len(times))
+
+
+def _stopped(ev: Evaluation, target: Tensor, cfg: TrainConfig, decay) -> bool:
+    """True when a squared-loss flow has converged: the rest of it moves theta < STATIONARY_MOVE."""
+    if cfg.loss == "cross_entropy" or decay is not None:
+        return False
+    return remaining_move(ev, target, cfg.loss) < STATIONARY_MOVE
+
+
+def _record(run: FlowRun, state: LoopState, ev: Evaluation, h: float) -> None:
+    tracker = run.tracker
+    out = _as_kernel(ev) if tracker.with_kernel else None
+    tracker.record(state.step, state.t, h, out, ev.f, ev.loss, run.y, run.model, run.X,
+                   run.X_probe, state.params, state.theta0)  # fmt: skip
+    if out is not None and state.step > 0:
+        tracker.set_jump(state.jump)
+    state.jump = 0.0
