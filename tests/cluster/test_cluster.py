@@ -356,3 +356,30 @@ def test_start_local_cleans_up_when_mlflow_cannot_start(local_env):
     assert "MLflow server" in started.stderr
     assert processes_mentioning(env["RAY_TEMP_DIR"]) == []
     assert processes_mentioning(env["NTKDIV_LOCAL_DIR"]) == []
+
+
+# --- the MLflow server on Kubernetes ------------------------------------------------------------
+
+
+def test_mlflow_manifest_runs_the_team_server_behind_a_network_policy():
+    from mlflow.cli import server
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((CLUSTER / "mlflow.yaml").read_text())}
+    assert set(docs) == {"Namespace", "Secret", "Deployment", "Service", "NetworkPolicy"}
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["mlflow"] and container["args"][0] == "server"
+    params = server.make_context("server", container["args"][1:]).params  # rejects a bad flag
+    assert params["backend_store_uri"] == "$(MLFLOW_BACKEND_STORE_URI)"
+    assert params["artifacts_destination"].startswith("s3://") and params["serve_artifacts"]
+    assert "mlflow.mlflow.svc.cluster.local:5000" in params["allowed_hosts"].split(",")
+    env = {e["name"] for e in container["env"]}
+    assert {"MLFLOW_BACKEND_STORE_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
+    secret = docs["Secret"]["stringData"]
+    assert secret["backend-store-uri"].startswith("postgresql://")
+    service = docs["Service"]
+    assert (service["metadata"]["name"], service["metadata"]["namespace"]) == ("mlflow", "mlflow")
+    assert service["spec"]["ports"][0]["port"] == int(params["port"]) == 5000
+    # the URI the RayJob logs to is this Service
+    assert "http://mlflow.mlflow.svc.cluster.local:5000" in (CLUSTER / "rayjob.yaml").read_text()
+    rule = docs["NetworkPolicy"]["spec"]["ingress"][0]["from"][0]
+    assert rule["podSelector"]["matchLabels"] == {"ray.io/node-type": "head"}
