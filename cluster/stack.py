@@ -150,11 +150,12 @@ def stop_all(state: dict | None) -> list[str]:
 
 
 def purge(state_dir: Path) -> None:
-    """Stop the stack and delete its state directory and database cluster."""
+    """Stop the stack and delete its state directory, database cluster and Ray temp dir."""
     state = load_state(state_dir)
     stop_all(state)
     if state:
         shutil.rmtree(state["pgdata"], ignore_errors=True)
+        shutil.rmtree(svc.ray_temp_dir(state), ignore_errors=True)
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
