@@ -105,12 +105,13 @@ def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path):
         name, stem = f"{arch} L={int(depth)}, {data}", f"f{i:02d}"
         figs += [
             F.gap_figure(fam, curves, fig_dir / f"{stem}_gap.png", name),
-            F.t_leave_figure(fam, fits, fig_dir / f"{stem}_tleave.png", name),
             F.drift_figure(fam, curves, fig_dir / f"{stem}_drift.png", name),
             F.width_figure(fam, fits, fig_dir / f"{stem}_width.png", name),
             F.crossing_figure(fam, crossing, fig_dir / f"{stem}_crossing.png", name),
             F.lambda_theta_figure(fam, curves, fig_dir / f"{stem}_lambda.png", name),
         ]
+        if (fam["t_leave"].to_numpy(float) > 0).any():  # some trial started inside the bound
+            figs.insert(-5, F.t_leave_figure(fam, fits, fig_dir / f"{stem}_tleave.png", name))
         figs += _seed_figures(fam, store, fig_dir, stem)
     return figs, notes
 

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ._fits import starts_inside  # noqa: E402
 from ._tables import CURVES, T_GRID  # noqa: E402
 
 DPI = 90
@@ -174,9 +175,14 @@ def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: s
     for ax, (g, sub) in zip(axes[0], groups, strict=False):
         ax.set(xscale="log", yscale="log")
         ax.set_autoscaley_on(False)  # equal values would give a singular autoscaled range
-        t_leave = sub["t_leave"].to_numpy(float) if "t_leave" in sub else np.full(len(sub), np.nan)
-        hit = np.isfinite(t_leave) & (t_leave > 0)
-        never = np.isinf(t_leave)
+        t_leave = sub["t_leave"].to_numpy(float)
+        inside = starts_inside(
+            sub["gap_init"].to_numpy(float),
+            sub["step_jump_max"].to_numpy(float),
+            sub["bound"].to_numpy(float),
+        )
+        hit = inside & np.isfinite(t_leave) & (t_leave > 0)
+        never = inside & np.isinf(t_leave)
         ax.scatter(sub["width"][hit], t_leave[hit], s=14, color="C2", label="t_leave")
         if never.any():
             ax.scatter(sub["width"][never], sub["t_horizon"][never], marker="^", s=30,
@@ -185,8 +191,9 @@ def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: s
         ax.set(title=_panel_name(g), xlabel="width m", ylabel="first t with gap_t >= bound")
         _open_ylim(ax, np.r_[t_leave[hit], sub["t_horizon"].to_numpy(float)[never]])
         ax.legend(fontsize=7)
-    cap = ("t_leave: first tracked t at which gap_t = max|K_t - K| reaches the bound, per seed; "
-           "the line is the fit log t_leave ~ log m (from >= 3 widths only).")  # fmt: skip
+    cap = ("t_leave: first tracked t at which gap_t = max|K_t - K| reaches the bound, per seed "
+           "that started inside it; the line is the fit log t_leave ~ log m (from >= 3 widths "
+           "only).")  # fmt: skip
     return _save(fig, path, f"t_leave against width: {name}", cap)
 
 

@@ -64,7 +64,7 @@ def test_report_files_and_columns(growth_result):
 
 def test_html_inlines_every_figure(growth_result):
     page = growth_result.html.read_text()
-    assert len(DATA_IMG.findall(page)) == len(growth_result.figures) >= 10
+    assert len(DATA_IMG.findall(page)) == len(growth_result.figures) >= 9
     assert "http://" not in page and "https://" not in page  # self-contained
     assert page.count('class="sortable"') >= 4 and "addEventListener('click'" in page
     for fig in growth_result.figures:
