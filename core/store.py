@@ -254,7 +254,8 @@ def write_spec(sweep_dir: str | Path, text: str) -> None:
 
 def failed_summary(config: Any, tdir: Path, error: str, wall_s: float) -> dict[str, Any]:
     """Write ``summary.json`` with status ``failed`` and ``error`` (and config.yaml if missing)."""
-    from ._config import config_to_yaml, trial_id
+    from ._config import trial_id
+    from ._overrides import config_to_yaml
 
     tdir = Path(tdir)
     if not (tdir / CONFIG).exists():  # readers take the trial's keys from here

@@ -14,7 +14,6 @@ a dataset's fragments keep every Parquet footer they have read, so one long-live
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import yaml
 
-from core import DataError
+from core import DataError, encode_value
 from core import store as st
 
 # the scalar trajectory columns the per-trial pass needs (never the list columns)
@@ -112,7 +111,7 @@ def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:
         if isinstance(value, dict):
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
-            out[prefix + key] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+            out[prefix + key] = encode_value(value)
     return out
 
 

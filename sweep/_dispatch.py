@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import TrialConfig
+from core import DONE, TrialConfig, TrialStatus
 from core import store as st
-from core._status import DONE, TrialStatus
 
 from . import _ray
 from ._prepare import last_line

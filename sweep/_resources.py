@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
-from core import ConfigError, TrialConfig, trial_id
+from core import ConfigError, TrialConfig, gpu_memory_bytes, trial_id
 
-from ._spec import SweepSpec, gpu_fraction, gpu_memory_bytes
+from ._spec import SweepSpec
 
 
 def plan_resources(
@@ -63,3 +64,13 @@ def _auto_share(config: TrialConfig, memory: int, note: Callable[[str], None]) -
              f"{estimate / 2**30:.1f} GiB, more than a GPU's {memory / 2**30:.1f} GiB: "
              "it gets a whole GPU and may run out of memory")  # fmt: skip
     return gpu_fraction(estimate, memory)
+
+
+def gpu_fraction(estimate_bytes: int, gpu_bytes: int) -> float:
+    """The GPU share to request: estimate / memory, rounded up to 1/100, within [0.01, 1].
+
+    Ray never places shares summing above 1 on a GPU, so rounding up keeps the summed estimates
+    of the trials packed on one GPU within its memory (``core.gpu_memory_bytes`` estimates).
+    """
+    share = math.ceil(100 * estimate_bytes / gpu_bytes - 1e-9) / 100
+    return min(1.0, max(0.01, share))

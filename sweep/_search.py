@@ -18,7 +18,6 @@ lost or counted twice.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -26,10 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from core import ConfigError, TrialConfig, config_from_dict, trial_id
+from core import DONE, ConfigError, TrialConfig, apply_overrides, config_from_dict, trial_id
 from core import store as st
-from core._config import set_dotted
-from core._status import DONE
 
 from ._dispatch import system_failure
 from ._prepare import check_inputs, check_storage, prepare_store
@@ -52,10 +49,8 @@ WAIT_S = 0.5
 
 def config_for(spec: SweepSpec, params: dict[str, Any]) -> TrialConfig:
     """The base config with the sampled values set at their dotted keys."""
-    raw = json.loads(json.dumps(spec.base))
-    for key, value in params.items():
-        set_dotted(raw, key, value)
-    return config_from_dict(raw)
+    base = spec.base if isinstance(spec.base, dict) else {}
+    return config_from_dict(apply_overrides(base, params))
 
 
 def corners(search: SearchSpec) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Sweep specs: a typed, frozen model of ``SPEC.yaml``, its grid expansion, and the GPU sizing.
+"""Sweep specs: a typed, frozen model of ``SPEC.yaml`` and its grid expansion.
 
 A spec names a base trial config and a grid of dotted config keys. ``expand`` applies every grid
 point to the base (keys checked with did-you-mean), validates each point as a
@@ -22,7 +22,6 @@ Every user error is a :class:`core.ConfigError` whose one line names the spec fi
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import math
@@ -32,8 +31,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core import ConfigError, TrialConfig, trial_id
-from core._config import _format_validation, config_from_dict, read_yaml, set_dotted
+from core import (
+    ConfigError,
+    TrialConfig,
+    apply_overrides,
+    config_from_dict,
+    did_you_mean,
+    format_validation,
+    read_yaml,
+    set_dotted,
+    shown,
+    trial_id,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -120,16 +129,6 @@ class SweepSpec(_Frozen):
 # --- loading -------------------------------------------------------------------------------
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value, default=str) if isinstance(value, (dict, list)) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _spec_error(err: ValidationError) -> ConfigError:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
@@ -138,13 +137,13 @@ def _spec_error(err: ValidationError) -> ConfigError:
         model: type[BaseModel] = SweepSpec
         for part in parent:  # the section the unknown key sits in
             model = model.model_fields[str(part)].annotation  # type: ignore[assignment]
-        hint = _did_you_mean(str(first["loc"][-1]), list(model.model_fields))
+        hint = did_you_mean(str(first["loc"][-1]), list(model.model_fields))
         return ConfigError(f"sweep spec field '{loc}': unknown key{hint}")
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
         return ConfigError(f"sweep spec field '{loc}': missing; add it to the spec")
-    shown = _shown(first.get("input"))
-    return ConfigError(f"sweep spec field '{loc or '<root>'}' = {shown}: {msg}")
+    seen = shown(first.get("input"))
+    return ConfigError(f"sweep spec field '{loc or '<root>'}' = {seen}: {msg}")
 
 
 def parse_spec(raw: Any, spec_dir: Path | None = None) -> SweepSpec:
@@ -222,28 +221,28 @@ def check_grid(spec: SweepSpec) -> None:
     for i, entry in enumerate(spec.exclude):
         for key in entry:
             if key not in spec.grid:
-                hint = _did_you_mean(key, list(spec.grid))
+                hint = did_you_mean(key, list(spec.grid))
                 raise ConfigError(
-                    f"sweep spec field 'exclude[{i}]' = {_shown(entry)}: '{key}' is not a grid "
+                    f"sweep spec field 'exclude[{i}]' = {shown(entry)}: '{key}' is not a grid "
                     f"key{hint}"
                 )
 
 
 def _check_zip_group(spec: SweepSpec, i: int, group: list[str], seen: set[str]) -> None:
-    where = f"sweep spec field 'zip[{i}]' = {_shown(group)}"
+    where = f"sweep spec field 'zip[{i}]' = {shown(group)}"
     if len(group) < 2:
         raise ConfigError(f"{where}: a zip group needs at least two grid keys")
     for key in group:
         if key not in spec.grid:
-            hint = _did_you_mean(key, list(spec.grid))
+            hint = did_you_mean(key, list(spec.grid))
             raise ConfigError(f"{where}: '{key}' is not a grid key{hint}")
         if key in seen:
             raise ConfigError(f"{where}: '{key}' is already in another zip group")
         seen.add(key)
     lengths = {key: len(spec.grid[key]) for key in group}
     if len(set(lengths.values())) > 1:
-        shown = ", ".join(f"{k}: {n}" for k, n in lengths.items())
-        raise ConfigError(f"{where}: the value lists must have equal lengths, got {shown}")
+        sizes = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+        raise ConfigError(f"{where}: the value lists must have equal lengths, got {sizes}")
 
 
 def _axes(spec: SweepSpec) -> list[list[dict[str, Any]]]:
@@ -275,7 +274,7 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
         hit = [p for p in points if all(_same(p[k], v) for k, v in entry.items())]
         if not hit:
             raise ConfigError(
-                f"sweep spec field 'exclude[{i}]' = {_shown(entry)}: matches no grid point; "
+                f"sweep spec field 'exclude[{i}]' = {shown(entry)}: matches no grid point; "
                 "check the values against the grid"
             )
         points = [p for p in points if p not in hit]
@@ -298,19 +297,17 @@ def _base_config(spec: SweepSpec) -> dict[str, Any]:
 
 
 def _validate_point(spec: SweepSpec, base: dict[str, Any], point: dict[str, Any]) -> TrialConfig:
-    raw = json.loads(json.dumps(base))
-    for key, value in point.items():
-        set_dotted(raw, key, value)
+    raw = apply_overrides(base, point)
     try:
         return TrialConfig.model_validate(raw)
     except ValidationError as err:
         loc = ".".join(str(p) for p in err.errors()[0]["loc"])
         owner = next((k for k in point if loc == k or loc.startswith(k + ".")), None)
         if owner is not None:
-            where = f"'grid.{owner}' = {_shown(point[owner])}"
+            where = f"'grid.{owner}' = {shown(point[owner])}"
         else:
-            where = f"'grid' at {_shown(point)}"
-        raise ConfigError(f"sweep spec field {where}: {_format_validation(err)}") from None
+            where = f"'grid' at {shown(point)}"
+        raise ConfigError(f"sweep spec field {where}: {format_validation(err)}") from None
 
 
 def expand(spec: SweepSpec) -> list[TrialConfig]:
@@ -321,48 +318,3 @@ def expand(spec: SweepSpec) -> list[TrialConfig]:
         config = _validate_point(spec, base, point)
         configs.setdefault(trial_id(config), config)
     return list(configs.values())
-
-
-# --- GPU sizing ----------------------------------------------------------------------------
-
-CUDA_CONTEXT_BYTES = 500 * 2**20  # per process: the CUDA context plus cuBLAS workspaces
-ALLOCATOR_MARGIN = 1.25  # PyTorch's caching allocator rounds blocks up and fragments
-
-
-def parameter_count(config: TrialConfig) -> int:
-    """P, the trained parameters: FCN (d+1)m + (L-1)(m^2+m) + m; ResNet (d+1)m + 2L m^2 + m."""
-    m, L, d = config.model.width, config.model.depth, config.data.d
-    if config.model.arch == "fcn":
-        return (d + 1) * m + (L - 1) * (m * m + m) + m
-    return (d + 1) * m + 2 * L * m * m + m
-
-
-def gpu_memory_bytes(config: TrialConfig) -> int:
-    """Estimated peak GPU memory of one trial, in bytes.
-
-    Terms (b = bytes per number of the dtype, n points incl. probes, M linear maps):
-    - 4 P b: theta, theta_0, the gradients, and one P-sized temporary (theta - theta_0 in the
-      tracker, or the weight-decay term), all resident at the peak;
-    - 6 n m L b: the autograd graph of one training step (inputs, pre-activations, masks, grads);
-    - 2 n m M b + n m L: the kernel's retained features U and G per map, and the ReLU patterns;
-    - 3 n^2 M b: per-map kernel blocks and their temporaries;
-    times ALLOCATOR_MARGIN, plus CUDA_CONTEXT_BYTES for the worker process.
-    """
-    b = 8 if config.dtype == "float64" else 4
-    m, L = config.model.width, config.model.depth
-    n = config.data.n + config.data.n_probe
-    maps = L + 1 if config.model.arch == "fcn" else 2 * L + 2
-    tensors = 4 * parameter_count(config) * b + 6 * n * m * L * b
-    if config.track.kernel:
-        tensors += 2 * n * m * maps * b + n * m * L + 3 * n * n * maps * b
-    return int(ALLOCATOR_MARGIN * tensors) + CUDA_CONTEXT_BYTES
-
-
-def gpu_fraction(estimate_bytes: int, gpu_bytes: int) -> float:
-    """The GPU share to request: estimate / memory, rounded up to 1/100, within [0.01, 1].
-
-    Ray never places shares summing above 1 on a GPU, so rounding up keeps the summed estimates
-    of the trials packed on one GPU within its memory.
-    """
-    share = math.ceil(100 * estimate_bytes / gpu_bytes - 1e-9) / 100
-    return min(1.0, max(0.01, share))

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core import ConfigError
+from core import ConfigError, read_yaml
 from core import store as st
-from core._config import read_yaml
 
 
 def spec_defaults(sweep_dir: Path) -> dict[str, Any]:

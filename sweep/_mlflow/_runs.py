@@ -10,7 +10,6 @@ keeps every row.
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from collections.abc import Mapping
@@ -21,9 +20,8 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 
+from core import TrialStatus, config_from_dict, encode_value, flatten
 from core import store as st
-from core._config import config_from_dict, flatten
-from core._status import TrialStatus
 
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # per-row metric histories, at step = the trajectory step; t = step * lr is left to the store
@@ -73,8 +71,7 @@ def _as_float(value: Any) -> float | None:
 
 
 def _param_value(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (list, tuple, dict)) or value is None else value
-    return str(text)[:MAX_PARAM_LEN]
+    return str(encode_value(value, keep_none=False))[:MAX_PARAM_LEN]
 
 
 @dataclasses.dataclass

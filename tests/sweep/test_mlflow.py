@@ -12,9 +12,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from core import config_from_dict, run_trial, trial_id
+from core import config_from_dict, config_to_yaml, flatten, run_trial, trial_id
 from core import store as st
-from core._config import config_to_yaml, flatten
 from sweep._mlflow import MlflowLogger, TrackingUnavailable, pack_batches
 from sweep.cli import main
 from tests.conftest import free_port

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from core import ConfigError, build_model, config_from_dict, trial_id
-from sweep._resources import plan_resources
-from sweep._spec import (
-    CUDA_CONTEXT_BYTES,
-    expand,
-    gpu_fraction,
-    gpu_memory_bytes,
-    grid_points,
-    load_spec,
-    parameter_count,
-    parse_spec,
-)
+from core import ConfigError, config_from_dict, gpu_memory_bytes, trial_id
+from sweep._resources import gpu_fraction, plan_resources
+from sweep._spec import expand, grid_points, load_spec, parse_spec
 from tests.sweep.conftest import REPO, spec_dict, tiny_base, write_spec
 
 
@@ -151,29 +141,7 @@ def test_missing_name_is_reported(tmp_path):
         parse_spec(raw)
 
 
-# --- GPU sizing --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("arch", ["fcn", "resnet"])
-@pytest.mark.parametrize("depth", [1, 3])
-def test_parameter_count_matches_the_model(arch, depth):
-    config = config_from_dict(tiny_base(model={"arch": arch, "width": 24, "depth": depth}))
-    model = build_model(arch, 2, 24, depth, 1.0, 0, torch.float64)
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert parameter_count(config) == trained
-
-
-def test_gpu_memory_estimate_terms():
-    small = config_from_dict(tiny_base(model={"width": 16}))
-    assert CUDA_CONTEXT_BYTES < gpu_memory_bytes(small) < CUDA_CONTEXT_BYTES + 2**20
-    # at large width the 4 P numbers dominate: FCN L=3, m=16384, float64 -> 4 * 2 m^2 * 8 bytes
-    big = config_from_dict(tiny_base(model={"width": 16384, "depth": 3}))
-    p_bytes = 4 * parameter_count(big) * 8
-    assert p_bytes < gpu_memory_bytes(big) - CUDA_CONTEXT_BYTES < 1.3 * p_bytes
-    single = config_from_dict(tiny_base(model={"width": 16384, "depth": 3}, dtype="float32"))
-    assert gpu_memory_bytes(single) < 0.55 * gpu_memory_bytes(big)
-    wider = config_from_dict(tiny_base(model={"width": 32768, "depth": 3}))
-    assert gpu_memory_bytes(wider) > 3.5 * (gpu_memory_bytes(big) - CUDA_CONTEXT_BYTES)
+# --- GPU shares (the memory estimate is core's, tested in tests/core/test_size.py) ------
 
 
 def test_gpu_fraction_rounds_up_and_never_oversubscribes():
