@@ -154,7 +154,7 @@ def _minute_trials(n: int, seconds: float) -> dict[str, Any]:
 def mlflow_shares(root: Path, quick: bool) -> list[dict[str, Any]]:
     """MLflow on vs off: the smoke sweep, then ``SLOTS`` trials of a minute, to a sqlite file and
     to a local ``mlflow server`` (quick: the smoke sweep to sqlite, once)."""
-    from sweep._mlflow._server import running_mlflow_server
+    from ._mlflow_server import running_mlflow_server
 
     sweeps = [_smoke()] if quick else [_smoke(), _minute_trials(SLOTS, 60.0)]
     repeats = 1 if quick else 3

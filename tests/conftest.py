@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep._mlflow._server import free_port, running_mlflow_server
+from bench._mlflow_server import free_port, running_mlflow_server
 
 __all__ = ["free_port", "running_mlflow_server"]
 REPO = Path(__file__).resolve().parents[1]
