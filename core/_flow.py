@@ -326,6 +326,10 @@ def _stopped(ev: Evaluation, target: Tensor, cfg: TrainConfig, decay) -> bool:
 
 def _record(run: FlowRun, state: LoopState, ev: Evaluation, h: float) -> None:
     tracker = run.tracker
+    held = state.stationary_t is not None and tracker.rows["t"]
+    if held and tracker.rows["t"][-1] >= state.stationary_t:  # theta has not moved since
+        tracker.repeat_last(state.step, state.t, h)
+        return
     out = _as_kernel(ev) if tracker.with_kernel else None
     tracker.record(state.step, state.t, h, out, ev.f, ev.loss, run.y, run.model, run.X,
                    run.X_probe, state.params, state.theta0)  # fmt: skip

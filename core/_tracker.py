@@ -100,6 +100,15 @@ class Tracker:
         self.rows["theta_inf"].append(inf)
         self.rows["theta_l2"].append(l2)
 
+    def repeat_last(self, step: int, t: float, h: float) -> None:
+        """Append a copy of the last row at time ``t``: the state has not moved since (a
+        converged flow held still), so every other column would be recomputed to the same bits."""
+        for c in COLUMNS:
+            self.rows[c].append(self.rows[c][-1])
+        self.rows["step"][-1], self.rows["t"][-1], self.rows["h"][-1] = int(step), float(t), h
+        if self.rows["step_jump"][-1] is not None:
+            self.rows["step_jump"][-1] = 0.0
+
     def set_jump(self, jump: float) -> None:
         """Set the last row's ``step_jump`` (the largest one-step kernel jump it stands for)."""
         self.rows["step_jump"][-1] = float(jump)

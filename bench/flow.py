@@ -1,0 +1,128 @@
+"""Gradient-flow benchmark: steps to reach far t, and what a tracked step costs.
+
+1. Steps to t: the adaptive integrator (``train.t_max``) on the two antipodal circle points, FCN
+   L = 2, cross-entropy, against fixed-step GD at the same first step (which needs t / lr steps),
+   at two error tolerances, with the wall time of one integrator step and of one GD step.
+2. A tracked step: the columns of today's tracker (K_t, plus K with the initial activation
+   pattern for ``drift_smooth``, plus K after the update for ``step_jump``) against the tracked
+   step of the previous tracker (K_t only) and an untracked GD step, side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from core import build_model, config_from_dict, empirical_ntk, ntk_with_patterns, run_trial
+from core._train import data_loss
+
+from ._common import interleaved, machine, median, table
+
+MARKS = (1e10, 1e20, 1e30, 1e40)
+
+
+def _flow_run(width: int, tol: float, t_max: float, out: Path) -> tuple[list[int], float, int]:
+    """Accepted steps when t first reaches each mark, wall seconds, rejected steps."""
+    raw = {
+        "model": {"arch": "fcn", "width": width, "depth": 2},
+        "data": {"kind": "circle", "n": 2},
+        "train": {"loss": "cross_entropy", "lr": 0.1, "t_max": t_max, "flow_tol": tol},
+        "track": {"log_points": 41},
+        "checkpoint": {"minutes": 0, "keep_final": False},
+    }
+    t0 = time.perf_counter()
+    summary = run_trial(config_from_dict(raw), out)
+    wall = time.perf_counter() - t0
+    rows = pq.read_table(out / "trajectory.parquet").to_pydict()
+    pairs = list(zip(rows["step"], rows["t"], strict=True))
+    steps = [next(s for s, t in pairs if t >= mark) for mark in MARKS if mark <= t_max]
+    return steps, wall, int(summary["rejected_steps"])
+
+
+def steps_to_t(width: int, t_max: float) -> list[list[object]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for tol in (1e-3, 5e-4):
+            steps, wall, rejected = _flow_run(width, tol, t_max, Path(tmp) / str(tol))
+            per_step = wall / max(steps[-1] + rejected, 1)
+            rows.append([width, tol, *steps, rejected, wall, per_step])
+    return rows
+
+
+def _gd_step(model, X, y, lr=0.1) -> None:
+    params = list(model.parameters())
+    loss = data_loss(model(X), y, "cross_entropy")
+    grads = torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        torch._foreach_add_(params, grads, alpha=-lr)
+
+
+def tracked_step_costs(width: int, depth: int, n: int, repeats: int) -> list[object]:
+    """Median seconds: untracked GD step, old tracked step, new tracked step."""
+    ang = torch.arange(1, n + 1, dtype=torch.float64) * 2 * math.pi / n
+    X, y = torch.stack([ang.cos(), ang.sin()], 1), (torch.arange(n) % 2).double()
+    model = build_model("fcn", 2, width, depth, seed=0)
+    pattern0 = ntk_with_patterns(model, X).patterns
+
+    def old() -> None:
+        ntk_with_patterns(model, X)
+        _gd_step(model, X, y, lr=0.0)
+
+    def new() -> None:
+        ntk_with_patterns(model, X)
+        ntk_with_patterns(model, X, frozen=pattern0)  # drift_smooth
+        _gd_step(model, X, y, lr=0.0)
+        empirical_ntk(model, X)  # K after the update: step_jump
+
+    times = interleaved({"gd": lambda: _gd_step(model, X, y, 0.0), "old": old, "new": new},
+                        repeats)  # fmt: skip
+    gd, o, nw = (median(times[k]) for k in ("gd", "old", "new"))
+    return [width, depth, n, gd, o, nw, nw / o]
+
+
+def run(quick: bool = False) -> str:
+    """Run the benchmark and return its Markdown section."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    width, t_max = (128, 1e20) if quick else (1024, 1e40)
+    marks = [m for m in MARKS if m <= t_max]
+    flow_header = ["m", "tol", *[f"steps to t={m:.0e}" for m in marks], "rejected", "wall s",
+                   "s / evaluation"]  # fmt: skip
+    flow_rows = steps_to_t(width, t_max)
+    print(table(flow_header, flow_rows), flush=True)
+    sizes = [(256, 3, 6)] if quick else [(1024, 3, 6), (2048, 2, 2), (1024, 3, 64)]
+    cost_rows = [tracked_step_costs(m, L, n, 3 if quick else 7) for m, L, n in sizes]
+    torch.set_num_threads(threads)
+    worst = max(r[-1] for r in cost_rows)
+    steps = flow_rows[0][1 + len(marks)]
+    return "\n".join([
+        "## Gradient flow to far times (`ntkdiv bench flow`)",
+        "",
+        f"CPU ({machine()}), 1 torch thread, float64. Two antipodal circle points, FCN L = 2, "
+        f"m = {width}, cross-entropy, first step 0.1. `steps to t` = accepted steps when t first "
+        "reaches the mark; fixed-step GD at lr 0.1 needs t / 0.1 steps (1e11 to reach 1e10).",
+        "",
+        table(flow_header, flow_rows),
+        "",
+        f"- Goal t = 1e40 in <= 20,000 steps: {'met' if steps <= 20_000 else 'NOT met'} "
+        f"({steps} accepted steps to t = {t_max:.0e} at tol 1e-3; fixed-step GD: "
+        f"{t_max / 0.1:.0e}).",
+        "",
+        "### A tracked step: today's columns vs the previous tracker",
+        "",
+        "Median seconds of interleaved repeats. `old tracked` = K_t + a GD step; `new tracked` = "
+        "K_t + K with the t = 0 activation pattern (drift_smooth) + a GD step + K after it "
+        "(step_jump).",
+        "",
+        table(COST_HEADER, cost_rows),
+        "",
+        f"- Goal new / old <= 2x: {'met' if worst <= 2.0 else 'NOT met'} (worst {worst:.2f}x).",
+    ])  # fmt: skip
+
+
+COST_HEADER = ["m", "L", "n", "GD step s", "old tracked s", "new tracked s", "new / old"]
