@@ -73,29 +73,28 @@ def crossing_at(width: np.ndarray, drift: np.ndarray, bound: float,
     """
     ok = np.isfinite(drift) & (drift > 0)
     max_w = float(width[ok].max()) if ok.any() else math.nan
-    row = {"m_star": math.nan, "m_star_lo": math.nan, "m_star_hi": math.nan,
-           "exponent": math.nan, "n_widths": int(np.unique(width[ok]).size),
-           "n_points": int(ok.sum()), "max_width": max_w, "extrapolated": False,
-           "note": refusal(width, drift, MIN_WIDTHS), "boot": None}  # fmt: skip
-    if row["note"]:
-        return row
-    x, v = np.log(width[ok])[None, :], np.log(drift[ok])[None, :]
-    xm, vm, b = _ols(x, v)
-    row["exponent"] = float(b[0])
-    row["m_star"] = float(_crossings(xm, vm, b, bound)[0])
-    if row["m_star"] == math.inf:
-        row["note"] = f"drift does not fall with width (exponent {b[0]:+.2f}): never"
-    if draws is not None and ok.all():
-        xb, vb = np.log(width)[draws], np.log(drift)[draws]
-        row["boot"] = _crossings(*_ols(xb, vb), bound)
-        row["m_star_lo"], row["m_star_hi"] = _quantiles(row["boot"])
-    elif draws is None:
-        row["note"] = "; ".join(filter(None, [row["note"], "a width has one seed: no interval"]))
-    row["extrapolated"] = bool(row["m_star"] > EXTRAPOLATION * max_w)
-    if row["extrapolated"] and math.isfinite(row["m_star"]):
-        far = f"m* over {EXTRAPOLATION:g}x past the widest width {max_w:g}: extrapolated"
-        row["note"] = "; ".join(filter(None, [row["note"], far]))
-    return row
+    m_star = lo = hi = exponent = math.nan
+    boot: np.ndarray | None = None
+    notes = [refusal(width, drift, MIN_WIDTHS)]
+    if not notes[0]:
+        x, v = np.log(width[ok])[None, :], np.log(drift[ok])[None, :]
+        xm, vm, b = _ols(x, v)
+        exponent = float(b[0])
+        m_star = float(_crossings(xm, vm, b, bound)[0])
+        if m_star == math.inf:
+            notes.append(f"drift does not fall with width (exponent {exponent:+.2f}): never")
+        if draws is not None and ok.all():
+            boot = _crossings(*_ols(np.log(width)[draws], np.log(drift)[draws]), bound)
+            lo, hi = _quantiles(boot)
+        elif draws is None:
+            notes.append("a width has one seed: no interval")
+    far = bool(m_star > EXTRAPOLATION * max_w)
+    if far and math.isfinite(m_star):
+        notes.append(f"m* over {EXTRAPOLATION:g}x past the widest width {max_w:g}: extrapolated")
+    return {"m_star": m_star, "m_star_lo": lo, "m_star_hi": hi, "exponent": exponent,
+            "n_widths": int(np.unique(width[ok]).size), "n_points": int(ok.sum()),
+            "max_width": max_w, "extrapolated": far, "note": "; ".join(filter(None, notes)),
+            "boot": boot}  # fmt: skip
 
 
 Boots = dict[float, np.ndarray]

@@ -154,9 +154,9 @@ def _fit_row(keys: dict, quantity: str, t: float, sub: pd.DataFrame, col: str, t
     mid, lo, hi = crossing(fit, target, falls)
     far = is_extrapolated(mid, max_w)
     if far:
-        far = (f"crossing width {mid:.3g} is over {EXTRAPOLATION:g}x past the widest width "
+        why = (f"crossing width {mid:.3g} is over {EXTRAPOLATION:g}x past the widest width "
                f"{max_w:g}: extrapolated")  # fmt: skip
-        note = "; ".join(x for x in (note, far) if x)
+        note = "; ".join(x for x in (note, why) if x)
     row.update(exponent=fit.exponent, exponent_lo=fit.exponent_lo, exponent_hi=fit.exponent_hi,
                prefactor=fit.prefactor, n_points=fit.n_points, n_widths=fit.n_widths, r2=fit.r2,
                crossing_width=mid, crossing_width_lo=lo, crossing_width_hi=hi, extrapolated=far,
