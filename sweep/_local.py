@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import load_config, run_trial, trial_id
+from core import DONE, load_config, run_trial, trial_id
 from core._trial import lr_warning, prepare
 
 SHOWN_KEYS = (
@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_trial(config, out, progress=not args.quiet)
     print(f"trial {summary['trial_id']} -> {out}")
     print(format_summary(summary))
-    return 0 if summary["status"] in ("completed", "overflow") else 1
+    return 0 if summary["status"] in DONE else 1
 
 
 def cmd_ntk(args: argparse.Namespace) -> int:

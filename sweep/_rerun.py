@@ -23,7 +23,7 @@ RTOL = {"float64": 1e-6, "float32": 1e-3}
 COMPARED = (
     "status", "steps", "lambda0", "bound", "gap_init", "gap_sup", "drift_sup", "t_exceed",
     "lambda_min_emp_min", "f_abs_min_final", "theta_inf_final", "loss_init", "loss_final",
-    "accuracy_final", "overflow_step",
+    "accuracy_final", "diverged_step",
 )  # fmt: skip
 
 

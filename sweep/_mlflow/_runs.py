@@ -38,9 +38,10 @@ MAX_PARAM_LEN = 6000  # MLflow's param value limit
 MAX_TAG_LEN = 5000  # below MLflow's 8000, room for the UI
 MAX_HISTORY_ROWS = 2000  # rows sent per trial, evenly thinned (~2 s over HTTP); the store keeps all
 TRIAL_FILES = (st.CONFIG, st.SUMMARY, st.TRAJECTORY)
-RUN_STATUS = {TrialStatus.COMPLETED.value: "FINISHED", TrialStatus.DIVERGED.value: "FINISHED",
-              "overflow": "FINISHED", TrialStatus.FAILED.value: "FAILED",
-              TrialStatus.STOPPED.value: "KILLED"}  # fmt: skip
+# MLflow's run status per trial status ("overflow": the old name of diverged)
+RUN_STATUS = {TrialStatus.COMPLETED: "FINISHED", TrialStatus.DIVERGED: "FINISHED",
+              "overflow": "FINISHED", TrialStatus.FAILED: "FAILED",
+              TrialStatus.STOPPED: "KILLED"}  # fmt: skip
 
 
 def read_config(tdir: Path) -> dict[str, Any] | None:
