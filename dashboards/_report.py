@@ -89,7 +89,7 @@ TRIAL_COLUMNS = (
     "trial_id", "status", "arch", "depth", "loss", "lr", "data", "variant", "width", "seed",
     "dtype", "bound", "gap_init", "drift_sup", "gap_sup", "t_exceed",
     "step_jump_max", "t_leave", "drift_trend", "drift_slope_rel", "lambda_min_emp_min",
-    "theta_inf_final", "t_horizon", "flips_final", "near_kink_final", "error",
+    "theta_inf_final", "t_horizon", "flips_last", "near_kink_last", "error",
 )  # fmt: skip
 
 SORTER_JS = """

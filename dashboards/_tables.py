@@ -15,7 +15,16 @@ import pandas as pd
 from scipy import stats
 
 from core._trial import RESOLUTION_SAFETY as RESOLUTION_SAFETY  # re-exported
-from core._trial import first_exceed
+
+try:  # core's one home of t_leave (interpolated in log t between tracked rows)
+    from core._trial import first_leave
+except ImportError:  # before it existed: the first tracked row at or above the bound
+    from core._trial import first_exceed
+
+    def first_leave(rows: dict, bound: float) -> float | None:
+        return first_exceed({"t": rows["t"], "drift": rows["gap"]}, bound)
+
+
 from core._trial import resolution as core_resolution
 
 try:
@@ -130,8 +139,8 @@ def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.n
     The run's own figures (drift_sup, t_exceed, t_leave, step_jump_max) come from its
     summary.json, computed once in core; the values here are what the summary cannot hold (the
     drift at each decade of t, the late growth) and, for stores written before a summary key
-    existed, the column it is the maximum of (``step_jump_max_traj``) or core's first passage
-    of the gap (``t_leave_traj``).
+    existed, the column it is the maximum of (``step_jump_max_traj``) or core's t_leave
+    of the gap column (``t_leave_traj``).
 
     Args:
         cols: {name: (k,) array} for :data:`TRAJ_COLUMNS` (absent ones NaN), sorted by t.
@@ -148,9 +157,9 @@ def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.n
         "drift_slope_rel": rel, "drift_trend": trend(rel),
         "step_jump_max_traj": _nanmax(cols.get("step_jump", nan)),
         "t_leave_traj": _t_leave(t, gap, bound),
-        "flips_final": _last(cols.get("flips", nan)),
-        "near_kink_final": _last(cols.get("near_kink", nan)),
-        "drift_smooth_final": _last(cols.get("drift_smooth", nan)),
+        "flips_last": _last(cols.get("flips", nan)),
+        "near_kink_last": _last(cols.get("near_kink", nan)),
+        "drift_smooth_last": _last(cols.get("drift_smooth", nan)),
     }  # fmt: skip
     for tc in DECADES:
         out[f"drift_{checkpoint_name(tc)}"] = window_median(t, drift, tc) if t.size else math.nan
@@ -163,11 +172,11 @@ def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.n
 
 
 def _t_leave(t: np.ndarray, gap: np.ndarray, bound: float) -> float:
-    """core's first passage (``first_exceed``) applied to the gap column; +inf if never."""
+    """core's t_leave (``first_leave``) of the gap column; +inf if never."""
     if not np.isfinite(gap).any() or not math.isfinite(bound):
         return math.nan
-    rows = {"t": t.tolist(), "drift": [None if not np.isfinite(g) else float(g) for g in gap]}
-    hit = first_exceed(rows, bound)
+    rows = {"t": t.tolist(), "gap": [None if not np.isfinite(g) else float(g) for g in gap]}
+    hit = first_leave(rows, bound)
     return math.inf if hit is None else hit
 
 

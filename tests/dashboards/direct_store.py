@@ -121,7 +121,7 @@ def write_trial(sweep_dir: Path, g: DirectGroup, m: int, seed: int) -> str:
     """Write one trial through ``core/store.py`` (and publish it where the store copies)."""
     from core import config_from_dict, store, trial_id
     from core._config import config_to_yaml
-    from core._trial import first_exceed
+    from core._trial import first_exceed, first_leave
 
     config = config_from_dict({
         "model": {"arch": "fcn", "width": m, "depth": g.depth},
@@ -134,7 +134,7 @@ def write_trial(sweep_dir: Path, g: DirectGroup, m: int, seed: int) -> str:
     store.atomic_write_text(tdir / "config.yaml", config_to_yaml(config))
     rows = rows_of(g, m, seed)
     store.write_trajectory(tdir / "trajectory.parquet", _table(rows, tid, g.track_jump))
-    leave = first_exceed({"t": rows["t"], "drift": rows["gap"]}, TWO_POINT_BOUND)
+    leave = first_leave(rows, TWO_POINT_BOUND)
     exceed = first_exceed(rows, TWO_POINT_BOUND)
     summary = {
         "trial_id": tid, "status": g.status.get((m, seed), "completed"),

@@ -60,7 +60,8 @@ def test_trial_metrics_drift_at_decades_and_fallbacks():
     assert m["drift_t1e0"] == 1.5  # median of the rows at t in [10^-0.25, 1]: 2.0 and 1.0
     assert m["drift_t1e1"] == 2.5 and m["drift_t1e2"] == 3.5
     assert math.isnan(m["drift_t1e3"])  # beyond the horizon
-    assert m["t_leave_traj"] == 0.6  # gap = drift + 1 first >= 2 at t = 0.6 (core's function)
+    # gap = drift + 1 first >= 2 at t = 0.6 after 1 at t = 0 (core's first_leave: no log t at 0)
+    assert m["t_leave_traj"] == 0.6
     assert math.isnan(m["step_jump_max_traj"])  # an older store: no step_jump column
     assert curves.shape == (len(CURVES), T_GRID.size)
     assert np.isnan(curves[0][T_GRID < 0.6]).all()  # t = 0 stays off the log-t curves
