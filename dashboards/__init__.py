@@ -1,12 +1,16 @@
 """ntkdiv dashboards: the aggregator's verdicts and fits, figures and the HTML report.
 
 ``aggregate(sweep_dir)`` reads a sweep store (``core/store.py``'s layout) and writes
-``<sweep_dir>/report``; ``ntkdiv aggregate STORE`` is its command line. dashboards reads the
-store only: it imports neither Ray (save ``_raydata``, the Ray Data path) nor MLflow.
+``<sweep_dir>/report``, which opens with the direct verdict (:class:`Direct`);
+``study_crossing()`` re-reads the committed six-point width study at equal t. ``ntkdiv aggregate
+STORE`` is the command line. dashboards reads the store only: it imports neither Ray nor MLflow.
 """
 
-from ._aggregate import AggregateResult, Engine, aggregate
+from ._aggregate import AggregateResult, aggregate
+from ._direct import Direct
 from ._tables import RESOLUTION_SAFETY, resolution
 from ._verdict import Verdict
+from ._widthstudy import study_crossing, study_markdown, study_table
 
-__all__ = ["RESOLUTION_SAFETY", "AggregateResult", "Engine", "Verdict", "aggregate", "resolution"]
+__all__ = ["RESOLUTION_SAFETY", "AggregateResult", "Direct", "Verdict", "aggregate", "resolution",
+           "study_crossing", "study_markdown", "study_table"]  # fmt: skip

@@ -2,8 +2,8 @@
 
 The pipeline, top to bottom:
 1. read the summary rows and the unpublished trial directories (small);
-2. one streaming pass over the trajectories: per-trial metrics and curves on a common log-t grid
-   (pyarrow on this machine, or Ray Data for stores beyond it, see :class:`Engine`);
+2. one streaming pass over the trajectories (pyarrow, one trial in memory at a time): per-trial
+   metrics and curves on a common log-t grid;
 3. tables: per trial; per (group, width) with the direct and the drift verdicts; fits, m*(t)
    and the regime per group;
 4. figures, for which only a handful of trials' dense columns (f, kernel) are read;
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +22,7 @@ from core import DataError
 
 from . import _figures as F
 from ._direct import add_direct
-from ._fits import fit_table
+from ._fits import fit_table, starts_inside
 from ._read import SweepStore, dense_trajectory, iter_trajectories, open_store
 from ._regimes import regime_tables, side_by_side
 from ._report import Tables, render_html, write_outputs
@@ -31,21 +30,6 @@ from ._tables import TRAJ_COLUMNS, row_table, trajectory_pass, trial_table
 from ._verdict import add_verdicts, conclusions, verdict_text
 
 MAX_FAMILIES = 24  # (arch, depth, data) families drawn; more are listed in the notes
-
-
-class Engine(str, Enum):
-    """How the trajectory pass runs.
-
-    ARROW: ``pyarrow.dataset`` on this machine, one trial in memory at a time. Wins whenever the
-        store is on a filesystem this machine can read: no cluster, no start-up cost (2,000
-        trials take seconds).
-    RAY: Ray Data reads the same Parquet dataset on a Ray cluster and reduces each trial where
-        its partition lives; only the per-trial rows come back. For stores too large for one
-        machine to read in reasonable time (see docs/aggregation.md).
-    """
-
-    ARROW = "arrow"
-    RAY = "ray"
 
 
 @dataclass(frozen=True)
@@ -70,14 +54,10 @@ class AggregateResult:
         return self.report_dir / "report.html"
 
 
-def _trajectory_pass(store: SweepStore, engine: Engine, address: str | None):
+def _trajectory_pass(store: SweepStore):
     bounds = dict(zip(store.summary["trial_id"], store.summary.get("bound", []), strict=False))
     if store.trajectory is None:
         return pd.DataFrame({"trial_id": pd.Series([], dtype=str)}), {}
-    if engine is Engine.RAY:
-        from ._raydata import trajectory_pass_ray
-
-        return trajectory_pass_ray(store.sweep_dir / "dataset" / "trajectory", bounds, address)
     return trajectory_pass(iter_trajectories(store.trajectory, TRAJ_COLUMNS), bounds)
 
 
@@ -110,7 +90,12 @@ def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path):
             F.crossing_figure(fam, crossing, fig_dir / f"{stem}_crossing.png", name),
             F.lambda_theta_figure(fam, curves, fig_dir / f"{stem}_lambda.png", name),
         ]
-        if (fam["t_leave"].to_numpy(float) > 0).any():  # some trial started inside the bound
+        inside = starts_inside(
+            fam["gap_init"].to_numpy(float),
+            fam["step_jump_max"].to_numpy(float),
+            fam["bound"].to_numpy(float),
+        )
+        if inside.any():  # t_leave(m) is drawn where some trial started inside the bound
             figs.insert(-5, F.t_leave_figure(fam, fits, fig_dir / f"{stem}_tleave.png", name))
         figs += _seed_figures(fam, store, fig_dir, stem)
     return figs, notes
@@ -137,8 +122,6 @@ def aggregate(
     sweep_dir: str | Path,
     out_dir: str | Path | None = None,
     *,
-    engine: Engine | str = Engine.ARROW,
-    address: str | None = None,
     figures: bool = True,
 ) -> AggregateResult:
     """Aggregate one sweep directory into verdicts, fits, figures and an HTML report.
@@ -146,8 +129,6 @@ def aggregate(
     Args:
         sweep_dir: ``<storage>/<sweep>`` (see ``core/store.py`` for the layout).
         out_dir: the report directory; default ``<sweep_dir>/report``.
-        engine: ``arrow`` (default) or ``ray`` for the trajectory pass.
-        address: Ray address for ``engine="ray"`` (default: RAY_ADDRESS or a local cluster).
         figures: draw the figures (off: tables and text only).
 
     Raises:
@@ -160,7 +141,7 @@ def aggregate(
     if store.summary.empty and store.unpublished.empty:
         raise DataError(f"sweep {sweep_dir} has no trials yet; run 'ntkdiv sweep' first")
     timings["read"] = time.perf_counter() - t0
-    traj, curves = _trajectory_pass(store, Engine(engine), address)
+    traj, curves = _trajectory_pass(store)
     timings["trials"] = time.perf_counter() - t0 - timings["read"]
     trials = trial_table(store.summary, store.unpublished, traj)
     rows = row_table(trials)
