@@ -12,6 +12,7 @@ from ._analytic import (
     ntk_reference,
     stability_limits,
 )
+from ._arch import MAX_DEPTH, n_params
 from ._config import (
     DATA_KINDS,
     CheckpointConfig,
@@ -48,12 +49,10 @@ from ._overrides import (
     shown,
 )
 from ._size import (
-    MAX_DEPTH,
     MAX_TRIAL_BYTES,
     check_fits,
     gpu_memory_bytes,
     memory_bytes,
-    n_params,
     parameter_count,
 )
 from ._status import DONE, TrialStatus

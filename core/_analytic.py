@@ -1,5 +1,8 @@
 """The infinite-width NTKs of the seed's networks (DESIGN §1), the bound and the GD limits.
 
+The kernels are the composed kernel maps of the layers that also define the finite networks
+(core/_arch.py, core/_layers.py).
+
 Symbols follow DESIGN §1 and the paper (Yu, Tian, Chen, ICLR 2025, section "Neural Tangent
 Kernel"): S is a covariance (the paper's Sigma), T the FCN's tangent kernel (the paper's Theta),
 P the ResNet's backward covariance, N(x, x') = sqrt(S(x, x) S(x', x')) and rho = S / N.
@@ -8,47 +11,15 @@ Every kernel is computed in float64 on the CPU, whatever the input's dtype and d
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from ._errors import ConfigError, DataError
+from ._arch import check_arch, fcn, layers_of, resnet
+from ._errors import DataError
+from ._layers import Kernel, serial_kernel
 
 Tensor = torch.Tensor
-
-
-# --- arc-cosine functions (the ReLU's dual maps) ---------------------------------------------
-
-
-def arccos_k0(rho: Tensor) -> Tensor:
-    """k0(rho) = (pi - arccos rho) / pi, rho clamped to [-1, 1] (DESIGN §1).
-
-    k0 = 2 E[relu'(u) relu'(v)] for standard normals (u, v) with correlation rho: the paper's
-    derivative covariance Sigma-dot of one ReLU layer with the sqrt(2/m) scale.
-    """
-    return (math.pi - torch.arccos(rho.clamp(-1.0, 1.0))) / math.pi
-
-
-def arccos_k1(rho: Tensor) -> Tensor:
-    """k1(rho) = (rho (pi - arccos rho) + sqrt(1 - rho^2)) / pi, rho clamped to [-1, 1].
-
-    k1 = 2 E[relu(u) relu(v)] for standard normals (u, v) with correlation rho (DESIGN §1).
-    """
-    rho = rho.clamp(-1.0, 1.0)
-    return (rho * (math.pi - torch.arccos(rho)) + torch.sqrt(1.0 - rho * rho)) / math.pi
-
-
-def relu_layer(S: Tensor) -> tuple[Tensor, Tensor]:
-    """One ReLU layer's kernel maps of a covariance S (n, n): (N k1(rho), k0(rho)), both (n, n).
-
-    N k1(rho) is the covariance of sqrt(2/m) relu(h) when h has covariance S; k0(rho) is the
-    covariance of the layer's derivative. N = sqrt(S(x,x) S(x',x')) makes rho's diagonal exactly 1.
-    """
-    diag = S.diagonal()
-    N = torch.sqrt(torch.outer(diag, diag))  # (n, n)
-    rho = S / N
-    return N * arccos_k1(rho), arccos_k0(rho)
 
 
 def augmented_gram(X: Tensor) -> Tensor:
@@ -57,83 +28,51 @@ def augmented_gram(X: Tensor) -> Tensor:
     return X @ X.T + 1.0
 
 
-# --- the FCN kernel ---------------------------------------------------------------------------
-
-
 def fcn_ntk_from_gram(S1: Tensor, depth: int) -> Tensor:
     """K^FC = T_{L+1} from S_1 = x.x' + 1 (DESIGN §1; the paper's Theta recursion).
 
     T_1 = S_1; for l = 1..L: S_{l+1} = N_l k1(rho_l) + [l < L], T_{l+1} = T_l k0(rho_l) + S_{l+1}.
-    The +1 is the next layer's trained bias; the output layer w has none. S1: (n, n) -> (n, n).
+    The +1 is the next layer's trained bias; the output layer w has none. These are the kernel
+    maps of the FCN's layers after the first (core/_arch.py). S1: (n, n) -> (n, n).
     """
-    S, T = S1, S1
-    for l in range(1, depth + 1):
-        Nk1, k0 = relu_layer(S)
-        S = Nk1 + (1.0 if l < depth else 0.0)  # S_{l+1}
-        T = T * k0 + S  # T_{l+1}
-    return T
-
-
-def fcn_ntk(X: Tensor, depth: int) -> Tensor:
-    """The seed FCN's NTK K^FC(X, X): X (n, d) -> (n, n) float64 (DESIGN §1)."""
-    return fcn_ntk_from_gram(augmented_gram(X), depth)
-
-
-# --- the ResNet kernel ------------------------------------------------------------------------
+    return serial_kernel(fcn(depth)[1:], Kernel(S1, S1)).T
 
 
 def resnet_ntk_from_gram(S0: Tensor, depth: int, alpha: float) -> Tensor:
-    """K^Res from S_0 = x~.x~' (DESIGN §1).
+    """K^Res from S_0 = x~.x~' (DESIGN §1): the kernel maps of the ResNet's layers after (A, b).
 
-    Forward, l = 1..L: S_l = S_{l-1} + alpha^2 N_{l-1} k1(rho_{l-1}).
-    Backward, P_L = 1: P_{l-1} = P_l (1 + alpha^2 k0(rho_{l-1})).
+    Forward, l = 1..L: S_l = S_{l-1} + alpha^2 N_{l-1} k1(rho_{l-1}) and
+    T_l = T_{l-1} + alpha^2 [k0(rho_{l-1}) (T_{l-1} + S_{l-1}) + N_{l-1} k1(rho_{l-1})], T_0 = S_0;
+    K^Res = T_L + S_L. Unrolled, this is the backward form of DESIGN §1: with P_L = 1 and
+    P_{l-1} = P_l (1 + alpha^2 k0(rho_{l-1})),
     K^Res = S_L (w) + sum_l alpha^2 P_l [N_{l-1} k1(rho_{l-1}) (V_l) + k0(rho_{l-1}) S_{l-1} (W_l)]
             + P_0 S_0 (A and b).
     Every term is homogeneous of degree one in each of x~ and x~', so K^Res(D S0 D) = D K^Res D for
     a positive diagonal D: the paper's K = |x~| r(phi(x), phi(x')) |x~'|. S0: (n, n) -> (n, n).
     """
-    a2 = alpha * alpha
-    S, layers = [S0], []
-    for _ in range(depth):
-        Nk1, k0 = relu_layer(S[-1])  # of S_{l-1}
-        layers.append((Nk1, k0))
-        S.append(S[-1] + a2 * Nk1)  # S_l
-    K, P = S[depth].clone(), torch.ones_like(S0)  # from w; P_L = 1
-    for l in range(depth, 0, -1):
-        Nk1, k0 = layers[l - 1]
-        K += a2 * P * (Nk1 + k0 * S[l - 1])  # from V_l and W_l
-        P = P * (1.0 + a2 * k0)  # P_{l-1}
-    return K + P * S0  # from A and b
-
-
-def resnet_ntk(X: Tensor, depth: int, alpha: float = 1.0) -> Tensor:
-    """The seed ResNet's NTK K^Res(X, X): X (n, d) -> (n, n) float64 (DESIGN §1)."""
-    return resnet_ntk_from_gram(augmented_gram(X), depth, alpha)
+    return serial_kernel(resnet(depth, alpha)[2:], Kernel(S0, S0)).T
 
 
 def analytic_ntk(arch: str, X: Tensor, depth: int, alpha: float = 1.0) -> Tensor:
-    """The infinite-width NTK of ``arch`` on X.
+    """The infinite-width NTK of ``arch`` on X: the kernel maps of its layers (core/_arch.py).
 
     Args:
         arch: "fcn" or "resnet".
         X: (n, d) inputs, any dtype and device.
-        depth: L, hidden layers (fcn) or residual blocks (resnet), >= 1.
+        depth: L, hidden layers (fcn) or residual blocks (resnet), 1..MAX_DEPTH.
         alpha: residual branch scale (resnet only), > 0. Default 1.
 
     Returns:
         K(X, X), (n, n) float64 on the CPU.
     """
-    _check(arch, X, depth, alpha)
-    return fcn_ntk(X, depth) if arch == "fcn" else resnet_ntk(X, depth, alpha)
+    check_arch(arch, depth, alpha)
+    _check_inputs(X)
+    X = X.detach().to(device="cpu", dtype=torch.float64)
+    gram = X @ X.T  # (n, n): the inputs' kernel, S = x.x', T = 0
+    return serial_kernel(layers_of(arch, depth, alpha), Kernel(gram, torch.zeros_like(gram))).T
 
 
-def _check(arch: str, X: Tensor, depth: int, alpha: float) -> None:
-    if arch not in ("fcn", "resnet"):
-        raise ConfigError(f"model.arch = {arch!r}: unknown architecture; use 'fcn' or 'resnet'")
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ConfigError(f"model.depth = {depth!r}: must be an integer >= 1")
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise ConfigError(f"model.alpha = {alpha!r}: must be a finite number > 0")
+def _check_inputs(X: Tensor) -> None:
     if X.ndim != 2 or X.shape[0] < 1:
         raise DataError(f"inputs X have shape {tuple(X.shape)}: expected (n, d) with n >= 1")
     if not bool(torch.isfinite(X).all()):

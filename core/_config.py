@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._size import MAX_DEPTH
+from ._arch import MAX_DEPTH
 
 MAX_EPOCHS = 10**9  # beyond this t = step * lr loses integer exactness in float64 bookkeeping
 MAX_TRACKED = 200_000  # tracked rows per trial; more would make a trajectory of gigabytes

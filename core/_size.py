@@ -3,7 +3,7 @@
 Every limit is checked when a :class:`TrialConfig` is validated, so that a config too large for
 any machine fails with one line naming the field, before data or networks are built:
 
-- ``model.depth`` <= MAX_DEPTH: each layer is one step of the kernel recursion and of the net;
+- ``model.depth`` <= MAX_DEPTH (core/_arch.py): one kernel recursion step and one net layer each;
 - ``memory_bytes(config)`` <= MAX_TRIAL_BYTES: parameters (width, depth, input dimension) and
   n x n kernels (data.n + data.n_probe) together;
 - seeds in [0, 2^63 - 1] (core/_config.py).
@@ -16,23 +16,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._arch import n_params
 from ._errors import ConfigError
 
 if TYPE_CHECKING:
     from ._config import TrialConfig
 
-MAX_DEPTH = 1000  # far beyond the seed's 3; depth 10^6 would hang the kernel recursion
 MAX_TRIAL_BYTES = 2**40  # 1 TiB: more than any one machine this project runs on
 CUDA_CONTEXT_BYTES = 500 * 2**20  # per process: the CUDA context plus cuBLAS workspaces
 ALLOCATOR_MARGIN = 1.25  # PyTorch's caching allocator rounds blocks up and fragments
-
-
-def n_params(arch: str, d: int, width: int, depth: int) -> int:
-    """Trained parameters: FCN d m + m + (L-1)(m^2 + m) + m; ResNet d m + m + 2 L m^2 + m."""
-    m, L = width, depth
-    if arch == "fcn":
-        return d * m + m + (L - 1) * (m * m + m) + m
-    return d * m + m + 2 * L * m * m + m
 
 
 def parameter_count(config: TrialConfig) -> int:

@@ -19,13 +19,8 @@ from core import (
     ntk_reference,
     stability_limits,
 )
-from core._analytic import (
-    arccos_k0,
-    arccos_k1,
-    augmented_gram,
-    fcn_ntk_from_gram,
-    resnet_ntk_from_gram,
-)
+from core._analytic import augmented_gram, fcn_ntk_from_gram, resnet_ntk_from_gram
+from core._layers import arccos_k0, arccos_k1
 from tests.tolerance import ANALYTIC, EXACT_F64, QUADRATURE, assert_close, max_rel_err
 
 
@@ -111,6 +106,34 @@ def test_reference_agrees_with_the_single_functions():
     assert limits == {"mse": 2 / lambda_max(K), "cross_entropy": 8 / lambda_max(K)}
     assert (ref.lr_limit_mse, ref.lr_limit_ce) == (limits["mse"], limits["cross_entropy"])
     assert 0.15 < ref.lr_limit_ce < 0.16 and 0.038 < ref.lr_limit_mse < 0.039
+
+
+def _resnet_backward_form(S0: torch.Tensor, depth: int, alpha: float) -> torch.Tensor:
+    """K^Res in DESIGN §1's backward form, written out independently of the layers:
+    S_l = S_{l-1} + a^2 N k1, P_L = 1, P_{l-1} = P_l (1 + a^2 k0),
+    K = S_L + sum_l a^2 P_l (N k1 + k0 S_{l-1}) + P_0 S_0."""
+    a2, S, terms = alpha * alpha, [S0], []
+    for _ in range(depth):
+        d = S[-1].diagonal()
+        N = torch.sqrt(torch.outer(d, d))
+        theta = torch.arccos((S[-1] / N).clamp(-1, 1))
+        k0 = (math.pi - theta) / math.pi
+        Nk1 = N * ((S[-1] / N) * (math.pi - theta) + torch.sin(theta)) / math.pi
+        terms.append((Nk1, k0))
+        S.append(S[-1] + a2 * Nk1)
+    K, P = S[depth].clone(), torch.ones_like(S0)
+    for l in range(depth, 0, -1):
+        Nk1, k0 = terms[l - 1]
+        K += a2 * P * (Nk1 + k0 * S[l - 1])
+        P = P * (1 + a2 * k0)
+    return K + P * S0
+
+
+@pytest.mark.parametrize(("depth", "alpha"), [(1, 1.0), (3, 1.0), (4, 0.6)])
+def test_resnet_layers_give_the_backward_form(depth, alpha):
+    X = _X(7, 3)
+    K = analytic_ntk("resnet", X, depth, alpha)
+    assert_close(K, _resnet_backward_form(augmented_gram(X), depth, alpha), EXACT_F64, "K^Res")
 
 
 # --- identities between special cases ---------------------------------------------------------

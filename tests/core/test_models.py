@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from core import ConfigError, build_model
-from core._models import n_params
+from core import ConfigError, build_model, n_params
+from core._arch import layers_of
+from core._layers import param_shapes
 from tests.tolerance import EXACT_F64, assert_close
 
 
@@ -154,3 +158,33 @@ def test_cpu_and_cuda_start_identical(arch):
     )
     for p, q in zip(cpu.parameters(), gpu.parameters(), strict=True):
         assert q.device.type == "cuda" and torch.equal(p, q.cpu())
+
+
+BITS = json.loads((Path(__file__).parent / "fixtures" / "network_bits.json").read_text())
+
+
+@pytest.mark.parametrize("arch, alpha", [("fcn", 1.0), ("resnet", 0.7)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_initialization_and_outputs_keep_their_bits(arch, alpha, dtype):
+    """The bits recorded before the networks were built from layers (fixtures/network_bits.json):
+    the same parameters in the same order, the same checkpoint keys, the same outputs."""
+    want = BITS[f"{arch}/{dtype}"]
+    model = build_model(arch, 3, 16, 3, alpha=alpha, seed=7, dtype=getattr(torch, dtype))
+    X = torch.randn(5, 3, generator=torch.Generator().manual_seed(123), dtype=torch.float64)
+    params = b"".join(p.detach().numpy().tobytes() for p in model.parameters())
+    assert hashlib.sha256(params).hexdigest() == want["parameters_sha256"]
+    assert list(model.state_dict()) == want["state_dict_keys"]
+    f, maps = model.forward_maps(X.to(getattr(torch, dtype)))
+    assert [float(v).hex() for v in f.detach().double()] == want["f"]
+    ys = b"".join(mp.y.detach().numpy().tobytes() for mp in maps)
+    assert hashlib.sha256(ys).hexdigest() == want["maps_sha256"]
+
+
+@pytest.mark.parametrize("arch", ["fcn", "resnet"])
+def test_layers_define_the_trained_tensors(arch):
+    """The shapes the layers declare are the module's linear maps, in forward order."""
+    model = build_model(arch, 3, 6, 2)
+    declared = param_shapes(layers_of(arch, 2), 3, 6)
+    held = [[tuple(W.shape)] + ([tuple(b.shape)] if b is not None else [])
+            for W, b in model.linear_params()]  # fmt: skip
+    assert held == declared
