@@ -63,6 +63,8 @@ TRAJECTORY_SCHEMA = pa.schema(
         ("h", pa.float64()),  # the step size in use (lr for plain GD; adaptive for gradient flow)
         ("drift_smooth", pa.float64()),  # max|K(theta_t, pattern_0) - K_0|: the flip-free drift
         ("step_jump", pa.float64()),  # largest one-step kernel jump since the previous row
+        ("flip_jump", pa.float64()),  # largest kernel change per activation flip in one step
+        ("step_flips", pa.int64()),  # most activation flips (both ways) in one step
         ("near_kink", pa.int64()),  # pre-activations with |h| < 1e-9
     ]
 )
@@ -72,10 +74,11 @@ SUMMARY_FLOATS = (
     "lambda0", "bound", "gap_init", "gap_sup", "drift_sup", "t_exceed", "lambda_min_emp_min",
     "f_abs_min_final", "theta_inf_final", "loss_final", "wall_s", "lambda_max", "max_K",
     "resolution", "loss_init", "accuracy_final", "step_jump_max", "t_max", "horizon_t",
-    "t_leave", "drift_smooth_sup", "stationary_t",
+    "t_leave", "drift_smooth_sup", "stationary_t", "flip_jump_max",
 )  # fmt: skip
 SUMMARY_INTS = ("steps", "resumed_from_step", "overflow_step", "diverged_step", "n",
-                "tracked_rows", "flips_final", "near_kink_max", "rejected_steps")  # fmt: skip
+                "tracked_rows", "flips_final", "near_kink_max", "rejected_steps",
+                "step_flips_max")  # fmt: skip
 SUMMARY_STRINGS = ("trial_id", "status", "device", "dtype", "error")
 # any other scalar key of summary.json is read with the type JSON gives it; lists are not read
 
