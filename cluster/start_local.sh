@@ -149,11 +149,14 @@ start_ray() {
 
 start_mlflow() {
     local log="$state_dir/mlflow.log"
+    # uvicorn kills a worker that does not answer its supervisor within 5 s, which a busy
+    # machine's start-up exceeds; it then restarts them forever: hence the longer health check
     "$detach" mlflow server \
         --backend-store-uri "sqlite:///$state_dir/mlflow.db" \
         --artifacts-destination "$state_dir/mlartifacts" \
         --host 127.0.0.1 --port "$mlflow_port" \
-        --workers "$mlflow_workers" >"$log" 2>&1 </dev/null &
+        --workers "$mlflow_workers" \
+        --uvicorn-opts "--timeout-worker-healthcheck 120" >"$log" 2>&1 </dev/null &
     echo $! >"$mlflow_pid_file"
     wait_for "MLflow server" "$mlflow_pid_file" "$log" mlflow_answers
 }
@@ -164,6 +167,9 @@ write_env() {
 export RAY_ADDRESS=http://127.0.0.1:$dashboard_port
 export RAY_AUTH_MODE=token
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$mlflow_port
+# clients that dial the GCS (ray status, ray.init, ntkdiv sweep --address) keep 127.0.0.1 with
+# this, instead of swapping it for this machine's address, where nothing listens
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 # a driver run here without ray job submit: ntkdiv sweep SPEC --address 127.0.0.1:$gcs_port
 # dashboard: http://127.0.0.1:$dashboard_port   MLflow UI: http://127.0.0.1:$mlflow_port
 EOF

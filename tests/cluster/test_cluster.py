@@ -278,7 +278,7 @@ def local_env(tmp_path):
         RAY_DASHBOARD_PORT=str(free_port()),
         MLFLOW_PORT=str(free_port()),
         NUM_CPUS="2",
-        START_TIMEOUT="240",
+        START_TIMEOUT="420",  # a loaded 2-core machine needs minutes for MLflow's imports
     )
     yield env
     run_script("stop", env=env, timeout=120)
@@ -303,19 +303,25 @@ def ray_cli(env: dict, *args: str, timeout: float = 120):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_start_local_starts_both_and_stop_stops_them(local_env):
     env = local_env
-    started = run_script("start", env=env, timeout=300)
+    started = run_script("start", env=env, timeout=500)
     assert started.returncode == 0, started.stderr
     assert f"export RAY_ADDRESS=http://127.0.0.1:{env['RAY_DASHBOARD_PORT']}" in started.stdout
     assert "export RAY_AUTH_MODE=token" in started.stdout
+    assert "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in started.stdout
     assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{env['MLFLOW_PORT']}" in started.stdout
 
     health = f"http://127.0.0.1:{env['MLFLOW_PORT']}/health"
     with urllib.request.urlopen(health, timeout=10) as response:
         assert response.status == 200 and response.read().strip() == b"OK"
-    client = {**env, "RAY_AUTH_MODE": "token"}
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in started.stdout.splitlines()
+        if line.startswith("export ")
+    )
+    client = {**env, **exports}  # what eval "$(start_local.sh env)" sets
     status = ray_cli(client, "status", "--address", f"127.0.0.1:{env['RAY_GCS_PORT']}")
     assert status.returncode == 0, status.stderr
     assert "2.0 CPU" in status.stdout
