@@ -293,7 +293,11 @@ def integrate(run: FlowRun, state: LoopState) -> LoopState:
                 break
             continue
         # --- accepted ------------------------------------------------------------------------
-        state.jump = max(state.jump, float((new.K - ev.K).abs().max()))
+        jump, flips = float((new.K - ev.K).abs().max()), int((new.patterns != ev.patterns).sum())
+        state.jump = max(state.jump, jump)
+        state.step_flips = max(state.step_flips, flips)
+        if flips > 0:
+            state.flip_jump = max(state.flip_jump, jump / flips)
         state.t = run.times[k] if landing or state.t + step > run.times[k] else state.t + step
         state.step += 1
         grown = next_step(step, err, cfg.flow_tol)
@@ -334,5 +338,5 @@ def _record(run: FlowRun, state: LoopState, ev: Evaluation, h: float) -> None:
     tracker.record(state.step, state.t, h, out, ev.f, ev.loss, run.y, run.model, run.X,
                    run.X_probe, state.params, state.theta0)  # fmt: skip
     if out is not None and state.step > 0:
-        tracker.set_jump(state.jump)
-    state.jump = 0.0
+        tracker.set_jump(state.jump, state.flip_jump, state.step_flips)
+    state.jump, state.flip_jump, state.step_flips = 0.0, 0.0, 0

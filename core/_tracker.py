@@ -17,8 +17,8 @@ from ._empirical import EmpiricalNTK, ntk_with_patterns
 
 COLUMNS = (
     "step", "t", "h", "loss", "accuracy", "f", "f_probe", "f_abs_min", "gap", "drift",
-    "drift_smooth", "step_jump", "lambda_min", "kernel", "theta_inf", "theta_l2", "flips",
-    "near_kink",
+    "drift_smooth", "step_jump", "flip_jump", "step_flips", "lambda_min", "kernel", "theta_inf",
+    "theta_l2", "flips", "near_kink",
 )  # fmt: skip
 
 
@@ -60,7 +60,9 @@ class Tracker:
     max|K(theta_t, pattern_0) - K_0|, the drift with every activation frozen at its t = 0 state
     (the part of the drift that no flip makes); ``step_jump`` the largest one-step kernel jump
     max|K_{s+1} - K_s| measured since the previous row (gradient flow: every step; plain GD: the
-    step right after each tracked step).
+    step right after each tracked step); ``step_flips`` the most activation flips (both ways) in
+    one of those steps, and ``flip_jump`` the largest kernel change per flip, max over those steps
+    of step_jump / flips: the kernel's granularity, which a step of any size cannot go below.
     """
 
     ref: NTKReference  # analytic kernel on the training points (float64, CPU)
@@ -93,7 +95,8 @@ class Tracker:
             for c in ("gap", "drift", "drift_smooth", "lambda_min", "flips", "near_kink"):
                 self.rows[c].append(None)
             self.rows["kernel"].append([])
-        self.rows["step_jump"].append(None)
+        for c in ("step_jump", "flip_jump", "step_flips"):
+            self.rows[c].append(None)
         self.rows["h"].append(float(h))
         self._output_columns(step, t, f, target, model, X_probe, loss)
         inf, l2 = param_distance(params, theta0)
@@ -107,11 +110,14 @@ class Tracker:
             self.rows[c].append(self.rows[c][-1])
         self.rows["step"][-1], self.rows["t"][-1], self.rows["h"][-1] = int(step), float(t), h
         if self.rows["step_jump"][-1] is not None:
-            self.rows["step_jump"][-1] = 0.0
+            self.rows["step_jump"][-1], self.rows["flip_jump"][-1] = 0.0, 0.0
+            self.rows["step_flips"][-1] = 0
 
-    def set_jump(self, jump: float) -> None:
-        """Set the last row's ``step_jump`` (the largest one-step kernel jump it stands for)."""
+    def set_jump(self, jump: float, flip_jump: float, step_flips: int) -> None:
+        """Set the last row's ``step_jump``, ``flip_jump`` and ``step_flips`` (class docstring)."""
         self.rows["step_jump"][-1] = float(jump)
+        self.rows["flip_jump"][-1] = float(flip_jump)
+        self.rows["step_flips"][-1] = int(step_flips)
 
     def _kernel_columns(self, K: torch.Tensor, model, X) -> None:
         if self.K0 is None:

@@ -52,11 +52,14 @@ class LoopState:
     t: float = 0.0  # gradient-flow time reached (plain GD: step * lr)
     h: float = 0.0  # gradient flow: the controller's next step size (0: start from train.lr)
     jump: float = 0.0  # gradient flow: largest one-step kernel jump since the last row
+    flip_jump: float = 0.0  # ... largest kernel change per activation flip in one step
+    step_flips: int = 0  # ... most activation flips in one step
     rejected: int = 0  # gradient flow: steps rejected by the error control
     stationary_t: float | None = None  # gradient flow: from here theta is held (module _flow)
     stopped_by_budget: bool = False  # gradient flow: MAX_FLOW_STEPS reached before t_max
 
-    FLOW_KEYS = ("t", "h", "jump", "rejected", "stationary_t", "stopped_by_budget")
+    FLOW_KEYS = ("t", "h", "jump", "flip_jump", "step_flips", "rejected", "stationary_t",
+                 "stopped_by_budget")  # fmt: skip
 
 
 def save_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
@@ -167,7 +170,9 @@ def train(
         if track_now and out is not None:  # the kernel's one-step jump, sampled here
             nxt = tracker.kernel(model, X)
             assert nxt is not None
-            tracker.set_jump(float((nxt.K - out.K).abs().max()))
+            flips = int((nxt.patterns != out.patterns).sum())
+            jump = float((nxt.K - out.K).abs().max())
+            tracker.set_jump(jump, jump / flips if flips else 0.0, flips)
             ahead = (step, nxt)
         if on_step is not None:
             on_step(step)

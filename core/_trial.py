@@ -313,6 +313,8 @@ def summarize(config, ref, tracker, state, wall, device, resumed_from) -> dict[s
         "horizon_t": last["t"],
         "t_leave": first_leave(rows, ref.bound),
         "step_jump_max": _finite_max(rows["step_jump"]),
+        "flip_jump_max": _finite_max(rows["flip_jump"]),
+        "step_flips_max": _finite_max(rows["step_flips"]),
         "drift_smooth_sup": _finite_max(rows["drift_smooth"]),
         "flips_final": last["flips"],
         "near_kink_max": _finite_max(rows["near_kink"]),
