@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from core import store
 
+from ._direct import RESOLVED
 from ._figures import Figure
 
 
@@ -216,6 +217,16 @@ def _legend(help_: dict[str, str]) -> str:
                             for k, v in help_.items()) + "</ul>"  # fmt: skip
 
 
+def _drift_block(verdict: pd.DataFrame) -> str:
+    """The drift verdict of the rows the direct test leaves unresolved (elsewhere the direct
+    verdict is the answer, and a second verdict beside it would only compete with it)."""
+    rows = verdict[~verdict["direct"].isin(RESOLVED)]
+    if rows.empty:
+        return "<p>None: the direct test resolves every row.</p>"
+    return (f'<p class="caveat">{html.escape(CAVEAT)}</p>' + _legend(VERDICT_HELP)
+            + html_table(rows, VERDICT_COLUMNS))  # fmt: skip
+
+
 def render_html(sweep_dir: Path, tables: Tables, paragraphs: dict[str, str], notes: list[str],
                 figures: list[Figure]) -> str:  # fmt: skip
     """The whole report as one HTML string (no external resources): the answer first."""
@@ -241,8 +252,7 @@ def render_html(sweep_dir: Path, tables: Tables, paragraphs: dict[str, str], not
         _section("m*(t) with bootstrap intervals over seeds",
                  html_table(_with_group(tables.crossing), CROSSING_COLUMNS)),
         _section("Drift verdict (evidence for rows the direct test does not resolve)",
-                 f'<p class="caveat">{html.escape(CAVEAT)}</p>' + _legend(VERDICT_HELP)
-                 + html_table(tables.verdict, VERDICT_COLUMNS)),
+                 _drift_block(tables.verdict)),
         _section("Power-law fits against width (refusals in note)", html_table(tables.fits)),
         _section("Figures", "".join(_img(f) for f in figures)),
         _section("Failed, diverged and missing trials", html_table(lost, (

@@ -23,6 +23,7 @@ from enum import Enum
 import numpy as np
 import pandas as pd
 
+from ._direct import RESOLVED
 from ._tables import GROUP_KEYS, RESOLUTION_SAFETY, resolution
 
 __all__ = ["RESOLUTION_SAFETY", "Verdict", "add_verdicts", "conclusions", "decide", "resolution"]
@@ -223,7 +224,10 @@ def verdict_text(verdict: pd.DataFrame, paragraphs: dict[str, str], notes: list[
     columns = list(TEXT_COLUMNS)
     if "variant" in verdict and verdict["variant"].astype(bool).any():
         columns.insert(5, ("variant", "{}"))
-    lines = _text_table(verdict, columns)
+    shown = verdict.copy()
+    if "direct" in shown:  # where the direct test answers, the drift verdict is not repeated
+        shown["verdict"] = shown["verdict"].where(~shown["direct"].isin(RESOLVED), "-")
+    lines = _text_table(shown, columns)
     lines += ["", "Conclusions:"]
     lines += [f"- {p}" for p in paragraphs.values()]
     if notes:

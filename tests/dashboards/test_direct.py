@@ -123,3 +123,14 @@ def test_resolving_width_refuses_no_data():
 
 def test_seed_shifts_are_distinct():
     assert len(set(SEED_SHIFT[:3])) == 3  # the t_leave spread test needs three distinct seeds
+
+
+def test_no_second_verdict_beside_a_direct_answer(result):
+    """Where the direct test answers, the drift verdict is not shown next to it (text and HTML)."""
+    lines = [ln.split() for ln in result.verdict_text.splitlines() if "leaves-bound" in ln]
+    assert lines and all(ln[-1] == "-" for ln in lines if ln[-2] == "leaves-bound")
+    page = result.html.read_text()
+    drift = page[page.index("Drift verdict (evidence") :]
+    drift = drift[: drift.index("<h2>", 10)]
+    unresolved = ~result.verdict["direct"].isin(["leaves-bound", "stays-within", "split"])
+    assert drift.count("<tr>") == 1 + int(unresolved.sum())  # a header and the unresolved rows
