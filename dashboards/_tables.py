@@ -14,23 +14,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from core import TrialStatus
 from core._trial import RESOLUTION_SAFETY as RESOLUTION_SAFETY  # re-exported
-
-try:  # core's one home of t_leave (interpolated in log t between tracked rows)
-    from core._trial import first_leave
-except ImportError:  # before it existed: the first tracked row at or above the bound
-    from core._trial import first_exceed
-
-    def first_leave(rows: dict, bound: float) -> float | None:
-        return first_exceed({"t": rows["t"], "drift": rows["gap"]}, bound)
-
-
+from core._trial import first_leave  # core's one home of t_leave (interpolated in log t)
 from core._trial import resolution as core_resolution
 
-try:
-    from core._status import USABLE
-except ImportError:  # before core's one status enum
-    USABLE = frozenset({"completed"})
+USABLE = (TrialStatus.COMPLETED.value,)  # the only status whose trajectories count
 
 GROUP_KEYS = ("arch", "depth", "loss", "lr", "data", "variant")
 ROW_KEYS = (*GROUP_KEYS, "width")

@@ -119,8 +119,7 @@ def _table(rows: dict, tid: str, track_jump: bool) -> pa.Table:
 
 def write_trial(sweep_dir: Path, g: DirectGroup, m: int, seed: int) -> str:
     """Write one trial through ``core/store.py`` (and publish it where the store copies)."""
-    from core import config_from_dict, store, trial_id
-    from core._config import config_to_yaml
+    from core import config_from_dict, config_to_yaml, store, trial_id
     from core._trial import first_exceed, first_leave
 
     config = config_from_dict({
