@@ -76,6 +76,8 @@ def env_lines(state: dict) -> list[str]:
         "# ray job submit talks to the dashboard; token mode reads ~/.ray/auth_token",
         f"export RAY_ADDRESS=http://127.0.0.1:{p['ray_dashboard']}",
         "export RAY_AUTH_MODE=token",
+        "# clients that dial the GCS (ray status, ray.init) keep 127.0.0.1, where it listens",
+        "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0",
         f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{p['mlflow']}",
         f"export AWS_ENDPOINT_URL=http://127.0.0.1:{p['s3']}",
         f"export AWS_ACCESS_KEY_ID={state['s3_access_key']}",

@@ -169,6 +169,12 @@ def test_ray_job_runs_on_the_stack(stack):
     done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "sum 5" in done.stdout
+    # a client dialing the GCS on 127.0.0.1 (ray status, ray.init, ntkdiv sweep --address)
+    gcs = env["RAY_ADDRESS"].replace("http://", "").split(":")[0]
+    gcs = f"{gcs}:{stack[2]['ports']['ray_gcs']}"
+    status = subprocess.run([ray_cli, "status", "--address", gcs], env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert status.returncode == 0 and "1.0 CPU" in status.stdout, status.stderr[-2000:]
 
 
 def test_stop_leaves_no_process_behind(stack):
