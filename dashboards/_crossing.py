@@ -47,7 +47,10 @@ def _crossings(xm, vm, slope, bound: float) -> np.ndarray:
 
 
 def bootstrap_draws(width: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, N) indices into the N points, seeds redrawn within each width."""
+    """(n_boot, N) indices into the N points, seeds redrawn within each width.
+
+    A width with one seed keeps it in every replicate: the interval then holds the seed spread
+    of the other widths only (said in the row's note)."""
     idx = np.empty((n_boot, width.size), dtype=int)
     for w in np.unique(width):
         members = np.flatnonzero(width == w)
@@ -86,8 +89,9 @@ def crossing_at(width: np.ndarray, drift: np.ndarray, bound: float,
         if draws is not None and ok.all():
             boot = _crossings(*_ols(np.log(width)[draws], np.log(drift)[draws]), bound)
             lo, hi = _quantiles(boot)
+            notes.append(single_seed_note(width))
         elif draws is None:
-            notes.append("a width has one seed: no interval")
+            notes.append("one seed per width: no interval")
     far = bool(m_star > EXTRAPOLATION * max_w)
     if far and math.isfinite(m_star):
         notes.append(f"m* over {EXTRAPOLATION:g}x past the widest width {max_w:g}: extrapolated")
@@ -131,8 +135,18 @@ def crossing_curve(width: np.ndarray, drift_at: dict[float, np.ndarray], bound: 
 
 
 def _draws_or_none(width: np.ndarray, n_boot: int, rng: np.random.Generator):
+    """Bootstrap draws, or None when no width has two seeds (nothing to resample)."""
     counts = np.unique(width, return_counts=True)[1]
-    return bootstrap_draws(width, n_boot, rng) if counts.size and counts.min() >= 2 else None
+    return bootstrap_draws(width, n_boot, rng) if counts.size and counts.max() >= 2 else None
+
+
+def single_seed_note(width: np.ndarray) -> str:
+    """'m = 8192 has one seed, held fixed in the bootstrap', or ""."""
+    ws, counts = np.unique(width, return_counts=True)
+    single = [f"{w:g}" for w, c in zip(ws, counts, strict=True) if c == 1]
+    if not single or len(single) == ws.size:
+        return ""
+    return f"m = {', '.join(single)} has one seed, held fixed in the bootstrap"
 
 
 def slope_in_t(t: np.ndarray, m_star: np.ndarray) -> float:

@@ -55,10 +55,20 @@ def drift_at_decades(trials: pd.DataFrame) -> dict[float, np.ndarray]:
 
 def _growth_why(per_width: pd.DataFrame) -> tuple[str, str]:
     """('growing' | 'saturated' | 'mixed' | 'unknown', sentence) from per-width intervals."""
+    judged = per_width[per_width["growth_lo"].notna()]
+    skipped = per_width[per_width["growth_lo"].isna()]["width"]
+    left_out = (f"; m = {', '.join(str(int(w)) for w in skipped)} (under 2 seeds) not judged"
+                if len(skipped) else "")  # fmt: skip
+    if len(judged) < 2:
+        return "unknown", ("the late drift growth has an interval (>= 2 seeds) at "
+                           f"{len(judged)} width(s), the trend needs 2")  # fmt: skip
+    trend, why = _judge(judged)
+    return trend, why + left_out
+
+
+def _judge(per_width: pd.DataFrame) -> tuple[str, str]:
     lo, hi = per_width["growth_lo"].to_numpy(float), per_width["growth_hi"].to_numpy(float)
     n = len(per_width)
-    if n == 0 or np.isnan(lo).any():
-        return "unknown", "the late drift growth has no interval at some width (under 2 seeds)"
     up = int((lo > 0).sum())
     flat = int(((lo >= -SATURATION) & (hi <= SATURATION)).sum())
     lo_g, hi_g = (f"{100 * per_width['growth'].min():+.0f}%",

@@ -18,6 +18,9 @@ DIVERGING = DirectGroup(depth=2, leave_b=None, drift=log_drift(), decades_step=0
 SETTLING = DirectGroup(depth=2, loss="mse", lr=0.05, leave_b=None, drift=saturating_drift(),
                        decades_step=0.05)  # fmt: skip
 ONE_SEED = DirectGroup(depth=3, seeds=(0,), leave_b=None, t_max=1e6, decades_step=0.05)
+# the direct-test spec's shape: 3 seeds at three widths, seed 0 only at the widest
+THREE = DirectGroup(depth=4, widths=(1024, 2048, 4096), leave_b=None, decades_step=0.05)
+WIDEST = DirectGroup(depth=4, widths=(8192,), seeds=(0,), leave_b=None, decades_step=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,7 @@ def result(tmp_path_factory):
     from .direct_store import write_sweep
 
     sweep = tmp_path_factory.mktemp("regimes") / "sweep"
-    write_sweep(sweep, [DIVERGING, SETTLING, ONE_SEED])
+    write_sweep(sweep, [DIVERGING, SETTLING, ONE_SEED, THREE, WIDEST])
     return dashboards.aggregate(sweep, tmp_path_factory.mktemp("report"), figures=False)
 
 
@@ -50,7 +53,19 @@ def test_saturating_drift_is_settling(result):
 
 def test_one_seed_per_width_is_undetermined_and_says_why(result):
     row = _regime(result, "cross_entropy", 3)
-    assert row["regime"] == "undetermined" and "under 2 seeds" in row["why"]
+    assert row["regime"] == "undetermined" and "(>= 2 seeds) at 0 width(s)" in row["why"]
+    c = result.crossing
+    assert "one seed per width: no interval" in " ".join(c[c["depth"] == 3]["note"])
+
+
+def test_a_width_with_one_seed_is_held_fixed_and_said_so(result):
+    row = _regime(result, "cross_entropy", 4)
+    assert row["regime"] == "diverging", row["why"]
+    assert "m = 8192 (under 2 seeds) not judged" in row["why"]
+    c = result.crossing
+    late = c[(c["depth"] == 4) & (c["t"] == 1e40)].iloc[0]
+    assert late["n_widths"] == 4 and late["m_star_lo"] <= late["m_star"] <= late["m_star_hi"]
+    assert "m = 8192 has one seed, held fixed in the bootstrap" in late["note"]
 
 
 def test_m_star_over_the_whole_horizon_and_losses_at_equal_t(result):
