@@ -123,7 +123,7 @@ class _ImageData(_Data):
     @field_validator("classes")
     @classmethod
     def _two_digits(cls, v: list[int] | str) -> list[int] | str:
-        if v == "parity":
+        if isinstance(v, str):  # "parity", the only string the type admits
             return v
         if not (len(v) == 2 and v[0] != v[1] and all(0 <= c <= 9 for c in v)):
             raise ValueError(

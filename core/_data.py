@@ -89,8 +89,12 @@ def make_dataset(cfg: DataConfig, dtype=torch.float64, device="cpu") -> Dataset:
             available points, bad classes).
         DataError: a missing, unreadable or corrupt MNIST file.
     """
-    build = {"circle": _circle, "sphere": _sphere, "digits": _images, "mnist": _images}[cfg.kind]
-    X, y, X_probe, what = build(cfg)  # float64 numpy: (n, d), (n,), (p, d), a phrase
+    if isinstance(cfg, CircleData):  # float64 numpy: (n, d), (n,), (p, d), a phrase
+        X, y, X_probe, what = _circle(cfg)
+    elif isinstance(cfg, SphereData):
+        X, y, X_probe, what = _sphere(cfg)
+    else:
+        X, y, X_probe, what = _images(cfg)
     X, X_probe = normalize(X, X_probe, cfg.normalize, PIXEL_MAX.get(cfg.kind, 1.0))
     n0, n1 = int((y == 0).sum()), int((y == 1).sum())
     description = (

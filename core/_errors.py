@@ -11,4 +11,3 @@ class ConfigError(NtkdivError, ValueError):
 
 class DataError(NtkdivError, ValueError):
     """A data set could not be built: a missing or corrupt file, or bad labels."""
-
