@@ -20,10 +20,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster._procs import StackError, group_pids, spawn, stop
+from cluster._procs import StackError, alive, group_pids, spawn, stop, tail
 from cluster._services import tool
 
 # each node: fresh /tmp and /dev/shm, then exec the node's command (its pid stays the same)
@@ -88,8 +89,28 @@ class Subnet:
         ip("-n", node.name, "link", "set", "lo", "up")
         return node
 
-    def start_ray(self, node: Node, args: list[str], env: dict[str, str]) -> int:
-        """``ray start --block ARGS`` in ``node``'s namespaces; returns (and keeps) its pid."""
+    def start_ray(
+        self, node: Node, args: list[str], env: dict[str, str], timeout: float = 180, tries: int = 2
+    ) -> int:
+        """``ray start --block ARGS`` in ``node``'s namespaces, waited for until the node is up;
+        returns (and keeps) its pid. Ray gives a raylet 30 s (fixed) to register with the GCS,
+        which a loaded machine can miss: ``ray start`` then exits, and is tried again."""
+        for attempt in range(1, tries + 1):
+            pid = self._spawn_ray(node, args, env)
+            log = self.log_dir / f"{node.name}.log"
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if "Ray runtime started" in log.read_text(errors="replace"):
+                    return pid
+                if not alive(pid):
+                    break
+                time.sleep(1)
+            stop(pid, timeout=10)
+            if attempt == tries:
+                raise StackError(f"Ray on {node.name} did not start; log {log}:\n{tail(log)}")
+        raise AssertionError("unreachable")
+
+    def _spawn_ray(self, node: Node, args: list[str], env: dict[str, str]) -> int:
         argv = [
             "ip", "netns", "exec", node.name, "unshare", "--mount", "--propagation", "private",
             "sh", "-c", f'{PRIVATE_TMP} && exec "$@"', node.name,

@@ -93,6 +93,10 @@ def long_task(prefix: str) -> tuple[str, int]:
 def main() -> None:
     address, run = sys.argv[1], sys.argv[2]
     ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    deadline = time.monotonic() + 120
+    while len([n for n in ray.nodes() if n["Alive"]]) < 3 and time.monotonic() < deadline:
+        time.sleep(1)
+    say(nodes=sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]))
     on = {w: {"resources": {w: 0.01}} for w in ("w1", "w2")}
     say(spread={w: ray.get(where.options(**on[w]).remote()) for w in on})
 

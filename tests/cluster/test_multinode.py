@@ -109,10 +109,10 @@ def harness():
         small = ["--object-store-memory", str(100 * 2**20)]
         head_args = ["--head", "--port", str(GCS_PORT), "--num-cpus", "0", "--include-dashboard",
                      "false", *small]  # fmt: skip
+        state["pids"]["mlflow"] = svc.spawn_mlflow(state)  # its start-up is the slowest
         net.start_ray(head, head_args, env)
         wait_port(head.address, GCS_PORT, head.pid, root / f"{head.name}.log")
-        state["pids"]["mlflow"] = svc.spawn_mlflow(state)  # its start-up is the slowest
-        for node, name in ((w1, "w1"), (w2, "w2")):
+        for node, name in ((w1, "w1"), (w2, "w2")):  # one at a time: less contention
             resources = json.dumps({name: 1, "worker": 1})
             args = ["--address", f"{head.address}:{GCS_PORT}", "--num-cpus", "1",
                     "--resources", resources, *small]  # fmt: skip
