@@ -26,6 +26,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,27 +38,30 @@ MAX_TRACKED = 200_000  # tracked rows per trial; more would make a trajectory of
 MAX_SEED = 2**63 - 1  # torch.Generator takes 64-bit seeds; the store's seed column is int64
 
 
-def _not_bool(value: Any) -> Any:
-    """Refuse True/False where a number belongs (pydantic would read them as 1 and 0)."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got the boolean {value}; write a number")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Float = Annotated[float, BeforeValidator(_not_bool)]
-Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_holds_bool(v) for v in value)
+    return isinstance(value, bool)
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse True/False where a number belongs (pydantic would read them as 1 and 0)."""
+        takes_bool = cls.model_fields[str(info.field_name)].annotation is bool
+        if not takes_bool and _holds_bool(value):
+            raise ValueError(f"a boolean where a number belongs, got {value!r}; write a number")
+        return value
+
 
 class ModelConfig(_Frozen):
     arch: Literal["fcn", "resnet"] = "fcn"  # the seed's two architectures
-    width: Int = Field(256, gt=0)  # m: hidden width of every layer (memory: see core/_size.py)
-    depth: Int = Field(3, gt=0, le=MAX_DEPTH)  # L: hidden layers (fcn) or residual blocks (resnet)
-    alpha: Float = Field(1.0, gt=0)  # residual branch scale (resnet only); the seed uses 1
+    width: int = Field(256, gt=0)  # m: hidden width of every layer (memory: see core/_size.py)
+    depth: int = Field(3, gt=0, le=MAX_DEPTH)  # L: hidden layers (fcn) or residual blocks (resnet)
+    alpha: float = Field(1.0, gt=0)  # residual branch scale (resnet only); the seed uses 1
 
     @field_validator("alpha")
     @classmethod
@@ -72,9 +76,9 @@ class ModelConfig(_Frozen):
 
 class _Data(_Frozen):
     kind: str  # overridden by each kind with its literal name (the union's discriminator)
-    n: Int = Field(6, ge=2)  # training points; the seed's synthetic run uses 6
+    n: int = Field(6, ge=2)  # training points; the seed's synthetic run uses 6
     normalize: Literal["unit", "standardize", "none"] = "unit"  # unit: every x on S^{d-1}
-    n_probe: Int = Field(0, ge=0)  # extra untrained points whose outputs are tracked
+    n_probe: int = Field(0, ge=0)  # extra untrained points whose outputs are tracked
 
     @property
     def input_dim(self) -> int:
@@ -88,7 +92,7 @@ class CircleData(_Data):
     kind: Literal["circle"] = "circle"
     # the circle is 2-d: any other d fails when the data are built (not here, so that a sweep
     # may zip data.kind with data.d and check each grid value on its own)
-    d: Int = Field(2, ge=1)
+    d: int = Field(2, ge=1)
 
     @property
     def input_dim(self) -> int:
@@ -99,8 +103,8 @@ class SphereData(_Data):
     """n points uniform on S^{d-1}, labels Bernoulli(1/2), from ``seed``."""
 
     kind: Literal["sphere"] = "sphere"
-    d: Int = 2  # input dimension: points on S^{d-1}
-    seed: Seed = 0  # seeds the points and labels, independent of the net's seed
+    d: int = 2  # input dimension: points on S^{d-1}
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # the points and labels; not the net's seed
 
     @field_validator("d")
     @classmethod
@@ -117,8 +121,8 @@ class SphereData(_Data):
 
 
 class _ImageData(_Data):
-    classes: list[Int] | Literal["parity"] = "parity"  # two digits, or odd (1) vs even (0)
-    seed: Seed = 0  # seeds which images are drawn, independent of the net's seed
+    classes: list[int] | Literal["parity"] = "parity"  # two digits, or odd (1) vs even (0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # which images are drawn; not the net's seed
 
     @field_validator("classes")
     @classmethod
@@ -204,15 +208,15 @@ def data_config(**fields: Any) -> _Data:
 
 class TrainConfig(_Frozen):
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"  # mse is the lazy-regime control
-    lr: Float = Field(0.1, gt=0)  # full-batch GD step; gradient-flow time t = step * lr
-    epochs: Int = Field(1000, ge=0)  # full-batch steps (one epoch = one step); plain GD
+    lr: float = Field(0.1, gt=0)  # full-batch GD step; gradient-flow time t = step * lr
+    epochs: int = Field(1000, ge=0)  # full-batch steps (one epoch = one step); plain GD
     # gradient-flow time to reach with adaptive steps (train.lr is then the first step and
     # train.epochs is ignored); late cross-entropy dynamics live in log t, see core/_flow.py
-    t_max: Float | None = Field(None, gt=0)
-    flow_tol: Float = Field(1e-3, gt=0)  # adaptive steps: local error allowed in f per step
-    weight_decay: Float = Field(0.0, ge=0)  # L2 penalty strength; 0 is the seed's setting
+    t_max: float | None = Field(None, gt=0)  # flow time to reach with adaptive steps; None: GD
+    flow_tol: float = Field(1e-3, gt=0)  # adaptive steps: local error allowed in f per step
+    weight_decay: float = Field(0.0, ge=0)  # L2 penalty strength; 0 is the seed's setting
     weight_decay_center: Literal["init", "zero"] = "init"  # penalize theta - theta_0, or theta
-    label_smoothing: Float = Field(0.0, ge=0, lt=0.5)  # soft targets y(1-e) + e/2; 0 = hard
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # soft targets y(1-e) + e/2; 0 = hard
 
     @field_validator("lr", "t_max", "flow_tol", "weight_decay")
     @classmethod
@@ -223,18 +227,18 @@ class TrainConfig(_Frozen):
 
 
 class TrackConfig(_Frozen):
-    log_points: Int = Field(200, ge=0)  # log-spaced tracked steps over [1, epochs]
-    every: Int = Field(0, ge=0)  # also track every k steps (0 = off); periodic and log mix
+    log_points: int = Field(200, ge=0)  # log-spaced tracked steps over [1, epochs]
+    every: int = Field(0, ge=0)  # also track every k steps (0 = off); periodic and log mix
     kernel: bool = True  # compute K_t at tracked steps (the expensive part, O(n^2 m L))
-    kernel_full_max_n: Int = Field(32, ge=1)  # store all kernel pairs up to this many points
-    kernel_pairs: list[tuple[Int, Int]] | None = None  # pairs stored above that n (default diag+)
-    ntk_block: Int | None = Field(None, gt=0)  # points per block in empirical_ntk (memory cap)
+    kernel_full_max_n: int = Field(32, ge=1)  # store all kernel pairs up to this many points
+    kernel_pairs: list[tuple[int, int]] | None = None  # pairs stored above that n (default diag+)
+    ntk_block: int | None = Field(None, gt=0)  # points per block in empirical_ntk (memory cap)
     flips: bool = True  # count ReLU activation-pattern flips between tracked steps
 
 
 class CheckpointConfig(_Frozen):
-    every: Int = Field(0, ge=0)  # steps between checkpoints; 0 = no periodic checkpoints
-    minutes: Float = Field(5.0, ge=0)  # also checkpoint after this much wall time (0 = off)
+    every: int = Field(0, ge=0)  # steps between checkpoints; 0 = no periodic checkpoints
+    minutes: float = Field(5.0, ge=0)  # also checkpoint after this much wall time (0 = off)
     keep_final: bool = True  # keep the final parameters (checkpoint.pt) after the run ends
 
 
@@ -244,7 +248,7 @@ class TrialConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     track: TrackConfig = TrackConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
-    seed: Seed = 0  # seeds the network's N(0,1) initialization only
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # seeds the network's N(0,1) initialization only
     dtype: Literal["float64", "float32"] = "float64"  # float64 where precision is under test
     device: str = "auto"  # auto | cpu | cuda | cuda:K
 
