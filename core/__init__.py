@@ -51,7 +51,9 @@ from ._overrides import (
 from ._size import (
     MAX_TRIAL_BYTES,
     check_fits,
+    check_machine,
     gpu_memory_bytes,
+    host_memory_bytes,
     memory_bytes,
     parameter_count,
 )
@@ -85,6 +87,7 @@ __all__ = [
     "bound",
     "build_model",
     "check_fits",
+    "check_machine",
     "config_from_dict",
     "config_to_yaml",
     "data_config",
@@ -94,6 +97,7 @@ __all__ = [
     "flatten",
     "format_validation",
     "gpu_memory_bytes",
+    "host_memory_bytes",
     "id_view",
     "jacobian_ntk",
     "known_keys",

@@ -8,13 +8,17 @@ any machine fails with one line naming the field, before data or networks are bu
   n x n kernels (data.n + data.n_probe) together;
 - seeds in [0, 2^63 - 1] (core/_config.py).
 
-A caller that knows the machine (the sweep's GPU planning) checks :func:`gpu_memory_bytes`
-against the device with :func:`check_fits`.
+Where a trial will run, :func:`check_machine` compares the estimates with the memory of that
+device (and of the host, where the analytic kernel is computed); the sweep's GPU planning uses
+:func:`gpu_memory_bytes`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
+
+import torch
 
 from ._arch import n_params
 from ._errors import ConfigError
@@ -88,9 +92,12 @@ def _gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.3g} GiB"
 
 
-def check_fits(config: TrialConfig, available_bytes: int, where: str = "this machine") -> None:
-    """Raise :class:`ConfigError` when the trial's estimated memory exceeds ``available_bytes``."""
-    need = memory_bytes(config)
+def check_fits(
+    config: TrialConfig, available_bytes: int, where: str = "this machine", need: int | None = None
+) -> None:
+    """Raise :class:`ConfigError` when ``need`` (default :func:`memory_bytes`) exceeds
+    ``available_bytes``; the message names the sizes, the memory of ``where`` and the fix."""
+    need = memory_bytes(config) if need is None else need
     if need > available_bytes:
         raise ConfigError(
             f"model.width={config.model.width}, model.depth={config.model.depth}, "
@@ -110,3 +117,24 @@ def check_sizes(config: TrialConfig) -> None:
         check_fits(config, MAX_TRIAL_BYTES, "the limit MAX_TRIAL_BYTES")
     except ConfigError as err:
         raise ValueError(str(err)) from None
+
+
+def host_memory_bytes() -> int:
+    """Physical memory of this machine, in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_machine(config: TrialConfig, device: torch.device) -> None:
+    """Raise :class:`ConfigError` when the trial cannot fit on ``device`` of this machine.
+
+    On CUDA the training tensors (:func:`gpu_memory_bytes`) are checked against the GPU's memory
+    and the analytic kernel (:func:`analytic_bytes`, always on the CPU) against the host's; on the
+    CPU both (:func:`memory_bytes`) against the host's.
+    """
+    host = host_memory_bytes()
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_properties(device).total_memory
+        check_fits(config, gpu, f"GPU {device}", need=gpu_memory_bytes(config))
+        check_fits(config, host, "this machine's memory", need=analytic_bytes(config))
+    else:
+        check_fits(config, host, "this machine's memory")

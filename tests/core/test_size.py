@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from core import (
     MAX_TRIAL_BYTES,
     ConfigError,
     build_model,
     check_fits,
+    check_machine,
     config_from_dict,
     gpu_memory_bytes,
+    host_memory_bytes,
     load_config,
     memory_bytes,
     parameter_count,
@@ -61,3 +65,14 @@ def test_check_fits_names_the_sizes_and_the_fix():
     check_fits(config, memory_bytes(config))
     with pytest.raises(ConfigError, match=r"model.width=4096.*GiB.*lower model.width"):
         check_fits(config, memory_bytes(config) - 1, "the GPU")
+
+
+def test_check_machine_refuses_what_this_machine_cannot_hold():
+    host = host_memory_bytes()
+    if host > MAX_TRIAL_BYTES // 4:
+        pytest.skip("this machine holds every config under the static limit")
+    n = int(math.sqrt(2 * host / 64)) + 1  # the FCN's analytic kernel: ~8 (n, n) float64 arrays
+    config = config_from_dict({"data": {"kind": "sphere", "n": n}})
+    with pytest.raises(ConfigError, match=f"data.n={n}.*this machine's memory"):
+        check_machine(config, torch.device("cpu"))
+    check_machine(config_from_dict({}), torch.device("cpu"))
