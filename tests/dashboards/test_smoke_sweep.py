@@ -20,9 +20,7 @@ def test_smoke_sweep_aggregates_and_report_opens(smoke_sweep, tmp_path):
     assert len(result.verdict) >= 2 and set(result.verdict["verdict"]) <= VERDICTS
     assert (result.verdict["n_seeds"] > 0).all()
     assert not [n for n in result.notes if "summary" in n]  # summary and trajectory agree
-    assert {"gap_init", "drift_sup", "drift_sup_horizon", "t_exceed"} <= set(
-        result.fits["quantity"]
-    )
+    assert {"gap_init", "drift_sup_horizon", "t_exceed", "t_leave"} <= set(result.fits["quantity"])
     page = result.html.read_text()
     assert len(DATA_IMG.findall(page)) == len(result.figures) >= 7
     png = tmp_path / "report.png"
