@@ -22,7 +22,7 @@ from core import DataError
 
 from . import _figures as F
 from ._direct import add_direct
-from ._fits import fit_table, starts_inside
+from ._fits import JUMP_KEY, fit_table, starts_inside
 from ._read import SweepStore, dense_trajectory, iter_trajectories, open_store
 from ._regimes import regime_tables, side_by_side
 from ._report import Tables, render_html, write_outputs
@@ -92,7 +92,7 @@ def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path):
         ]
         inside = starts_inside(
             fam["gap_init"].to_numpy(float),
-            fam["step_jump_max"].to_numpy(float),
+            fam[JUMP_KEY].to_numpy(float),
             fam["bound"].to_numpy(float),
         )
         if inside.any():  # t_leave(m) is drawn where some trial started inside the bound

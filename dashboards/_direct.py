@@ -1,8 +1,9 @@
 """The direct verdict: where the kernel starts inside the bound, does training take it out?
 
-A trial *starts inside* when gap_0 = max|K_0 - K| < bound and its largest one-step kernel jump
-(``step_jump_max``) < bound/10: the kernel is then resolved well enough that gap_t >= bound,
-if it happens, is the theorem observed, not initial noise or one activation flip. Per
+A trial *starts inside* when gap_0 = max|K_0 - K| < bound and its kernel's granularity, the
+largest change of K per activation flip (``flip_jump_max``), is < bound/10: the kernel is then
+resolved well enough that gap_t >= bound, if it happens, is the theorem observed, not initial
+noise or one activation flip. Per
 (group, width), over the usable seeds that start inside:
 
 - ``leaves-bound``: every such seed reached gap_t >= bound (t_leave: median and seed range);
@@ -11,8 +12,8 @@ if it happens, is the theorem observed, not initial noise or one activation flip
 
 Rows where no seed starts inside say why:
 - ``starts-outside``: median gap_0 >= bound (finite-width fluctuation already outside);
-- ``flip-limited``: gap_0 < bound but the median step jump >= bound/10;
-- ``jump-untracked``: gap_0 < bound and the store has no step jump (written before it was
+- ``flip-limited``: gap_0 < bound but the per-flip jump >= bound/10;
+- ``jump-untracked``: gap_0 < bound and the store has no per-flip jump (written before it was
   tracked), so the direct test cannot be certified;
 - ``unresolvable`` / ``no-data``: as for the drift verdict (``_verdict``).
 
@@ -30,7 +31,7 @@ from enum import Enum
 import numpy as np
 import pandas as pd
 
-from ._fits import EXTRAPOLATION, JUMP_FRACTION, fit_power_law, refusal, starts_inside
+from ._fits import EXTRAPOLATION, JUMP_FRACTION, JUMP_KEY, fit_power_law, refusal, starts_inside
 from ._tables import GROUP_KEYS, ROW_KEYS
 
 
@@ -48,7 +49,7 @@ class Direct(str, Enum):
 
 
 RESOLVED = (Direct.LEAVES.value, Direct.STAYS.value, Direct.SPLIT.value)
-THEORY = {"gap_init": -0.5, "step_jump_max": -1.0}  # gap_0 ~ m^-1/2, one flip ~ 1/m
+THEORY = {"gap_init": -0.5, JUMP_KEY: -1.0}  # gap_0 ~ m^-1/2, one flip ~ 1/m
 
 
 def _spread(t: np.ndarray) -> tuple[float, float, float]:
@@ -63,7 +64,7 @@ def direct_row(ok: pd.DataFrame, bound: float, res: float) -> dict:
         return {**out, "direct": Direct.NO_DATA.value}
     if not math.isfinite(res) or bound <= res:
         return {**out, "direct": Direct.UNRESOLVABLE.value}
-    gap0, jump = ok["gap_init"].to_numpy(float), ok["step_jump_max"].to_numpy(float)
+    gap0, jump = ok["gap_init"].to_numpy(float), ok[JUMP_KEY].to_numpy(float)
     inside = starts_inside(gap0, jump, ok["bound"].to_numpy(float))
     if not inside.any():
         if np.nanmedian(gap0) >= bound:
@@ -111,11 +112,11 @@ def resolving_width(trials: pd.DataFrame, bound: float) -> dict:
     width = trials["width"].to_numpy(float)
     a, pa, how_gap = _law(width, trials["gap_init"].to_numpy(float), "gap_init")
     m_gap = _solve(a, pa, bound)
-    jump = trials["step_jump_max"].to_numpy(float)
+    jump = trials[JUMP_KEY].to_numpy(float)
     if np.isnan(jump).all():
         m_jump, how_jump = math.nan, "jump not tracked"
     else:
-        b, pb, how_jump = _law(width, jump, "step_jump_max")
+        b, pb, how_jump = _law(width, jump, JUMP_KEY)
         m_jump = _solve(b, pb, JUMP_FRACTION * bound)
     m = max(m_gap, m_jump if not math.isnan(m_jump) else 0.0)
     max_w = float(np.nanmax(width)) if width.size else math.nan

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ._fits import starts_inside  # noqa: E402
+from ._fits import JUMP_KEY, starts_inside  # noqa: E402
 from ._tables import CURVES, T_GRID  # noqa: E402
 
 DPI = 90
@@ -178,7 +178,7 @@ def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: s
         t_leave = sub["t_leave"].to_numpy(float)
         inside = starts_inside(
             sub["gap_init"].to_numpy(float),
-            sub["step_jump_max"].to_numpy(float),
+            sub[JUMP_KEY].to_numpy(float),
             sub["bound"].to_numpy(float),
         )
         hit = inside & np.isfinite(t_leave) & (t_leave > 0)

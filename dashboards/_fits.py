@@ -32,7 +32,11 @@ from ._tables import GROUP_KEYS
 LEVEL = 0.95
 MIN_WIDTHS = 3  # fewer distinct widths give no exponent (two points fit any line exactly)
 EXTRAPOLATION = 10.0  # crossings beyond this factor past the widest width are flagged
-JUMP_FRACTION = 0.1  # a step may move K by at most bound/10 for the direct test to resolve it
+JUMP_FRACTION = 0.1  # one activation flip may move K by at most bound/10 for the direct test
+# the kernel's granularity: the largest change of K per activation flip (core's flip_jump). Not
+# step_jump: an adaptive step late in a run carries many flips, so its jump measures the step
+# size as much as the kernel; the change per flip is what no step size can go below.
+JUMP_KEY = "flip_jump_max"
 FIT_COLUMNS = (
     *GROUP_KEYS, "quantity", "t", "exponent", "exponent_lo", "exponent_hi", "prefactor",
     "n_points", "n_widths", "r2", "target", "crossing_width", "crossing_width_lo",
@@ -165,7 +169,7 @@ def _fit_row(keys: dict, quantity: str, t: float, sub: pd.DataFrame, col: str, t
 
 
 def starts_inside(gap_init: np.ndarray, jump: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    """(N,) bool: gap_0 < bound and step jump < bound/10 (a NaN jump is not inside)."""
+    """(N,) bool: gap_0 < bound and the per-flip jump < bound/10 (a NaN jump is not inside)."""
     with np.errstate(invalid="ignore"):
         return (gap_init < bound) & (jump < JUMP_FRACTION * bound)
 
@@ -188,9 +192,8 @@ def group_fits(keys: dict, sub: pd.DataFrame) -> list[dict]:
     bound = float(sub["bound"].median())
     horizon = float(sub["t_horizon"].min()) if "t_horizon" in sub else math.nan
     rows = [_fit_row(keys, "gap_init", 0.0, sub, "gap_init", bound, True)]
-    if sub["step_jump_max"].notna().any():
-        rows.append(_fit_row(keys, "step_jump", 0.0, sub, "step_jump_max",
-                             JUMP_FRACTION * bound, True))  # fmt: skip
+    if sub[JUMP_KEY].notna().any():
+        rows.append(_fit_row(keys, "flip_jump", 0.0, sub, JUMP_KEY, JUMP_FRACTION * bound, True))
     rows.append(_fit_row(keys, "drift_sup_horizon", horizon, sub, "drift_sup", bound, True))
     rows.append(_censored(keys, "t_exceed", sub, "t_exceed", horizon, "exceeded"))
     rows.append(_t_leave_row(keys, sub, horizon))
@@ -200,7 +203,7 @@ def group_fits(keys: dict, sub: pd.DataFrame) -> list[dict]:
 def _t_leave_row(keys: dict, sub: pd.DataFrame, horizon: float) -> dict:
     """t_leave(m) over the trials that start inside the bound (elsewhere t_leave is 0 or a
     flip, not the theorem)."""
-    inside = starts_inside(sub["gap_init"].to_numpy(float), sub["step_jump_max"].to_numpy(float),
+    inside = starts_inside(sub["gap_init"].to_numpy(float), sub[JUMP_KEY].to_numpy(float),
                            sub["bound"].to_numpy(float))  # fmt: skip
     if not inside.any():
         row = _fit_row(keys, "t_leave", horizon, sub.iloc[:0], "t_leave", horizon, False)

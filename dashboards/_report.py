@@ -81,7 +81,8 @@ VERDICT_COLUMNS = (
 )  # fmt: skip
 DIRECT_DETAIL_COLUMNS = (
     "group", "width", "n_seeds", "n_inside", "n_left", "bound", "gap_init_med", "gap_init_lo",
-    "gap_init_hi", "step_jump_max_med", "t_leave_med", "t_leave_min", "t_leave_max",
+    "gap_init_hi", "flip_jump_max_med", "step_jump_max_med",
+    "t_leave_med", "t_leave_min", "t_leave_max",
     "horizon_min", "resolve_gap_width", "resolve_jump_width", "resolve_how",
 )  # fmt: skip
 CROSSING_COLUMNS = ("group", "t", "m_star", "m_star_lo", "m_star_hi", "exponent", "n_widths",
@@ -89,7 +90,8 @@ CROSSING_COLUMNS = ("group", "t", "m_star", "m_star_lo", "m_star_hi", "exponent"
 TRIAL_COLUMNS = (
     "trial_id", "status", "arch", "depth", "loss", "lr", "data", "variant", "width", "seed",
     "dtype", "bound", "gap_init", "drift_sup", "gap_sup", "t_exceed",
-    "step_jump_max", "t_leave", "drift_trend", "drift_slope_rel", "lambda_min_emp_min",
+    "flip_jump_max", "step_jump_max",
+    "t_leave", "drift_trend", "drift_slope_rel", "lambda_min_emp_min",
     "theta_inf_final", "t_horizon", "flips_last", "near_kink_last", "error",
 )  # fmt: skip
 

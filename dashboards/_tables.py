@@ -33,10 +33,11 @@ T_GRID = 10.0 ** np.arange(-3.0, 42.0 + 1e-9, 0.125)  # common log-t grid for th
 CURVES = ("drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "drift_smooth", "flips")
 # trajectory columns the per-trial pass reads (absent ones, e.g. in older stores, come as NaN)
 TRAJ_COLUMNS = ("t", "drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "loss", "flips",
-                "step_jump", "drift_smooth", "near_kink", "h")  # fmt: skip
+                "step_jump", "flip_jump", "drift_smooth", "near_kink", "h")  # fmt: skip
 WINDOW = 0.25  # decades of t: robust values are medians over the tracked rows in such a window
 SATURATION = 0.05  # late growth below 5% of the final drift per decade of t counts as flat
-STATS = ("gap_init", "drift_sup", "gap_sup", "t_exceed", "lambda_min_emp_min", "step_jump_max")
+STATS = ("gap_init", "drift_sup", "gap_sup", "t_exceed", "lambda_min_emp_min", "step_jump_max",
+         "flip_jump_max")  # fmt: skip
 SUMMARY_NUMBERS = (*STATS, "t_leave", "bound", "lambda0", "max_K", "resolution", "f_abs_min_final",
                    "theta_inf_final", "loss_final", "wall_s", "horizon_t")  # fmt: skip
 DIVERGED = ("diverged", "overflow")  # "overflow" is the legacy name of diverged
@@ -145,6 +146,7 @@ def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.n
         "rows": int(t.size), "t_last": float(t[-1]) if t.size else math.nan,
         "drift_slope_rel": rel, "drift_trend": trend(rel),
         "step_jump_max_traj": _nanmax(cols.get("step_jump", nan)),
+        "flip_jump_max_traj": _nanmax(cols.get("flip_jump", nan)),
         "t_leave_traj": _t_leave(t, gap, bound),
         "flips_last": _last(cols.get("flips", nan)),
         "near_kink_last": _last(cols.get("near_kink", nan)),
@@ -253,7 +255,9 @@ def _fill_from_trajectory(frame: pd.DataFrame) -> None:
     gap, the horizon the last tracked t; where the summary has the key, it wins.
     """
     for key, col in (("step_jump_max", "step_jump_max_traj"), ("t_leave", "t_leave_traj"),
-                     ("horizon_t", "t_last")):  # fmt: skip
+                     ("flip_jump_max", "flip_jump_max_traj"), ("horizon_t", "t_last")):  # fmt: skip
+        if key not in frame.columns:
+            frame[key] = math.nan
         if col in frame.columns:
             frame[key] = frame[key].astype(float).fillna(frame[col].astype(float))
     frame["t_horizon"] = frame["horizon_t"]

@@ -198,7 +198,7 @@ def conclusions(verdict: pd.DataFrame, fits: pd.DataFrame,
 
 DIRECT_TEXT = (("arch", "{}"), ("depth", "{}"), ("loss", "{}"), ("lr", "{:g}"), ("data", "{}"),
                ("width", "{}"), ("n_seeds", "{}"), ("n_inside", "{}"), ("bound", "{:.3g}"),
-               ("gap_init_med", "{:.3g}"), ("step_jump_max_med", "{:.3g}"),
+               ("gap_init_med", "{:.3g}"), ("flip_jump_max_med", "{:.3g}"),
                ("t_leave_med", "{:.3g}"), ("t_horizon", "{:.3g}"), ("direct", "{}"),
                ("verdict", "{}"))  # fmt: skip
 TEXT_COLUMNS = DIRECT_TEXT  # the plain-text table: the direct verdict, then the drift verdict

@@ -88,12 +88,14 @@ def rows_of(g: DirectGroup, m: int, seed: int) -> dict[str, list]:
         "kernel": (np.array([3.0, 1.0, 3.0])[None, :] + drift[:, None]).tolist(),
         "theta_inf": (1e-3 * np.log1p(t)).tolist(), "theta_l2": (1e-2 * np.log1p(t)).tolist(),
         "flips": np.floor(np.log1p(t)).astype(int).tolist(),
-        "step_jump": jump.tolist(), "drift_smooth": (0.5 * drift).tolist(),
+        "step_jump": jump.tolist(), "flip_jump": jump.tolist(),
+        "drift_smooth": (0.5 * drift).tolist(),
         "near_kink": [0] * k, "h": np.r_[g.lr, np.diff(t)].tolist(),
     }  # fmt: skip
 
 
-NEW_COLUMNS = {"step_jump": pa.float64(), "drift_smooth": pa.float64(), "near_kink": pa.int64(),
+NEW_COLUMNS = {"step_jump": pa.float64(), "flip_jump": pa.float64(),
+               "drift_smooth": pa.float64(), "near_kink": pa.int64(),
                "h": pa.float64()}  # fmt: skip
 
 
@@ -104,7 +106,7 @@ def _table(rows: dict, tid: str, track_jump: bool) -> pa.Table:
     table = store.trajectory_table(rows, {"trial_id": tid, "kernel_pairs": [[0, 0], [0, 1],
                                                                             [1, 1]]})  # fmt: skip
     for name, typ in NEW_COLUMNS.items():
-        if not track_jump and name == "step_jump":
+        if not track_jump and name in ("step_jump", "flip_jump"):
             if name in table.column_names:
                 table = table.set_column(table.column_names.index(name), name,
                                          pa.nulls(table.num_rows, typ))  # fmt: skip
@@ -147,6 +149,7 @@ def write_trial(sweep_dir: Path, g: DirectGroup, m: int, seed: int) -> str:
     }  # fmt: skip
     if g.track_jump:
         summary["step_jump_max"] = max(rows["step_jump"])
+        summary["flip_jump_max"] = max(rows["flip_jump"])
     store.write_json(tdir / "summary.json", summary)
     if hasattr(store, "publish_trial"):
         store.publish_trial(sweep_dir, tid)

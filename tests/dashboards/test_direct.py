@@ -117,7 +117,7 @@ def test_report_opens_with_the_direct_verdict(result):
 def test_resolving_width_refuses_no_data():
     import pandas as pd
 
-    frame = pd.DataFrame({"width": [64.0], "gap_init": [np.nan], "step_jump_max": [np.nan]})
+    frame = pd.DataFrame({"width": [64.0], "gap_init": [np.nan], "flip_jump_max": [np.nan]})
     assert math.isnan(resolving_width(frame, B)["resolve_width"])
 
 

@@ -65,6 +65,7 @@ def _trials(width, y, **extra) -> pd.DataFrame:
             "variant": "", "usable": True, "width": width, "bound": np.full(n, 0.62),
             "t_horizon": np.full(n, 1e3), "gap_init": y, "drift_sup": y,
             "t_exceed": np.full(n, 0.1), "step_jump_max": np.full(n, np.nan),
+            "flip_jump_max": np.full(n, np.nan),
             "t_leave": np.full(n, np.nan)}  # fmt: skip
     return pd.DataFrame({**base, **extra})
 

@@ -15,7 +15,7 @@ import pytest
 
 VERDICT_COLUMNS = {"arch", "depth", "loss", "lr", "data", "width", "n_seeds", "bound",
                    "resolution", "gap_init_med", "drift_sup_med", "gap_sup_med", "t_exceed_med",
-                   "verdict", "direct", "n_inside", "step_jump_max_med", "t_leave_med",
+                   "verdict", "direct", "n_inside", "flip_jump_max_med", "t_leave_med",
                    "resolve_width", "resolve_how"}  # fmt: skip
 REGIME_COLUMNS = {"arch", "depth", "loss", "lr", "data", "regime", "why", "m_star_slope"}
 CROSSING_COLUMNS = {"loss", "t", "m_star", "m_star_lo", "m_star_hi", "extrapolated", "note"}
