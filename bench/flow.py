@@ -44,13 +44,13 @@ def _flow_run(width: int, tol: float, t_max: float, out: Path) -> tuple[list[int
     return steps, wall, int(summary["rejected_steps"])
 
 
-def steps_to_t(width: int, t_max: float) -> list[list[object]]:
-    rows = []
+def steps_to_t(width: int, t_max: float) -> list[list[float]]:
+    rows: list[list[float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for tol in (1e-3, 5e-4):
             steps, wall, rejected = _flow_run(width, tol, t_max, Path(tmp) / str(tol))
             per_step = wall / max(steps[-1] + rejected, 1)
-            rows.append([width, tol, *steps, rejected, wall, per_step])
+            rows.append([float(width), tol, *map(float, steps), float(rejected), wall, per_step])
     return rows
 
 
@@ -62,7 +62,7 @@ def _gd_step(model, X, y, lr=0.1) -> None:
         torch._foreach_add_(params, grads, alpha=-lr)
 
 
-def tracked_step_costs(width: int, depth: int, n: int, repeats: int) -> list[object]:
+def tracked_step_costs(width: int, depth: int, n: int, repeats: int) -> list[float]:
     """Median seconds: untracked GD step, old tracked step, new tracked step."""
     ang = torch.arange(1, n + 1, dtype=torch.float64) * 2 * math.pi / n
     X, y = torch.stack([ang.cos(), ang.sin()], 1), (torch.arange(n) % 2).double()
@@ -82,7 +82,7 @@ def tracked_step_costs(width: int, depth: int, n: int, repeats: int) -> list[obj
     times = interleaved({"gd": lambda: _gd_step(model, X, y, 0.0), "old": old, "new": new},
                         repeats)  # fmt: skip
     gd, o, nw = (median(times[k]) for k in ("gd", "old", "new"))
-    return [width, depth, n, gd, o, nw, nw / o]
+    return [float(width), float(depth), float(n), gd, o, nw, nw / o]
 
 
 def run(quick: bool = False) -> str:

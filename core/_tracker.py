@@ -14,6 +14,7 @@ import torch
 
 from ._analytic import NTKReference
 from ._empirical import EmpiricalNTK, ntk_with_patterns
+from ._models import SeedNet
 
 COLUMNS = (
     "step", "t", "h", "loss", "accuracy", "f", "f_probe", "f_abs_min", "gap", "drift",
@@ -75,7 +76,7 @@ class Tracker:
     K0: torch.Tensor | None = None  # (n, n) float64 empirical kernel at step 0
     patterns: torch.Tensor | None = None  # (n, H) bool activation pattern at t = 0
 
-    def kernel(self, model: torch.nn.Module, X: torch.Tensor) -> EmpiricalNTK | None:
+    def kernel(self, model: SeedNet, X: torch.Tensor) -> EmpiricalNTK | None:
         """K_t, f and the activation pattern at the model's parameters (None without kernels)."""
         if not self.with_kernel:
             return None

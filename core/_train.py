@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ._config import TrainConfig
 from ._empirical import EmpiricalNTK
+from ._models import SeedNet
 from ._schedule import checkpoint_due
 from ._tracker import Tracker, exploded
 
@@ -102,7 +103,7 @@ def load_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
 
 
 def train(
-    model: torch.nn.Module,
+    model: SeedNet,
     X: torch.Tensor,
     y: torch.Tensor,
     X_probe: torch.Tensor | None,
