@@ -18,6 +18,7 @@ import torch
 from ._arch import check_arch, fcn, layers_of, resnet
 from ._errors import DataError
 from ._layers import Kernel, serial_kernel
+from ._size import check_kernel_fits
 
 Tensor = torch.Tensor
 
@@ -67,6 +68,7 @@ def analytic_ntk(arch: str, X: Tensor, depth: int, alpha: float = 1.0) -> Tensor
     """
     check_arch(arch, depth, alpha)
     _check_inputs(X)
+    check_kernel_fits(arch, X.shape[0], depth)
     X = X.detach().to(device="cpu", dtype=torch.float64)
     gram = X @ X.T  # (n, n): the inputs' kernel, S = x.x', T = 0
     return serial_kernel(layers_of(arch, depth, alpha), Kernel(gram, torch.zeros_like(gram))).T

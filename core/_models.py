@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._arch import ARCHS, check_arch, layers_of
+from ._arch import ARCHS, check_arch, layers_of, n_params
 from ._errors import ConfigError
 from ._layers import LinearMap, Run, serial
+from ._size import check_params_fit
 
 __all__ = ["ARCHS", "FCN", "LinearMap", "ResNet", "SeedNet", "build_model"]
 
@@ -139,6 +140,7 @@ def build_model(
         A module with ``forward(X (n, d)) -> f (n,)`` and ``forward_maps(X) -> (f, maps)``.
     """
     _check(arch, d, width, depth, alpha, dtype)
+    check_params_fit(n_params(arch, d, width, depth), device)
     net = (FCN if arch == "fcn" else ResNet)(d, width, depth, float(alpha))
     net.reset_parameters(seed)
     return net.to(device=device, dtype=dtype)

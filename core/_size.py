@@ -64,15 +64,46 @@ def training_bytes(config: TrialConfig) -> int:
     return tensors
 
 
-def analytic_bytes(config: TrialConfig) -> int:
-    """Peak bytes of the analytic kernel on the training points (float64, on the CPU).
+def kernel_bytes(arch: str, n: int, depth: int) -> int:
+    """Peak bytes of the analytic kernel of ``arch`` on n points (float64, on the CPU).
 
-    The FCN recursion holds S and T and ~6 temporaries of (n, n); the ResNet keeps its L + 1
-    covariances and 2 L layer maps for the backward pass, plus the same temporaries.
+    Each layer's kernel map holds the pair (S, T) and ~6 temporaries of (n, n); the ResNet's
+    blocks hold their branch's pair too, so both stay within 8 (n, n) arrays plus one per block
+    in flight.
     """
-    n, L = config.data.n, config.model.depth
-    held = 8 if config.model.arch == "fcn" else 3 * L + 7
+    held = 8 if arch == "fcn" else 10
     return 8 * held * n * n
+
+
+def analytic_bytes(config: TrialConfig) -> int:
+    """Peak bytes of the analytic kernel on the trial's training points (see kernel_bytes)."""
+    return kernel_bytes(config.model.arch, config.data.n, config.model.depth)
+
+
+def check_kernel_fits(arch: str, n: int, depth: int) -> None:
+    """Raise :class:`ConfigError` when the analytic kernel of n points exceeds host memory."""
+    need, host = kernel_bytes(arch, n, depth), host_memory_bytes()
+    if need > host:
+        raise ConfigError(
+            f"data.n = {n}: the analytic kernel of {n} points needs about {_gib(need)}, more "
+            f"than the {_gib(host)} of this machine's memory; lower data.n"
+        )
+
+
+def check_params_fit(n_parameters: int, device: torch.device | str | None) -> None:
+    """Raise :class:`ConfigError` when n parameters cannot be drawn (float64, on the CPU) or
+    held on ``device``; the draw needs 8 bytes per parameter on the host."""
+    need, host = 8 * n_parameters, host_memory_bytes()
+    where, have = "this machine's memory", host
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_properties(dev).total_memory
+        where, have = (f"GPU {dev}", gpu) if gpu < host else (where, host)
+    if need > have:
+        raise ConfigError(
+            f"model.width: the network's {n_parameters:,} parameters need about {_gib(need)}, "
+            f"more than the {_gib(have)} of {where}; lower model.width or model.depth"
+        )
 
 
 def memory_bytes(config: TrialConfig) -> int:
@@ -89,7 +120,7 @@ def gpu_memory_bytes(config: TrialConfig) -> int:
 
 
 def _gib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.3g} GiB"
+    return f"{n_bytes / 2**30:,.1f} GiB"
 
 
 def check_fits(

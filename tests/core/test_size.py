@@ -11,6 +11,7 @@ import torch
 from core import (
     MAX_TRIAL_BYTES,
     ConfigError,
+    analytic_ntk,
     build_model,
     check_fits,
     check_machine,
@@ -76,3 +77,13 @@ def test_check_machine_refuses_what_this_machine_cannot_hold():
     with pytest.raises(ConfigError, match=f"data.n={n}.*this machine's memory"):
         check_machine(config, torch.device("cpu"))
     check_machine(config_from_dict({}), torch.device("cpu"))
+
+
+def test_kernel_and_network_beyond_this_machine_fail_before_allocating():
+    host = host_memory_bytes()
+    n = int(math.sqrt(host / 8)) + 1  # > host bytes for 8 (n, n) float64 arrays
+    with pytest.raises(ConfigError, match=f"data.n = {n}.*lower data.n"):
+        analytic_ntk("fcn", torch.zeros(n, 2), 1)
+    width = host // 8 // 4 + 1  # d m + m + m parameters, 8 bytes each, at d = 2
+    with pytest.raises(ConfigError, match="model.width.*parameters need about .* GiB"):
+        build_model("fcn", 2, width, 1)
