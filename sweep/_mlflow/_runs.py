@@ -24,10 +24,12 @@ from core import TrialStatus, config_from_dict, encode_value, flatten
 from core import store as st
 
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# per-row metric histories, at step = the trajectory step; t = step * lr is left to the store
-# (the run's params give lr): one key less is ~10% less of log_batch's work
+# per-row metric histories, at step = the trajectory step (plain GD: t = step * lr; gradient
+# flow: steps are adaptive, so t itself is a history); the resolution columns (flips,
+# near_kink, drift_smooth, step_jump, flip_jump) let the UI show what limits a verdict
 HISTORY_KEYS = ("loss", "accuracy", "gap", "drift", "lambda_min", "theta_inf", "theta_l2",
-                "f_abs_min", "flips")  # fmt: skip
+                "f_abs_min", "flips", "near_kink", "drift_smooth", "step_jump", "flip_jump",
+                "t")  # fmt: skip
 # "loss" is never null (rows are recorded only while it is finite), so its history tells which
 # rows reached the server
 SENTINEL = "loss"
@@ -150,13 +152,14 @@ def _thin(steps: list[int], keep: int) -> list[int]:
 def history_rows(table: Any, after_step: int) -> list[list[Metric]]:
     """The metric points (step = trajectory step) of each row above ``after_step``, in step order,
     thinned to ``MAX_HISTORY_ROWS``; null entries are skipped."""
-    cols = {k: table.column(k).to_pylist() for k in ("step", *HISTORY_KEYS)}
+    keys = [k for k in HISTORY_KEYS if k in table.column_names]  # older stores lack some
+    cols = {k: table.column(k).to_pylist() for k in ("step", *keys)}
     rows = [i for i, s in enumerate(cols["step"]) if s > after_step]
     rows = [rows[i] for i in _thin([cols["step"][r] for r in rows], MAX_HISTORY_ROWS)]
     now = int(time.time() * 1000)
     return [
         [Metric(k, float(cols[k][r]), now, int(cols["step"][r]))
-         for k in HISTORY_KEYS if cols[k][r] is not None]
+         for k in keys if cols[k][r] is not None]
         for r in rows
     ]  # fmt: skip
 
