@@ -20,7 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from sweep._runner import run_sweep
+from sweep._commands import sweep_with_report
 from sweep._spec import parse_spec
 from tests._chromium import (
     Chromium,
@@ -33,7 +33,8 @@ from tests._chromium import (
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / ".tmp" / "browser"
-VERDICTS = ("exceeds-by-training", "exceeds-only-at-init", "below-bound", "unresolvable")
+VERDICTS = ("exceeds-by-training", "exceeds-only-at-init", "below-bound", "unresolvable",
+            "leaves-bound", "stays-within", "starts-outside", "flip-limited")  # fmt: skip
 REPORT = "report/report.html"  # where MlflowLogger.log_report puts the report
 REPORT_FILES = ("report.html", "verdict.csv", "verdict.parquet", "fits.parquet")
 
@@ -48,7 +49,7 @@ def parent_run(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
     # the server is shared by the session: an experiment of its own keeps the runs apart
     raw["mlflow"] = {"tracking_uri": mlflow_server, "experiment": f"browser-{uuid.uuid4().hex[:8]}"}
     spec = parse_spec(raw, REPO / "sweeps")
-    res = run_sweep(spec, num_cpus=2, quiet=True)
+    res, _ = sweep_with_report(spec, num_cpus=2, quiet=True)
     assert res.exit_code == 0, res.failed
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name(raw["mlflow"]["experiment"])
