@@ -92,7 +92,7 @@ def _config(group: SyntheticGroup, width: int, seed: int):
 
 def _rows(group: SyntheticGroup, width: int, seed: int) -> dict[str, list]:
     """The trajectory columns of one synthetic trial (n points, all kernel pairs stored)."""
-    from core._schedule import tracked_steps
+    from core import tracked_steps
 
     rng = np.random.default_rng([width, seed, group.epochs])
     scale = math.exp(group.noise * rng.standard_normal())
@@ -144,8 +144,7 @@ def _summary(tid: str, group: SyntheticGroup, rows: dict, bound: float) -> dict:
 
 def write_trial(sweep_dir: Path, group: SyntheticGroup, width: int, seed: int) -> str:
     """Write one synthetic trial through ``core/store.py``; returns its id."""
-    from core import store, trial_id
-    from core._config import config_to_yaml
+    from core import config_to_yaml, store, trial_id
 
     config = _config(group, width, seed)
     tid = trial_id(config)

@@ -18,8 +18,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from core import build_model, config_from_dict, empirical_ntk, ntk_with_patterns, run_trial
-from core._train import data_loss
+from core import (
+    build_model,
+    config_from_dict,
+    data_loss,
+    empirical_ntk,
+    ntk_with_patterns,
+    run_trial,
+)
 
 from ._common import interleaved, machine, median, table
 

@@ -24,8 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from core import build_model, empirical_ntk, jacobian_ntk
-from core._models import n_params
+from core import build_model, empirical_ntk, jacobian_ntk, n_params
 
 from ._common import interleaved, machine, median, table
 

@@ -11,11 +11,20 @@ from functools import partial
 
 import torch
 
-from core import TrackConfig, analytic_ntk, build_model, config_from_dict, ntk_reference
-from core._data import make_dataset
-from core._schedule import tracked_steps
-from core._tracker import Tracker, kernel_pairs
-from core._train import LoopState, data_loss, train
+from core import (
+    LoopState,
+    TrackConfig,
+    Tracker,
+    analytic_ntk,
+    build_model,
+    config_from_dict,
+    data_loss,
+    kernel_pairs,
+    make_dataset,
+    ntk_reference,
+    tracked_steps,
+    train,
+)
 
 from ._common import interleaved, machine, median, table
 

@@ -32,6 +32,7 @@ from ._config import (
 from ._data import Dataset, make_dataset
 from ._empirical import EmpiricalNTK, empirical_ntk, jacobian_ntk, ntk_with_patterns
 from ._errors import ConfigError, DataError, NtkdivError
+from ._flow import loss_gradient
 from ._models import build_model
 from ._overrides import (
     apply_overrides,
@@ -48,6 +49,7 @@ from ._overrides import (
     set_dotted,
     shown,
 )
+from ._schedule import tracked_steps, tracked_times
 from ._size import (
     MAX_TRIAL_BYTES,
     check_fits,
@@ -57,8 +59,18 @@ from ._size import (
     memory_bytes,
     parameter_count,
 )
-from ._status import DONE, TrialStatus
-from ._trial import run_trial
+from ._status import DONE, USABLE, TrialStatus
+from ._tracker import Tracker, kernel_pairs
+from ._train import LoopState, data_loss, train
+from ._trial import (
+    RESOLUTION_SAFETY,
+    first_exceed,
+    first_leave,
+    lr_warning,
+    prepare,
+    resolution,
+    run_trial,
+)
 
 __all__ = [
     "CheckpointConfig",
@@ -71,17 +83,21 @@ __all__ = [
     "Dataset",
     "DigitsData",
     "EmpiricalNTK",
+    "LoopState",
     "MAX_DEPTH",
     "MAX_TRIAL_BYTES",
     "MnistData",
     "ModelConfig",
     "NTKReference",
     "NtkdivError",
+    "RESOLUTION_SAFETY",
     "SphereData",
     "TrackConfig",
+    "Tracker",
     "TrainConfig",
     "TrialConfig",
     "TrialStatus",
+    "USABLE",
     "analytic_ntk",
     "apply_overrides",
     "bound",
@@ -91,19 +107,25 @@ __all__ = [
     "config_from_dict",
     "config_to_yaml",
     "data_config",
+    "data_loss",
     "did_you_mean",
     "empirical_ntk",
     "encode_value",
+    "first_exceed",
+    "first_leave",
     "flatten",
     "format_validation",
     "gpu_memory_bytes",
     "host_memory_bytes",
     "id_view",
     "jacobian_ntk",
+    "kernel_pairs",
     "known_keys",
     "lambda0",
     "lambda_max",
     "load_config",
+    "loss_gradient",
+    "lr_warning",
     "make_dataset",
     "memory_bytes",
     "n_params",
@@ -111,10 +133,15 @@ __all__ = [
     "ntk_with_patterns",
     "parameter_count",
     "parse_value",
+    "prepare",
     "read_yaml",
+    "resolution",
     "run_trial",
     "set_dotted",
     "shown",
     "stability_limits",
+    "tracked_steps",
+    "tracked_times",
+    "train",
     "trial_id",
 ]

@@ -315,16 +315,3 @@ def trial_id(config: TrialConfig) -> str:
     """A stable 16-hex-digit hash of the resolved config (canonical, sorted JSON of ``id_view``)."""
     blob = json.dumps(id_view(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# Until every importer reaches these through ``core``: the names modules outside core imported
-# from here when reading and overriding configs lived in this file (now core/_overrides.py).
-from ._overrides import apply_overrides as apply_overrides  # noqa: E402
-from ._overrides import config_from_dict as config_from_dict  # noqa: E402
-from ._overrides import config_to_yaml as config_to_yaml  # noqa: E402
-from ._overrides import flatten as flatten  # noqa: E402
-from ._overrides import format_validation as _format_validation  # noqa: E402, F401
-from ._overrides import known_keys as known_keys  # noqa: E402
-from ._overrides import load_config as load_config  # noqa: E402
-from ._overrides import read_yaml as read_yaml  # noqa: E402
-from ._overrides import set_dotted as set_dotted  # noqa: E402

@@ -19,12 +19,14 @@ import yaml
 
 from . import store
 from ._analytic import NTKReference, ntk_reference
-from ._config import TrialConfig, config_from_dict, config_to_yaml, trial_id
+from ._config import TrialConfig, trial_id
 from ._data import Dataset, make_dataset
 from ._errors import ConfigError, DataError
 from ._flow import FlowRun, integrate
 from ._models import build_model
+from ._overrides import config_from_dict, config_to_yaml
 from ._schedule import tracked_steps, tracked_times
+from ._size import check_machine
 from ._status import DONE, TrialStatus
 from ._tracker import Tracker, kernel_pairs
 from ._train import LoopState, load_checkpoint, save_checkpoint, train
@@ -126,6 +128,7 @@ def run_trial(
     if done is not None:
         return done
     data, ref = prepare(config)
+    check_machine(config, resolve_device(config.device))  # where it runs: a worker's own memory
     warning = lr_warning(config, ref)
     if warning:
         log.warning(warning)

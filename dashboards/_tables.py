@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from core import TrialStatus
-from core._trial import RESOLUTION_SAFETY as RESOLUTION_SAFETY  # re-exported
-from core._trial import first_leave  # core's one home of t_leave (interpolated in log t)
-from core._trial import resolution as core_resolution
+from core import RESOLUTION_SAFETY as RESOLUTION_SAFETY  # re-exported
+from core import (
+    TrialStatus,
+    first_leave,  # core's one home of t_leave (interpolated in log t)
+)
+from core import resolution as core_resolution
 
 USABLE = (TrialStatus.COMPLETED.value,)  # the only status whose trajectories count
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import DONE, load_config, run_trial, trial_id
-from core._trial import lr_warning, prepare
+from core import DONE, load_config, lr_warning, prepare, run_trial, trial_id
 
 SHOWN_KEYS = (
     "status", "steps", "lambda0", "bound", "gap_init", "gap_sup", "drift_sup", "t_exceed",

@@ -15,9 +15,8 @@ from typing import Any
 
 import yaml
 
-from core import DONE, ConfigError, TrialConfig, trial_id
+from core import DONE, ConfigError, TrialConfig, lr_warning, prepare, trial_id
 from core import store as st
-from core._trial import lr_warning, prepare
 
 from ._spec import SweepSpec, spec_to_dict
 

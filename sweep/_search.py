@@ -205,7 +205,7 @@ class _Driver:
 
 
 def _bound(config: TrialConfig) -> float:
-    from core._trial import prepare
+    from core import prepare
 
     return prepare(config)[1].bound
 

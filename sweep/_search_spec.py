@@ -16,8 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core import ConfigError, known_keys
-from core._trial import first_exceed
+from core import ConfigError, first_exceed, known_keys
 
 
 class _Frozen(BaseModel):

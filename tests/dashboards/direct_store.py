@@ -121,8 +121,7 @@ def _table(rows: dict, tid: str, track_jump: bool) -> pa.Table:
 
 def write_trial(sweep_dir: Path, g: DirectGroup, m: int, seed: int) -> str:
     """Write one trial through ``core/store.py`` (and publish it where the store copies)."""
-    from core import config_from_dict, config_to_yaml, store, trial_id
-    from core._trial import first_exceed, first_leave
+    from core import config_from_dict, config_to_yaml, first_exceed, first_leave, store, trial_id
 
     config = config_from_dict({
         "model": {"arch": "fcn", "width": m, "depth": g.depth},

@@ -64,3 +64,11 @@ def test_every_extrapolation_is_flagged(crossing):
     far = crossing["m_star"] > 10 * crossing["max_width"]
     assert (crossing["extrapolated"] == far).all() and far.sum() >= 15
     assert "(extrapolated)" in study_markdown(crossing)
+
+
+def test_results_doc_quotes_the_table_generated_from_the_aggregate(crossing):
+    """docs/results.md carries study_markdown's table verbatim: no hand-copied number."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "results.md").read_text()
+    assert study_markdown(crossing).strip() in doc
