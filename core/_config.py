@@ -208,12 +208,12 @@ def data_config(**fields: Any) -> _Data:
 
 class TrainConfig(_Frozen):
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"  # mse is the lazy-regime control
-    lr: float = Field(0.1, gt=0)  # full-batch GD step; gradient-flow time t = step * lr
+    lr: float = Field(0.1, gt=0)  # GD step (t = step * lr); with t_max: the first step only
     epochs: int = Field(1000, ge=0)  # full-batch steps (one epoch = one step); plain GD
     # gradient-flow time to reach with adaptive steps (train.lr is then the first step and
     # train.epochs is ignored); late cross-entropy dynamics live in log t, see core/_flow.py
-    t_max: float | None = Field(None, gt=0)  # flow time to reach with adaptive steps; None: GD
-    flow_tol: float = Field(1e-3, gt=0)  # adaptive steps: local error allowed in f per step
+    t_max: float | None = Field(None, gt=0)  # gradient-flow time to reach, steps adaptive; None: GD
+    flow_tol: float = Field(1e-3, gt=0)  # local error in f per adaptive step (docs/concepts.md)
     weight_decay: float = Field(0.0, ge=0)  # L2 penalty strength; 0 is the seed's setting
     weight_decay_center: Literal["init", "zero"] = "init"  # penalize theta - theta_0, or theta
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # soft targets y(1-e) + e/2; 0 = hard
@@ -227,13 +227,13 @@ class TrainConfig(_Frozen):
 
 
 class TrackConfig(_Frozen):
-    log_points: int = Field(200, ge=0)  # log-spaced tracked steps over [1, epochs]
+    log_points: int = Field(200, ge=0)  # log-spaced rows over [1, epochs] (t_max: over [lr, t_max])
     every: int = Field(0, ge=0)  # also track every k steps (0 = off); periodic and log mix
     kernel: bool = True  # compute K_t at tracked steps (the expensive part, O(n^2 m L))
     kernel_full_max_n: int = Field(32, ge=1)  # store all kernel pairs up to this many points
     kernel_pairs: list[tuple[int, int]] | None = None  # pairs stored above that n (default diag+)
     ntk_block: int | None = Field(None, gt=0)  # points per block in empirical_ntk (memory cap)
-    flips: bool = True  # count ReLU activation-pattern flips between tracked steps
+    flips: bool = True  # count activation flips since t = 0, and the flip-free drift_smooth
 
 
 class CheckpointConfig(_Frozen):

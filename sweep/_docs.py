@@ -47,6 +47,8 @@ def model_table(model: type[BaseModel], prefix: str = "") -> list[str]:
     comments = field_comments(model)
     for name, info in model.model_fields.items():
         ann = info.annotation
+        if prefix == "" and name == "data":  # one type per data kind: a table each, below
+            continue
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             nested.append((prefix + name, ann))
             continue
@@ -74,6 +76,11 @@ def render() -> str:
         "|---|---|---|---|",
         *model_table(TrialConfig),
     ]
+    from core import DATA_KINDS
+
+    for kind, model in DATA_KINDS.items():
+        parts += ["", f"### `data` with `kind: {kind}`", "", "| key | type | default | meaning |",
+                  "|---|---|---|---|", *model_table(model, "data.")]  # fmt: skip
     try:
         from sweep._spec import SweepSpec
     except ImportError:  # the sweep spec is optional for a core-only checkout
