@@ -237,7 +237,9 @@ def spawn_ray(state: dict) -> int:
     ]  # fmt: skip
     if state.get("num_cpus") is not None:
         argv += ["--num-cpus", str(state["num_cpus"])]
-    env = {"RAY_AUTH_MODE": "token", **RAY_LOOPBACK_ENV}
+    # jobs' entrypoints (`ntkdiv sweep ...`) find this environment's commands first
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {"RAY_AUTH_MODE": "token", "PATH": path, **RAY_LOOPBACK_ENV}
     return spawn(argv, Path(state["dir"]) / "ray.log", env=env)
 
 

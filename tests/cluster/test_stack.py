@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -164,7 +165,9 @@ def test_ray_job_runs_on_the_stack(stack):
     _, env, _ = stack
     task = "import ray; ray.init(); print('sum', ray.get(ray.remote(lambda: 2 + 3).remote()))"
     ray_cli = str(Path(sys.executable).parent / "ray")
-    submit = [ray_cli, "job", "submit", "--", sys.executable, "-c", task]
+    # the entrypoint finds this environment's commands (ntkdiv, python) on the head's PATH
+    entrypoint = f"ntkdiv --help > /dev/null && python -c {shlex.quote(task)}"
+    submit = [ray_cli, "job", "submit", "--", "sh", "-c", entrypoint]  # Ray quotes each arg
     env = client_env(env, aws=False)
     done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
