@@ -67,7 +67,9 @@ def _notes(trials: pd.DataFrame) -> list[str]:
         err = str(r.error).strip().splitlines()[-1] if isinstance(r.error, str) else ""
         where = (f"{r.loss}, m={int(r.width)}, seed={int(r.seed)}" if pd.notna(r.width)
                  else "no readable config.yaml, so in no row")  # fmt: skip
-        notes.append(f"trial {r.trial_id} ({where}) is {r.status}, not counted"
+        counted = ("counted in the direct test up to the t it reached, not in the drift verdict"
+                   if r.status == "stopped" and r.published else "not counted")  # fmt: skip
+        notes.append(f"trial {r.trial_id} ({where}) is {r.status}, {counted}"
                      f"{': ' + err if err else ''}")  # fmt: skip
     return notes
 

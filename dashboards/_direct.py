@@ -4,7 +4,8 @@ A trial *starts inside* when gap_0 = max|K_0 - K| < bound and its kernel's granu
 largest change of K per activation flip (``flip_jump_max``), is < bound/10: the kernel is then
 resolved well enough that gap_t >= bound, if it happens, is the theorem observed, not initial
 noise or one activation flip. Per
-(group, width), over the usable seeds that start inside:
+(group, width), over the usable seeds that start inside (completed trials, and stopped ones up to
+the horizon they reached):
 
 - ``leaves-bound``: every such seed reached gap_t >= bound (t_leave: median and seed range);
 - ``stays-within``: none did by its horizon ("did not leave by t = T");
@@ -30,6 +31,8 @@ from enum import Enum
 
 import numpy as np
 import pandas as pd
+
+from core import TrialStatus
 
 from ._fits import EXTRAPOLATION, JUMP_FRACTION, JUMP_KEY, fit_power_law, refusal, starts_inside
 from ._tables import GROUP_KEYS, ROW_KEYS
@@ -129,6 +132,9 @@ def resolving_width(trials: pd.DataFrame, bound: float) -> dict:
             "resolve_extrapolated": far, "resolve_how": how}  # fmt: skip
 
 
+FILLED = ("gap_init", JUMP_KEY, "step_jump_max", "t_horizon")
+
+
 def add_direct(rows: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Append the direct verdict (and, on unresolved rows, the resolving width) to ``rows``.
 
@@ -136,15 +142,32 @@ def add_direct(rows: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
         rows: :func:`_tables.row_table` output (one row per (group, width)).
         trials: :func:`_tables.trial_table` output.
     """
-    usable = trials[trials["usable"]]
+    # a stopped trial (a budget or a pruner ended it; resumable) counts here with its horizon:
+    # whether and when it left the bound up to horizon_t is as measured as for a completed one
+    stopped = trials["status"].eq(TrialStatus.STOPPED.value) & trials["published"]
+    usable = trials[trials["usable"] | stopped]
     extra = []
     for r in rows.itertuples(index=False):
         key = {k: getattr(r, k) for k in ROW_KEYS}
         sel = np.ones(len(usable), dtype=bool)
         for k, v in key.items():
             sel &= (usable[k] == v).to_numpy()
-        extra.append(direct_row(usable[sel], r.bound, r.resolution))
+        mine = usable[sel]
+        bound, res = r.bound, r.resolution
+        if not math.isfinite(bound) and not mine.empty:  # the row has only stopped trials
+            bound, res = float(mine["bound"].median()), float(mine["resolution"].median())
+        fill = {f"{k}_direct": float(mine[k].median()) if not mine.empty else math.nan
+                for k in FILLED}  # fmt: skip
+        extra.append({**direct_row(mine, bound, res), "n_direct": len(mine),
+                      "bound_direct": bound, **fill})  # fmt: skip
     out = pd.concat([rows.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
+    out["bound"] = out["bound"].astype(float).fillna(out.pop("bound_direct"))
+    for k in FILLED:  # rows whose trials were all stopped: their medians, for the direct table
+        col = "t_horizon" if k == "t_horizon" else f"{k}_med"
+        if col in out:
+            out[col] = out[col].astype(float).fillna(out.pop(f"{k}_direct"))
+        else:
+            out.pop(f"{k}_direct")
     for col in ("resolve_width", "resolve_gap_width", "resolve_jump_width"):
         out[col] = math.nan
     out["resolve_extrapolated"], out["resolve_how"] = False, ""

@@ -203,7 +203,7 @@ def direct_table(verdict: pd.DataFrame) -> pd.DataFrame:
         "group": _group_label(verdict), "width": verdict["width"],
         "direct": verdict["direct"],
         "seeds inside": [f"{int(a)}/{int(b)}" for a, b in
-                         zip(verdict["n_inside"], verdict["n_seeds"], strict=True)],
+                         zip(verdict["n_inside"], verdict["n_direct"], strict=True)],
         "t_leave median [range]": [span(r) for r in verdict.itertuples()],
         "horizon t": verdict["t_horizon"],
         "resolving width": [resolve(r) for r in verdict.itertuples()],

@@ -148,13 +148,14 @@ def _regime_part(regime: pd.Series | None) -> str:
 def conclusion(rows: pd.DataFrame, fits: pd.DataFrame, regime: pd.Series | None = None) -> str:
     """One short paragraph drawn from the numbers: the direct answer, then the evidence, then
     what the finite widths and horizon cannot show."""
-    ok = rows[rows["n_seeds"] > 0]
+    n = rows["n_direct"] if "n_direct" in rows else rows["n_seeds"]  # stopped ones: direct only
+    ok = rows[n > 0]
     head = _group_name(rows.iloc[0])
     if ok.empty:
         return f"{head}: no usable trial (all failed, diverged or missing); nothing to conclude."
     horizon = _g(ok["t_horizon"].min())
     parts = [f"{head}: bound {_g(ok['bound'].iloc[0])}, widths {_widths(ok['width'])}, "
-             f"{_seeds(ok['n_seeds'])} per width, horizon t = {horizon}. "]  # fmt: skip
+             f"{_seeds(n[n > 0])} per width, horizon t = {horizon}. "]  # fmt: skip
     if "direct" in ok:
         parts.append(_direct_part(ok))
         parts.append(_resolve_part(ok))
@@ -197,7 +198,7 @@ def conclusions(verdict: pd.DataFrame, fits: pd.DataFrame,
 
 
 DIRECT_TEXT = (("arch", "{}"), ("depth", "{}"), ("loss", "{}"), ("lr", "{:g}"), ("data", "{}"),
-               ("width", "{}"), ("n_seeds", "{}"), ("n_inside", "{}"), ("bound", "{:.3g}"),
+               ("width", "{}"), ("n_direct", "{}"), ("n_inside", "{}"), ("bound", "{:.3g}"),
                ("gap_init_med", "{:.3g}"), ("flip_jump_max_med", "{:.3g}"),
                ("t_leave_med", "{:.3g}"), ("t_horizon", "{:.3g}"), ("direct", "{}"),
                ("verdict", "{}"))  # fmt: skip
