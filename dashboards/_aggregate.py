@@ -75,7 +75,9 @@ def _notes(trials: pd.DataFrame) -> list[str]:
 
 
 def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path):
-    usable = trials[trials["usable"] & trials["trial_id"].isin(curves.keys())]
+    # stopped trials are drawn up to the t they reached, as the direct test counts them
+    drawn = trials["usable"] | (trials["status"].eq("stopped") & trials["published"])
+    usable = trials[drawn & trials["trial_id"].isin(curves.keys())]
     figs, notes = [], []
     families = list(usable.groupby(["arch", "depth", "data"], sort=True))
     if len(families) > MAX_FAMILIES:

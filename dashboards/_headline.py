@@ -1,0 +1,41 @@
+"""The direct verdict as the Markdown table that README.md and docs/results.md quote.
+
+The docs carry this function's output verbatim, and a test regenerates it from the committed
+aggregate (``docs/results/direct/verdict.parquet``), so no number in them is copied by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+LOSS = {"cross_entropy": "cross-entropy", "mse": "squared loss"}
+
+
+def _g(v: float) -> str:
+    return "-" if v is None or not math.isfinite(float(v)) else f"{float(v):.3g}"
+
+
+def _t_leave(r) -> str:
+    if r.direct != "leaves-bound":
+        return "-"
+    if r.t_leave_min == r.t_leave_max:
+        return _g(r.t_leave_med)
+    return f"{_g(r.t_leave_med)} [{_g(r.t_leave_min)}, {_g(r.t_leave_max)}]"
+
+
+def direct_markdown(verdict: pd.DataFrame) -> str:
+    """One row per (loss, width) of a verdict table: trials, gap_0, per-flip jump, the direct
+    verdict, t_leave (median [min, max] over seeds) and the shortest horizon reached."""
+    head = ("| loss (lr) | width | trials (inside) | bound | gap_0 median | jump per flip | "
+            "direct verdict | t_leave median [range] | horizon t |")  # fmt: skip
+    lines = [head, "|" + "---|" * 9]
+    rows = verdict[verdict["n_direct"] > 0].sort_values(["depth", "loss", "width"])
+    for r in rows.itertuples():
+        lines.append(
+            f"| {LOSS.get(r.loss, r.loss)} ({r.lr:g}) | {int(r.width)} | "
+            f"{int(r.n_direct)} ({int(r.n_inside)}) | {_g(r.bound)} | {_g(r.gap_init_med)} | "
+            f"{_g(r.flip_jump_max_med)} | {r.direct} | {_t_leave(r)} | {_g(r.t_horizon)} |"
+        )
+    return "\n".join(lines)
