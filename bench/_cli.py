@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core import ConfigError
 
-BENCHES = ("ntk", "train", "sweep", "aggregate", "search")
+BENCHES = ("ntk", "train", "flow", "sweep", "aggregate", "search")
 HEAD = (
     "# Performance\n\nMeasured with `ntkdiv bench`. These machines are noisy: every figure is a "
     "median of interleaved repeats, and goals are stated as ratios measured side by side in one "

@@ -1,0 +1,20 @@
+"""bench flow at smoke size: the figures it reports meet their goals (they can fail)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.flow import steps_to_t, tracked_step_costs
+
+pytestmark = pytest.mark.slow
+
+
+def test_flow_reaches_far_t_in_few_steps_at_both_tolerances():
+    rows = steps_to_t(512, 1e12)  # [m, tol, steps to 1e10, rejected, wall, s/evaluation]
+    strict, loose = rows[1], rows[0]
+    assert loose[2] < 2500 and strict[2] < 2 * loose[2] + 500, rows
+
+
+def test_a_tracked_step_costs_at_most_twice_the_previous_one():
+    row = tracked_step_costs(256, 3, 6, repeats=5)
+    assert row[-1] <= 2.0, row
