@@ -83,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="also log the report to MLflow")
 
     p = sub.add_parser("bench", help="benchmarks; results go to docs/performance.md")
-    p.add_argument("which", nargs="*", default=["all"],
-                   help="ntk | train | flow | sweep | aggregate | search | all")
+    p.add_argument(
+        "which",
+        nargs="*",
+        default=["all"],
+        help="ntk | train | flow | sweep | aggregate | search | all",
+    )
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke check")
     p.add_argument("--doc", default="docs/performance.md", help="where to write the results")
 
