@@ -123,7 +123,7 @@ def _node_loss(cluster, tmp_path: Path) -> None:
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert "2 completed, 0 overflow, 0 failed, 1 retried" in out
+    assert "2 completed, 0 diverged, 0 failed, 1 retried" in out
     done = summaries(sweep_dir)
     assert {s["status"] for s in done.values()} == {"completed"}
     assert done[victim]["resumed_from_step"] is not None

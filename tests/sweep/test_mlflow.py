@@ -273,13 +273,13 @@ def test_batches_keep_rows_whole_and_tags_last():
     assert short[-1]["tags"] == tags and len(short[-1]["metrics"]) == 19 + 30
 
 
-def test_overflowed_trial_logs_non_finite_values(mlflow_server, sweep):
+def test_diverged_trial_logs_non_finite_values(mlflow_server, sweep):
     cfg = config_from_dict({"model": {"width": 32, "depth": 2},
                             "train": {"loss": "mse", "lr": 1e6, "epochs": 40},
                             "track": {"log_points": 15}})  # fmt: skip
     summary = run_trial(cfg, st.trial_dir(sweep, trial_id(cfg)))
-    assert summary["status"] == "overflow"
+    assert summary["status"] == "diverged"
     logger = MlflowLogger(mlflow_server, unique("exp"), sweep.name, sweep)
     run = MlflowClient(mlflow_server).get_run(logger.log_trial(trial_id(cfg)))
-    assert run.data.tags["ntkdiv.status"] == "overflow"
-    assert run.data.metrics["overflow_step"] == summary["overflow_step"]
+    assert run.data.tags["ntkdiv.status"] == "diverged"
+    assert run.data.metrics["diverged_step"] == summary["diverged_step"]
