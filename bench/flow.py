@@ -29,7 +29,7 @@ from core import (
 
 from ._common import interleaved, machine, median, table
 
-MARKS = (1e10, 1e20, 1e30, 1e40)
+MARKS = (1e5, 1e10, 1e15, 1e20, 1e30, 1e40)
 
 
 def _flow_run(width: int, tol: float, t_max: float, out: Path) -> tuple[list[int], float, int]:
@@ -95,7 +95,9 @@ def run(quick: bool = False) -> str:
     """Run the benchmark and return its Markdown section."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    width, t_max = (512, 1e12) if quick else (1024, 1e40)
+    # past t ~ 1e15 units chattering across their kinks shrink the steps (docs/concepts.md):
+    # the full run stops there, so that it measures the integrator, not the chattering
+    width, t_max = (512, 1e12) if quick else (1024, 1e15)
     marks = [m for m in MARKS if m <= t_max]
     flow_header = ["m", "tol", *[f"steps to t={m:.0e}" for m in marks], "rejected", "wall s",
                    "s / evaluation"]  # fmt: skip
@@ -115,9 +117,10 @@ def run(quick: bool = False) -> str:
         "",
         table(flow_header, flow_rows),
         "",
-        f"- Goal t = 1e40 in <= 20,000 steps: {'met' if steps <= 20_000 else 'NOT met'} "
-        f"({steps} accepted steps to t = {t_max:.0e} at tol 1e-3; fixed-step GD: "
-        f"{t_max / 0.1:.0e}).",
+        f"- {steps} accepted steps to t = {t_max:.0e} at tol 1e-3 (fixed-step GD: "
+        f"{t_max / 0.1:.0e}). The goal t = 1e40 in <= 20,000 steps at m = 4096 is not met: the "
+        "direct-test runs (docs/results.md) took 1,862 steps to 1.6e15 and then slowed to "
+        "~0.001 t per step (chattering).",
         "",
         "### A tracked step: today's columns vs the previous tracker",
         "",
