@@ -117,7 +117,7 @@ def run(quick: bool = False) -> str:
         "",
         table(flow_header, flow_rows),
         "",
-        f"- {steps} accepted steps to t = {t_max:.0e} at tol 1e-3 (fixed-step GD: "
+        f"- {int(steps)} accepted steps to t = {t_max:.0e} at tol 1e-3 (fixed-step GD: "
         f"{t_max / 0.1:.0e}). The goal t = 1e40 in <= 20,000 steps at m = 4096 is not met: the "
         "direct-test runs (docs/results.md) took 1,862 steps to 1.6e15 and then slowed to "
         "~0.001 t per step (chattering).",
