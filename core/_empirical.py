@@ -38,11 +38,14 @@ class EmpiricalNTK:
 
 @dataclass(frozen=True)
 class _Features:
-    """Per-map inputs U (n_b, in), output gradients G (n_b, out) and bias flags of one block."""
+    """Per-map inputs U (n_b, in), output gradients G (n_b, out) and bias flags of one block,
+    with each map's trained tensors (W, b or None), which the fused gradient of ``_flow`` uses."""
 
     U: list[Tensor]
     G: list[Tensor]
     bias: list[bool]
+    weights: list[Tensor | None]
+    bias_params: list[Tensor | None]
 
 
 NEAR_KINK = 1e-9  # |pre-activation| below this counts as parked at the ReLU kink
@@ -65,7 +68,9 @@ def _block_features(
     hidden = [mp.y.detach() for mp in maps if mp.hidden]
     patterns = torch.cat([y > 0 for y in hidden], dim=1)
     near = int(sum(int((y.abs() < NEAR_KINK).sum()) for y in hidden))
-    return _Features(U, list(G), [mp.bias for mp in maps]), f.detach(), patterns, near
+    feats = _Features(U, list(G), [mp.bias for mp in maps], [mp.weight for mp in maps],
+                      [mp.bias_param for mp in maps])  # fmt: skip
+    return feats, f.detach(), patterns, near
 
 
 def _kernel_block(a: _Features, b: _Features) -> Tensor:

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import torch
 
 from ._config import TrainConfig
-from ._empirical import NEAR_KINK, EmpiricalNTK
+from ._empirical import EmpiricalNTK, _block_features, _Features, _kernel_block
 from ._models import SeedNet
 from ._tracker import Tracker, exploded
-from ._train import LoopState, soft_targets
+from ._train import LoopState, data_loss, soft_targets
 
 Tensor = torch.Tensor
 
@@ -96,48 +96,39 @@ def evaluate(
 ) -> Evaluation:
     """f, K_t, the loss gradient and f' at the model's current parameters.
 
-    One forward pass and one backward pass of f.sum() give each linear map's input U (n, in) and
-    output gradient G (n, out) (DESIGN §1). Then
-        K = sum_maps (G G^T) * (U U^T [+ 1]),   dL/dW = G^T diag(r) U,   r = dL/df,
-    and f' = -J grad L = -K r: the Jacobian-vector product with the loss gradient is the kernel
-    applied to r, exactly. With weight decay, f' also gets -J (wd (theta - c)), contracted per
-    map. ``decay(params)`` returns the weight-decay gradient per tensor, or is None.
+    The empirical NTK's one forward and one backward pass (``_empirical._block_features``) give
+    each linear map's input U (n, in) and output gradient G (n, out) (DESIGN §1). Then K is the
+    NTK's own contraction (``_kernel_block``), dL/dW = G^T diag(r) U with r = dL/df, and
+    f' = -J grad L = -K r exactly. With weight decay, f' also gets -J (wd (theta - c)),
+    contracted per map. ``decay(params)`` returns the weight-decay gradient per tensor, or is None.
     """
-    with torch.enable_grad():
-        f, maps = model.forward_maps(X)
-        G = torch.autograd.grad(f.sum(), [mp.y for mp in maps])
-    f = f.detach()
+    feats, f, patterns, near = _block_features(model, X)
     r = loss_gradient(f, target, loss)  # (n,)
-    K = torch.zeros(f.shape[0], f.shape[0], dtype=f.dtype, device=f.device)
+    K = _kernel_block(feats, feats)
+    K = 0.5 * (K + K.T)  # exact symmetry, as empirical_ntk
     factors = []
-    for mp, Gm in zip(maps, G, strict=True):
-        U = mp.u.detach()  # (n, in)
-        K.addcmul_(Gm @ Gm.T, U @ U.T + (1.0 if mp.bias else 0.0))  # O(n^2 (in + out))
-        assert mp.weight is not None
-        factors.append((mp.weight, Gm * r[:, None], U, mp.bias_param))
-    K = 0.5 * (K + K.T)
+    for U, G, W, b in zip(feats.U, feats.G, feats.weights, feats.bias_params, strict=True):
+        assert W is not None
+        factors.append((W, G * r[:, None], U, b))
     fdot = -(K @ r)  # (n,)
     decay_grads = None
     if decay is not None:
         decay_grads = decay(params)
-        fdot = fdot - _jvp(maps, G, params, decay_grads)
-    hidden = [mp.y.detach() for mp in maps if mp.hidden]
-    patterns = torch.cat([y > 0 for y in hidden], dim=1)  # (n, H)
-    near = int(sum(int((y.abs() < NEAR_KINK).sum()) for y in hidden))
+        fdot = fdot - _jvp(feats, params, decay_grads)
     return Evaluation(f=f, K=K, fdot=fdot, patterns=patterns, near_kink=near,
-                      loss=_summed_loss(f, target, loss), factors=factors,
+                      loss=float(data_loss(f, target, loss)), factors=factors,
                       decay=decay_grads)  # fmt: skip
 
 
-def _jvp(maps, G, params: list[Tensor], vec: list[Tensor]) -> Tensor:
+def _jvp(feats: _Features, params: list[Tensor], vec: list[Tensor]) -> Tensor:
     """J v (n,) for a direction v given per trained tensor: sum_maps rows of G . (V_W u + v_b)."""
     by_id = {id(p): v for p, v in zip(params, vec, strict=True)}
-    out = torch.zeros(G[0].shape[0], dtype=G[0].dtype, device=G[0].device)
-    for mp, Gm in zip(maps, G, strict=True):
-        move = mp.u.detach() @ by_id[id(mp.weight)].T  # (n, out)
-        if mp.bias_param is not None:
-            move = move + by_id[id(mp.bias_param)]
-        out += (Gm * move).sum(1)
+    out = torch.zeros(feats.G[0].shape[0], dtype=feats.G[0].dtype, device=feats.G[0].device)
+    for U, G, W, b in zip(feats.U, feats.G, feats.weights, feats.bias_params, strict=True):
+        move = U @ by_id[id(W)].T  # (n, out)
+        if b is not None:
+            move = move + by_id[id(b)]
+        out += (G * move).sum(1)
     return out
 
 
@@ -154,12 +145,6 @@ def apply_step(ev: Evaluation, params: list[Tensor], h: float) -> None:
                 b.add_(Gr.sum(0), alpha=-h)
         if ev.decay is not None:
             torch._foreach_add_(params, ev.decay, alpha=-h)
-
-
-def _summed_loss(f: Tensor, target: Tensor, loss: str) -> float:
-    if loss == "cross_entropy":
-        return float((torch.nn.functional.softplus(f) - target * f).sum())
-    return float(0.5 * ((f - target) ** 2).sum())
 
 
 def step_error(before: Evaluation, after: Evaluation, h: float) -> float:

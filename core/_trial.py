@@ -171,7 +171,7 @@ def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str,
         save_checkpoint(ckpt, s, tracker)
 
     # --- train ------------------------------------------------------------------------------
-    bar = _progress_bar(config, state) if progress else None
+    bar = _Bar(config, state) if progress else None
     if config.train.t_max is None:  # plain GD, train.epochs steps of train.lr
         tracked = set(tracked_steps(config.train.epochs, config.track.log_points,
                                     config.track.every).tolist())  # fmt: skip
@@ -226,14 +226,11 @@ class _Bar:
     def time(self, t: float) -> None:
         self.bar.n = round(min(self._decades(t), self.bar.total), 2)
         self.bar.set_postfix_str(f"t={t:.3g}", refresh=False)
-        self.bar.refresh() if self.bar.n == self.bar.total else None
+        if self.bar.n == self.bar.total:  # mininterval would hide the last update
+            self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _progress_bar(config: TrialConfig, state: LoopState) -> _Bar:
-    return _Bar(config, state)
 
 
 def first_exceed(rows: dict[str, list], bound: float) -> float | None:
