@@ -54,16 +54,22 @@ GROWTH, SHRINK, SAFETY = 2.0, 0.2, 0.9  # step-size controller for an O(h^2) loc
 
 
 def loss_gradient(f: Tensor, target: Tensor, loss: str) -> Tensor:
-    """dL/df, shape (n,): sigmoid(f) - y for cross-entropy, f - y for mse (summed losses)."""
-    return torch.sigmoid(f) - target if loss == "cross_entropy" else f - target
+    """dL/df, shape (n,): sigmoid(f) - y for cross-entropy, f - y for mse (summed losses).
+
+    Cross-entropy is evaluated as (1 - y) sigmoid(f) - y sigmoid(-f), equal to sigmoid(f) - y but
+    without its cancellation: for y = 1 and f > 36.7, 1 - sigmoid(f) < 2^-53 rounds to 0 or one
+    ulp of 1, which stalls that point and switches the flow's direction between two values.
+    """
+    if loss != "cross_entropy":
+        return f - target
+    return (1.0 - target) * torch.sigmoid(f) - target * torch.sigmoid(-f)
 
 
 def loss_curvature(f: Tensor, loss: str) -> float:
-    """max_i d^2 L / df_i^2: sigmoid(f)(1 - sigmoid(f)) for cross-entropy (<= 1/4), 1 for mse."""
+    """max_i d^2 L / df_i^2: sigmoid(f) sigmoid(-f) for cross-entropy (<= 1/4), 1 for mse."""
     if loss != "cross_entropy":
         return 1.0
-    s = torch.sigmoid(f)
-    return float((s * (1.0 - s)).max())
+    return float((torch.sigmoid(f) * torch.sigmoid(-f)).max())
 
 
 @dataclass
