@@ -16,7 +16,6 @@ overhead.
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core import config_from_dict, run_trial
+from core import store as st
 
 from ._common import machine, table
 
@@ -38,11 +38,8 @@ def _spec(root: Path, name: str, base: dict, seeds: int, mlflow: bool = False) -
                        "storage": str(root / "store"), "mlflow": mlflow_section})  # fmt: skip
 
 
-def _attempts(sweep_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted((sweep_dir / "trials").glob("*/attempts.json")):
-        out += json.loads(path.read_text())["attempts"]
-    return out
+def _attempts(sweep_dir: st.Where) -> list[dict[str, Any]]:
+    return [a for tdir in st.trial_dirs(sweep_dir) for a in st.read_attempts(tdir)]
 
 
 def per_trial_overhead(attempts: list[dict[str, Any]]) -> list[float]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._config import DATA_FIELDS, DATA_KINDS, TrialConfig
 from ._errors import ConfigError
+from .store import StorePath
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -145,9 +146,9 @@ def _split(item: str) -> tuple[str, Any]:
     return key.strip(), parse_value(text)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path | StorePath) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or malformed YAML is a :class:`ConfigError`."""
-    p = Path(path)
+    p = path if isinstance(path, StorePath) else Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:

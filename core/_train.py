@@ -6,6 +6,7 @@ Gradient-flow time is t = step * lr. Losses are sums over points, as in the seed
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from ._empirical import EmpiricalNTK
 from ._models import SeedNet
 from ._schedule import checkpoint_due
 from ._tracker import Tracker, exploded
+from .store import StorePath, atomic_write_bytes, locate
 
 
 def soft_targets(y: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -63,12 +65,8 @@ class LoopState:
                  "stopped_by_budget")  # fmt: skip
 
 
-def save_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
+def save_checkpoint(path: str | Path | StorePath, state: LoopState, tracker: Tracker) -> None:
     """Atomically write a ``torch.load(weights_only=True)``-safe checkpoint."""
-    import io
-
-    from .store import atomic_write_bytes
-
     payload = {
         "step": state.step,
         "params": [p.detach().cpu().clone() for p in state.params],
@@ -82,9 +80,10 @@ def save_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path, state: LoopState, tracker: Tracker) -> None:
+def load_checkpoint(path: str | Path | StorePath, state: LoopState, tracker: Tracker) -> None:
     """Restore params, theta_0, step and tracker state in place from ``path``."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    data = io.BytesIO(locate(path).read_bytes())
+    payload = torch.load(data, map_location="cpu", weights_only=True)
     with torch.no_grad():
         for p, saved in zip(state.params, payload["params"], strict=True):
             p.copy_(saved)

@@ -83,7 +83,7 @@ def lr_warning(config: TrialConfig, ref: NTKReference) -> str | None:
     )
 
 
-def _check_out_dir(config: TrialConfig, out_dir: Path) -> dict[str, Any] | None:
+def _check_out_dir(config: TrialConfig, out_dir: store.StorePath) -> dict[str, Any] | None:
     """Return a finished summary if ``out_dir`` already holds this trial; refuse a foreign dir."""
     cfg_path = out_dir / "config.yaml"
     if cfg_path.exists():
@@ -93,17 +93,13 @@ def _check_out_dir(config: TrialConfig, out_dir: Path) -> dict[str, Any] | None:
                 f"output directory {out_dir} holds another trial ({trial_id(existing)}); "
                 "choose another --out"
             )
-    summary_path = out_dir / "summary.json"
-    if summary_path.exists():
-        summary = store.read_json(summary_path)
-        if summary.get("status") in DONE:
-            return summary
-    return None
+    summary = store.read_summary(out_dir)
+    return summary if summary is not None and summary.get("status") in DONE else None
 
 
 def run_trial(
     config: TrialConfig,
-    out_dir: str | Path,
+    out_dir: str | Path | store.StorePath,
     *,
     progress: bool = False,
     resume: bool = True,
@@ -113,7 +109,8 @@ def run_trial(
 
     Args:
         config: the full trial config.
-        out_dir: the trial directory (created if missing).
+        out_dir: the trial directory (created if missing): a local path, or a location in an
+            object store (``s3://bucket/...``, see :func:`core.store.locate`).
         progress: show a progress bar on stderr.
         resume: continue from ``out_dir/checkpoint.pt`` if present.
         monitor: called with the tracked columns after each tracked row; True stops the run,
@@ -123,7 +120,7 @@ def run_trial(
     Returns:
         The summary dict (the keys of DESIGN §3 and extras), also written to summary.json.
     """
-    out_dir = Path(out_dir)
+    out_dir = store.locate(out_dir)
     done = _check_out_dir(config, out_dir)
     if done is not None:
         return done

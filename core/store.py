@@ -1,6 +1,13 @@
-"""The one module that knows the store: its layout, atomic writes, trajectories, attempts.json.
+"""The one module that knows the store: where it lives, its layout, atomic writes, attempts.json.
 
-Layout of a store (a directory on a local or shared filesystem)::
+A store is a directory on any filesystem pyarrow speaks: a local or shared POSIX path
+(``/data/store``, ``file:///data/store``) or an object store (``s3://bucket/prefix``,
+``gs://bucket/prefix``). :func:`locate` turns such a string into a :class:`StorePath`, and every
+function here takes one (or a plain path). S3 takes its endpoint and credentials from the
+standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION``).
+
+Layout::
 
     <storage>/<sweep>/spec.yaml                            the sweep spec, as run
     <storage>/<sweep>/trials/<trial_id>/config.yaml        full resolved config
@@ -9,13 +16,14 @@ Layout of a store (a directory on a local or shared filesystem)::
     <storage>/<sweep>/trials/<trial_id>/checkpoint.pt      last checkpoint (weights_only-safe)
     <storage>/<sweep>/trials/<trial_id>/attempts.json      every attempt: start, end, node, status
     <storage>/<sweep>/search/<study>.best.json             an Optuna search's best value so far
-    <storage>/<sweep>/report/                              the aggregator's output
+    <storage>/<sweep>/report/                              the aggregator's output (local stores)
 
 A trial's files are written once, where its task runs, and read where they are: nothing copies
-them. Every write goes to a temporary name in the same directory, then is renamed, so a crash
-never leaves a half-written file, and rewriting a trajectory replaces it whole: a step appears
-at most once per trial. ``dashboards`` reads ``trials/*/`` with ``pyarrow.dataset``
-(:func:`trajectory_files`, :func:`TRAJECTORY_PARTITIONING`) and the summaries as JSON.
+them. Every file appears whole or not at all: on a POSIX filesystem it is written to a temporary
+name in the same directory and renamed; on an object store an object appears whole when its
+upload completes. A trial writes its data first and ``summary.json`` last, so a summary means a
+whole trial. ``dashboards`` reads ``trials/*/`` with ``pyarrow.dataset`` on the same filesystem
+(:func:`trajectory_files`, :data:`TRAJECTORY_PARTITIONING`) and the summaries as JSON.
 """
 
 from __future__ import annotations
@@ -28,11 +36,14 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = "1"
@@ -100,26 +111,201 @@ class AttemptStatus(str, Enum):
         return self.value
 
 
+# --- where the store lives -------------------------------------------------------------------
+
+STORE_SCHEMES = ("file", "s3", "gs", "gcs")  # what --storage accepts besides a plain path
+S3_TIMEOUTS = {"connect_timeout": 10.0, "request_timeout": 60.0}  # seconds; the SDK's are minutes
+S3_ATTEMPTS = 4  # one request, then three retries with the SDK's backoff
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux exposes it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file: colleagues may read the store
+
+
+@lru_cache(maxsize=16)
+def _filesystem(scheme: str, netloc: str, env: tuple[str, ...]) -> pafs.FileSystem:
+    """One filesystem per (scheme, bucket, AWS settings); S3 with bounded timeouts and retries.
+
+    ``env`` is the AWS variables' values, so a changed endpoint or key makes a new client.
+    """
+    if scheme == "s3":
+        endpoint = env[0] or env[1]  # AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL
+        return pafs.S3FileSystem(
+            endpoint_override=endpoint or None, allow_delayed_open=True,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS),
+            **S3_TIMEOUTS,
+        )  # fmt: skip
+    return pafs.FileSystem.from_uri(f"{scheme}://{netloc}")[0]
+
+
+AWS_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+                 "AWS_PROFILE")  # fmt: skip
+
+
+class StorePath:
+    """A file or directory of the store, on a local disk or an object store (pyarrow.fs).
+
+    Behaves like the few ``pathlib.Path`` methods the project needs (``/``, ``name``,
+    ``parent``, ``exists``, ``is_file``, ``is_dir``, ``iterdir``, ``read_bytes``,
+    ``read_text``, ``unlink``, ``mkdir``); writes go through :meth:`write_bytes`, which is
+    atomic. ``str()`` gives the URI (``s3://bucket/key``) or, locally, the plain path, which
+    :func:`locate` turns back into the same place on any node.
+    """
+
+    __slots__ = ("fs", "path", "scheme")
+
+    def __init__(self, fs: pafs.FileSystem, path: str, scheme: str = "") -> None:
+        self.fs, self.path, self.scheme = fs, path.rstrip("/") or "/", scheme
+
+    @property
+    def local(self) -> bool:
+        return not self.scheme
+
+    def __str__(self) -> str:
+        return self.path if self.local else f"{self.scheme}://{self.path}"
+
+    def __repr__(self) -> str:
+        return f"StorePath({str(self)!r})"
+
+    def __fspath__(self) -> str:
+        if not self.local:
+            raise TypeError(f"{self} is in an object store, not a local path")
+        return self.path
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Path):  # a local path compares with the same plain path
+            return self.local and self.path == str(other)
+        return isinstance(other, StorePath) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __truediv__(self, name: str) -> StorePath:
+        return StorePath(self.fs, f"{self.path.rstrip('/')}/{name}", self.scheme)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> StorePath:
+        head = self.path.rsplit("/", 1)[0]
+        return StorePath(self.fs, head or "/", self.scheme)
+
+    def _type(self) -> pafs.FileType:
+        return self.fs.get_file_info(self.path).type
+
+    def exists(self) -> bool:
+        return self._type() != pafs.FileType.NotFound
+
+    def is_file(self) -> bool:
+        return self._type() == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        return self._type() == pafs.FileType.Directory
+
+    def iterdir(self) -> list[StorePath]:
+        """The entries just below this directory (empty when it does not exist)."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True)
+        return [StorePath(self.fs, i.path, self.scheme) for i in self.fs.get_file_info(selector)]
+
+    def walk(self) -> list[pafs.FileInfo]:
+        """Every file and directory below this one, in one listing (a request per 1,000 keys
+        on S3); empty when it does not exist."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=True)
+        return self.fs.get_file_info(selector)
+
+    def read_bytes(self) -> bytes:
+        if self.local:
+            return Path(self.path).read_bytes()
+        with self.fs.open_input_stream(self.path) as fh:
+            return fh.read()
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def write_bytes(self, data: bytes) -> None:
+        """Atomic write: a temporary file and a rename locally; one upload on an object store."""
+        if not self.local:
+            with self.fs.open_output_stream(self.path) as fh:
+                fh.write(data)
+            return
+        path = Path(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode())
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.delete_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def mkdir(self, parents: bool = True, exist_ok: bool = True) -> None:
+        """Create the directory (an object store has none to create: a no-op there)."""
+        if self.local:
+            Path(self.path).mkdir(parents=parents, exist_ok=exist_ok)
+
+    def move(self, target: StorePath) -> None:
+        """Rename (a copy and a delete on an object store)."""
+        if self.local:
+            Path(target.path).parent.mkdir(parents=True, exist_ok=True)
+        self.fs.move(self.path, target.path)
+
+
+def locate(where: str | Path | StorePath) -> StorePath:
+    """The store location of a path or URI: ``s3://bucket/key``, ``gs://...``, ``file:///abs``,
+    or a plain path (made absolute, ``~`` expanded)."""
+    if isinstance(where, StorePath):
+        return where
+    text = str(where)
+    if "://" not in text or text.startswith("file://"):
+        local = Path(text.removeprefix("file://")).expanduser().absolute()
+        return StorePath(pafs.LocalFileSystem(), str(local))
+    parts = urlsplit(text)
+    if parts.query:  # options in the URI itself: pyarrow parses them
+        fs, path = pafs.FileSystem.from_uri(text)
+        return StorePath(fs, path, parts.scheme)
+    env = tuple(os.environ.get(k, "") for k in AWS_VARIABLES)
+    fs = _filesystem(parts.scheme, parts.netloc, env)
+    return StorePath(fs, f"{parts.netloc}{parts.path}", parts.scheme)
+
+
 # --- atomic files ----------------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_write_bytes(path: str | Path | StorePath, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (see :meth:`StorePath.write_bytes`)."""
+    locate(path).write_bytes(data)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path | StorePath, text: str) -> None:
     """Atomic text write (UTF-8)."""
     atomic_write_bytes(path, text.encode())
 
@@ -134,16 +320,16 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, obj: Mapping[str, Any]) -> None:
+def write_json(path: str | Path | StorePath, obj: Mapping[str, Any]) -> None:
     """Atomic JSON write with sorted keys (byte-stable for identical content)."""
     atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path | StorePath) -> dict[str, Any]:
+    return json.loads(locate(path).read_bytes())
 
 
-def write_table(path: str | Path, table: pa.Table) -> None:
+def write_table(path: str | Path | StorePath, table: pa.Table) -> None:
     """Atomic Parquet write of one table."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
@@ -174,13 +360,14 @@ def trajectory_table(
     return table.replace_schema_metadata(md)
 
 
-def write_trajectory(path: str | Path, table: pa.Table) -> None:
+def write_trajectory(path: str | Path | StorePath, table: pa.Table) -> None:
     """Atomic write of a trial's trajectory table (see :data:`TRAJECTORY_SCHEMA`)."""
     write_table(path, table)
 
 
-def read_trajectory(path: str | Path) -> pa.Table:
-    return pq.read_table(path)
+def read_trajectory(path: str | Path | StorePath) -> pa.Table:
+    where = locate(path)
+    return pq.read_table(where.path, filesystem=where.fs)
 
 
 def trajectory_meta(table_or_schema: pa.Table | pa.Schema) -> dict[str, Any]:
@@ -199,68 +386,88 @@ def trajectory_meta(table_or_schema: pa.Table | pa.Schema) -> dict[str, Any]:
 
 # --- the sweep layout ------------------------------------------------------------------------
 
-
-def trials_root(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / TRIALS
+Where = str | Path | StorePath  # what the functions below accept for a sweep or trial directory
 
 
-def trial_dir(sweep_dir: str | Path, trial_id: str) -> Path:
+def trials_root(sweep_dir: Where) -> StorePath:
+    return locate(sweep_dir) / TRIALS
+
+
+def trial_dir(sweep_dir: Where, trial_id: str) -> StorePath:
     return trials_root(sweep_dir) / trial_id
 
 
-def spec_path(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / SPEC
+def spec_path(sweep_dir: Where) -> StorePath:
+    return locate(sweep_dir) / SPEC
 
 
-def search_file(sweep_dir: str | Path, name: str) -> Path:
+def search_file(sweep_dir: Where, name: str) -> StorePath:
     """A file of the sweep's Optuna search (``<sweep>/search/<name>``)."""
-    return Path(sweep_dir) / "search" / name
+    return locate(sweep_dir) / "search" / name
 
 
-def is_sweep_dir(path: str | Path) -> bool:
+def is_sweep_dir(path: Where) -> bool:
     """A directory that holds a sweep: its ``trials/`` or its ``spec.yaml``."""
     return trials_root(path).is_dir() or spec_path(path).is_file()
 
 
-def trial_dirs(sweep_dir: str | Path) -> list[Path]:
+def trial_dirs(sweep_dir: Where) -> list[StorePath]:
     """Every trial directory of a sweep, sorted by trial id (empty when there is none)."""
     root = trials_root(sweep_dir)
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
 
 
-def trajectory_files(sweep_dir: str | Path) -> list[str]:
-    """Paths of the sweep's trajectory files, sorted by trial id."""
-    return [str(p / TRAJECTORY) for p in trial_dirs(sweep_dir) if (p / TRAJECTORY).is_file()]
+def trial_files(sweep_dir: Where) -> dict[str, dict[str, int]]:
+    """trial_id -> {file name: size} for every trial directory under ``trials/`` (empty ones
+    too), in one listing."""
+    root = trials_root(sweep_dir)
+    out: dict[str, dict[str, int]] = {}
+    for info in root.walk():
+        rel = info.path[len(root.path) + 1 :].split("/")
+        if len(rel) == 1 and info.type == pafs.FileType.Directory:
+            out.setdefault(rel[0], {})
+        elif len(rel) == 2 and info.type == pafs.FileType.File:
+            out.setdefault(rel[0], {})[rel[1]] = info.size
+    return out
+
+
+def trajectory_files(sweep_dir: Where) -> list[str]:
+    """Paths of the sweep's trajectory files on its filesystem, sorted by trial id."""
+    root = trials_root(sweep_dir)
+    found = trial_files(sweep_dir)
+    return [f"{root.path}/{tid}/{TRAJECTORY}" for tid in sorted(found) if TRAJECTORY in found[tid]]
 
 
 # trial ids are hex digits; an explicit string type stops "0123..." from being read as an integer
 TRAJECTORY_PARTITIONING = ds.partitioning(pa.schema([("trial_id", pa.string())]))
 
 
-def read_summary(tdir: Path) -> dict[str, Any] | None:
+def read_summary(tdir: Where) -> dict[str, Any] | None:
     """The trial's summary.json; None while it has none (running, lost, never started)."""
-    path = Path(tdir) / SUMMARY
-    return read_json(path) if path.is_file() else None
+    try:
+        return read_json(locate(tdir) / SUMMARY)
+    except FileNotFoundError:
+        return None
 
 
-def trial_status(tdir: Path) -> str | None:
+def trial_status(tdir: Where) -> str | None:
     """The status in the trial's summary.json, None without one."""
     summary = read_summary(tdir)
     return None if summary is None else summary.get("status")
 
 
-def write_spec(sweep_dir: str | Path, text: str) -> None:
+def write_spec(sweep_dir: Where, text: str) -> None:
     """Create ``<sweep>/trials`` and write ``<sweep>/spec.yaml``."""
-    trials_root(sweep_dir).mkdir(parents=True, exist_ok=True)
+    trials_root(sweep_dir).mkdir()
     atomic_write_text(spec_path(sweep_dir), text)
 
 
-def failed_summary(config: Any, tdir: Path, error: str, wall_s: float) -> dict[str, Any]:
+def failed_summary(config: Any, tdir: Where, error: str, wall_s: float) -> dict[str, Any]:
     """Write ``summary.json`` with status ``failed`` and ``error`` (and config.yaml if missing)."""
     from ._config import trial_id
     from ._overrides import config_to_yaml
 
-    tdir = Path(tdir)
+    tdir = locate(tdir)
     if not (tdir / CONFIG).exists():  # readers take the trial's keys from here
         atomic_write_text(tdir / CONFIG, config_to_yaml(config))
     summary = {"trial_id": trial_id(config), "status": "failed", "error": error[-ERROR_CHARS:],
@@ -272,17 +479,19 @@ def failed_summary(config: Any, tdir: Path, error: str, wall_s: float) -> dict[s
 # --- attempts.json ---------------------------------------------------------------------------
 
 
-def read_attempts(tdir: Path) -> list[dict[str, Any]]:
+def read_attempts(tdir: Where) -> list[dict[str, Any]]:
     """The recorded attempts of a trial, oldest first (empty if it never started)."""
-    path = Path(tdir) / ATTEMPTS
-    return list(read_json(path).get("attempts", [])) if path.exists() else []
+    try:
+        return list(read_json(locate(tdir) / ATTEMPTS).get("attempts", []))
+    except FileNotFoundError:
+        return []
 
 
-def _write_attempts(tdir: Path, attempts: list[dict[str, Any]]) -> None:
-    write_json(Path(tdir) / ATTEMPTS, {"attempts": attempts})
+def _write_attempts(tdir: Where, attempts: list[dict[str, Any]]) -> None:
+    write_json(locate(tdir) / ATTEMPTS, {"attempts": attempts})
 
 
-def begin_attempt(tdir: Path, **where: Any) -> int:
+def begin_attempt(tdir: Where, **where: Any) -> int:
     """Append an open attempt (start time, host, pid and ``where``); return its index."""
     attempts = read_attempts(tdir)
     attempts.append({"start": time.time(), "end": None, "status": str(AttemptStatus.RUNNING),
@@ -291,7 +500,7 @@ def begin_attempt(tdir: Path, **where: Any) -> int:
     return len(attempts) - 1
 
 
-def end_attempt(tdir: Path, index: int | None, status: str, **extra: Any) -> None:
+def end_attempt(tdir: Where, index: int | None, status: str, **extra: Any) -> None:
     """Close attempt ``index`` (or append a closed one when None) with its final status."""
     attempts = read_attempts(tdir)
     if index is None or index >= len(attempts):
@@ -301,13 +510,62 @@ def end_attempt(tdir: Path, index: int | None, status: str, **extra: Any) -> Non
     _write_attempts(tdir, attempts)
 
 
-def close_open_attempts(tdir: Path, start: int = 0, stop: int | None = None) -> None:
+def close_open_attempts(tdir: Where, start: int = 0, stop: int | None = None) -> None:
     """Mark the attempts ``start:stop`` still open as lost (their process is gone)."""
     for i, attempt in enumerate(read_attempts(tdir)[start:stop], start):
         if attempt.get("end") is None:
             end_attempt(tdir, i, AttemptStatus.LOST)
 
 
-def failures(tdir: Path) -> int:
+def failures(tdir: Where) -> int:
     """How many attempts of the trial ended ``failed``."""
     return sum(1 for a in read_attempts(tdir) if a.get("status") == "failed")
+
+
+# --- can this process write the store? -------------------------------------------------------
+
+_S3_HINTS = (  # (what the SDK's error says, what to tell the user)
+    ("NETWORK_CONNECTION", "no S3 endpoint answers; check AWS_ENDPOINT_URL ({endpoint})"),
+    ("INVALID_ACCESS_KEY_ID", "the access key is refused; check AWS_ACCESS_KEY_ID"),
+    ("SIGNATURE_DOES_NOT_MATCH", "the secret key is refused; check AWS_SECRET_ACCESS_KEY"),
+    ("ACCESS_DENIED", "access denied; the credentials (AWS_ACCESS_KEY_ID) may not {what} there"),
+    ("NO_SUCH_BUCKET", "the bucket does not exist; create it first"),
+)
+
+
+def _explain(err: OSError, what: str) -> str:
+    text = str(err)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    for code, hint in _S3_HINTS:
+        if code in text:
+            return hint.format(endpoint=endpoint or "unset: the AWS default", what=what)
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def check_writable(where: Where) -> str | None:
+    """Why this process cannot create and delete files under ``where`` (None: it can).
+
+    On an object store: the endpoint answers, the credentials are accepted, the bucket exists,
+    and a probe object can be written under the prefix and deleted. Nothing stays behind.
+    """
+    loc = locate(where)
+    if loc.local:
+        probe = Path(loc.path)
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            return f"{probe} is not a writable directory"
+        return None
+    bucket = loc.path.split("/", 1)[0]
+    try:
+        if loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            return f"bucket '{bucket}' does not exist; create it first"
+    except OSError as err:
+        return _explain(err, "read")
+    probe_file = loc / f".ntkdiv-probe-{os.getpid()}-{time.time_ns()}"
+    try:
+        probe_file.write_bytes(b"")
+        probe_file.unlink(missing_ok=True)
+    except OSError as err:
+        return _explain(err, "write")
+    return None

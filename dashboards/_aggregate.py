@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from core import DataError
+from core import store as st
 
 from . import _figures as F
 from ._direct import add_direct
@@ -36,7 +37,7 @@ MAX_FAMILIES = 24  # (arch, depth, data) families drawn; more are listed in the 
 class AggregateResult:
     """What :func:`aggregate` produced; the files are under ``report_dir``."""
 
-    sweep_dir: Path
+    sweep_dir: st.StorePath
     report_dir: Path
     verdict: pd.DataFrame  # one row per (group, width), with ``direct`` and ``verdict``
     fits: pd.DataFrame  # one row per (group, quantity)
@@ -122,8 +123,15 @@ def _seed_figures(family: pd.DataFrame, store: SweepStore, fig_dir: Path, stem: 
     return figs
 
 
+def default_report_dir(sweep_dir: st.StorePath) -> Path:
+    """``<sweep>/report`` for a local store; ``./ntkdiv-report/<sweep>`` for an object store."""
+    if sweep_dir.local:
+        return Path(sweep_dir.path) / "report"
+    return Path("ntkdiv-report").absolute() / sweep_dir.name
+
+
 def aggregate(
-    sweep_dir: str | Path,
+    sweep_dir: st.Where,
     out_dir: str | Path | None = None,
     *,
     figures: bool = True,
@@ -132,16 +140,17 @@ def aggregate(
 
     Args:
         sweep_dir: ``<storage>/<sweep>`` (see ``core/store.py`` for the layout).
-        out_dir: the report directory; default ``<sweep_dir>/report``.
+        out_dir: the report directory (local); default ``<sweep_dir>/report``, or for a store
+            in an object store ``./ntkdiv-report/<sweep>`` (MLflow keeps the team's copy).
         figures: draw the figures (off: tables and text only).
 
     Raises:
         DataError: not a sweep store, an empty one, or mixed incompatible schemas.
     """
     timings, t0 = {}, time.perf_counter()
-    sweep_dir = Path(sweep_dir)
-    report_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     store = open_store(sweep_dir)
+    sweep_dir = store.sweep_dir
+    report_dir = Path(out_dir) if out_dir is not None else default_report_dir(sweep_dir)
     if store.summary.empty and store.unpublished.empty:
         raise DataError(f"sweep {sweep_dir} has no trials yet; run 'ntkdiv sweep' first")
     timings["read"] = time.perf_counter() - t0

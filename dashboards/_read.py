@@ -7,6 +7,10 @@
   so memory does not grow with the number of trials;
 - the dense columns (``f``, ``kernel``) are read only for the few trials a figure shows.
 
+The store may be a local directory or an object store (``s3://...``): every read goes through
+the store's pyarrow filesystem (``core.store.locate``), and nothing is copied down first; one
+listing of ``trials/`` says which files exist, so only those are opened.
+
 Files are scanned in chunks, each through a fresh ``pyarrow.dataset`` that is dropped after use:
 a dataset's fragments keep every Parquet footer they have read, so one long-lived dataset over
 10,000 trials would grow by over a gigabyte.
@@ -17,14 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import yaml
 
 from core import DataError, encode_value
@@ -33,6 +35,7 @@ from core import store as st
 # the scalar trajectory columns the per-trial pass needs (never the list columns)
 SCALAR_COLUMNS = ("t", "drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "loss", "flips")
 CHUNK = 256  # files per scanned dataset: bounds the footers held at once
+REMOTE_READERS = 32  # summaries read at once from an object store (each read is one request)
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster per config
 # config columns that define groups and rows: numbers there must be numbers
 NUMERIC_KEYS = ("model.width", "model.depth", "train.lr", "data.n", "seed")
@@ -42,15 +45,15 @@ NUMERIC_KEYS = ("model.width", "model.depth", "train.lr", "data.n", "seed")
 class Parquet:
     """The trajectory files of a sweep: their unified schema and paths, read in chunks."""
 
-    root: Path  # <sweep>/trials: the trial_id is the first directory below it
+    root: st.StorePath  # <sweep>/trials: the trial_id is the first directory below it
     schema: pa.Schema
-    files: tuple[str, ...]
+    files: tuple[str, ...]  # paths on root's filesystem
 
     def dataset(self, files: list[str] | tuple[str, ...]) -> ds.Dataset:
         """A short-lived ``pyarrow.dataset`` over some of the files (drop it after use)."""
         return ds.dataset(list(files), schema=self.schema, format="parquet",
-                          partitioning=st.TRAJECTORY_PARTITIONING,
-                          partition_base_dir=str(self.root))  # fmt: skip
+                          filesystem=self.root.fs, partitioning=st.TRAJECTORY_PARTITIONING,
+                          partition_base_dir=self.root.path)  # fmt: skip
 
     def chunks(self) -> Iterator[ds.Dataset]:
         for i in range(0, len(self.files), CHUNK):
@@ -58,7 +61,7 @@ class Parquet:
 
     def trial(self, trial_id: str) -> ds.Dataset:
         """The dataset of one trial's file."""
-        return self.dataset([str(st.trial_dir(self.root.parent, trial_id) / st.TRAJECTORY)])
+        return self.dataset([(self.root / trial_id / st.TRAJECTORY).path])
 
 
 @dataclass(frozen=True)
@@ -75,24 +78,25 @@ class SweepStore:
         trajectory: the trajectory files, or None when no trial has one.
     """
 
-    sweep_dir: Path
+    sweep_dir: st.StorePath
     summary: pd.DataFrame
     unpublished: pd.DataFrame
     trajectory: Parquet | None
 
 
-def find_sweeps(path: Path) -> list[Path]:
+def find_sweeps(path: st.Where) -> list[st.StorePath]:
     """``path`` itself if it is a sweep directory, else the sweep directories just below it.
 
     Raises:
-        DataError: the path does not exist or holds no sweep.
+        DataError: the path does not exist or holds no sweep (or the object store refuses).
     """
-    path = Path(path)
+    path = _located(path)
     if not path.is_dir():
         raise DataError(f"store path {path} does not exist or is not a directory")
     if st.is_sweep_dir(path):
         return [path]
-    sweeps = sorted(p for p in path.iterdir() if p.is_dir() and st.is_sweep_dir(p))
+    below = [p for p in path.iterdir() if p.is_dir() and st.is_sweep_dir(p)]
+    sweeps = sorted(below, key=lambda p: p.name)
     if not sweeps:
         raise DataError(
             f"{path} is not a sweep store: no trials/ in it or in its subdirectories; pass "
@@ -115,16 +119,18 @@ def _flatten(node: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _trial_row(tdir: Path) -> tuple[bool, dict[str, Any]]:
-    """(has a summary, its row): the summary's scalar keys plus the flattened config."""
-    summary = st.read_summary(tdir)
+def _trial_row(tdir: st.StorePath, names: dict[str, int]) -> tuple[bool, dict[str, Any]]:
+    """(has a summary, its row): the summary's scalar keys plus the flattened config.
+
+    ``names``: the files the listing found in ``tdir``; only those are opened.
+    """
+    summary = st.read_summary(tdir) if st.SUMMARY in names else None
     row: dict[str, Any] = {"trial_id": tdir.name, "status": "missing", "error": None}
     if summary is not None:
         row.update({k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
         row["trial_id"] = tdir.name
-    config = tdir / st.CONFIG
-    if config.is_file():
-        raw = yaml.load(config.read_text(), Loader=YAML_LOADER) or {}
+    if st.CONFIG in names:
+        raw = yaml.load((tdir / st.CONFIG).read_text(), Loader=YAML_LOADER) or {}
         row.update(_flatten(raw))
     return summary is not None, row
 
@@ -151,36 +157,39 @@ def _typed(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def read_trials(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_trials(sweep_dir: st.Where) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per trial with a summary.json, one per trial directory without one)."""
-    with ThreadPoolExecutor(2) as pool:  # file opens dominate on a shared filesystem
-        read = list(pool.map(_trial_row, st.trial_dirs(sweep_dir)))
+    sweep_dir = st.locate(sweep_dir)
+    found = st.trial_files(sweep_dir)
+    tdirs = [st.trial_dir(sweep_dir, tid) for tid in sorted(found)]
+    # file opens dominate on a shared filesystem, request latency on an object store
+    with ThreadPoolExecutor(2 if sweep_dir.local else REMOTE_READERS) as pool:
+        read = list(pool.map(_trial_row, tdirs, [found[t.name] for t in tdirs]))
     return _typed([row for has, row in read if has]), _typed([row for has, row in read if not has])
 
 
 # --- the trajectories ------------------------------------------------------------------------
 
 
-def _factory(root: Path, files: list[str]) -> ds.FileSystemDatasetFactory:
+def _factory(root: st.StorePath, files: list[str]) -> ds.FileSystemDatasetFactory:
     options = ds.FileSystemFactoryOptions(partitioning=st.TRAJECTORY_PARTITIONING,
-                                          partition_base_dir=str(root))  # fmt: skip
-    return ds.FileSystemDatasetFactory(pafs.LocalFileSystem(), files, ds.ParquetFileFormat(),
-                                       options)  # fmt: skip
+                                          partition_base_dir=root.path)  # fmt: skip
+    return ds.FileSystemDatasetFactory(root.fs, files, ds.ParquetFileFormat(), options)
 
 
-def _conflict(files: list[str]) -> tuple[str, set[str]]:
+def _conflict(root: st.StorePath, files: list[str]) -> tuple[str, set[str]]:
     """The first column with two non-null types across ``files``."""
     import pyarrow.parquet as pq
 
     types: dict[str, set[str]] = {}
     for path in files:
-        for f in pq.read_schema(path):
+        for f in pq.read_schema(path, filesystem=root.fs):
             types.setdefault(f.name, set()).add(str(f.type))
     bad = {name: t for name, t in types.items() if len(t - {"null"}) > 1}
     return next(iter(bad.items())) if bad else ("?", {"unknown"})
 
 
-def open_trajectories(sweep_dir: Path) -> Parquet | None:
+def open_trajectories(sweep_dir: st.Where) -> Parquet | None:
     """The trajectory files of a sweep with a schema unified over all of them.
 
     Types are promoted where that is lossless (int -> double, null -> anything); incompatible
@@ -192,7 +201,7 @@ def open_trajectories(sweep_dir: Path) -> Parquet | None:
     try:
         schema = _factory(root, files).inspect(promote_options="permissive")
     except pa.ArrowTypeError:
-        name, types = _conflict(files)
+        name, types = _conflict(root, files)
         raise DataError(
             f"{root} mixes incompatible schemas: column '{name}' has types "
             f"{' and '.join(sorted(types))}; rerun the odd trials (delete their directories "
@@ -207,9 +216,17 @@ def open_trajectories(sweep_dir: Path) -> Parquet | None:
     return Parquet(root, schema, tuple(files))
 
 
-def open_store(sweep_dir: Path) -> SweepStore:
+def _located(where: st.Where) -> st.StorePath:
+    """The store location, or DataError with one line when the object store refuses."""
+    try:
+        return st.locate(where)
+    except (OSError, ValueError) as err:
+        raise DataError(f"store {where}: {str(err).splitlines()[0]}") from None
+
+
+def open_store(sweep_dir: st.Where) -> SweepStore:
     """Open one sweep directory (see :func:`find_sweeps` for storage roots)."""
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = _located(sweep_dir)
     if not sweep_dir.is_dir():
         raise DataError(f"store path {sweep_dir} does not exist or is not a directory")
     if not st.is_sweep_dir(sweep_dir):

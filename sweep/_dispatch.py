@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from core import DONE, TrialConfig, TrialStatus
@@ -39,7 +38,7 @@ class Outcome:
 class Dispatch:
     """Submits trials and collects them; ``before`` counts each trial's earlier attempts."""
 
-    sweep_dir: Path
+    sweep_dir: st.StorePath
     configs: dict[str, TrialConfig]
     outcome: Outcome
     before: dict[str, int] = field(default_factory=dict)
@@ -109,7 +108,9 @@ class Dispatch:
         return running
 
 
-def system_failure(tdir: Path, config: TrialConfig, before: int, error: str) -> dict[str, Any]:
+def system_failure(
+    tdir: st.StorePath, config: TrialConfig, before: int, error: str
+) -> dict[str, Any]:
     """The summary of a trial whose task died for good: its own summary if it finished (only
     the reply was lost), else a ``failed`` one written now, with its last open attempt (of
     those after the first ``before``) closed as failed by the driver."""

@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -51,27 +49,28 @@ def check_inputs(configs: list[TrialConfig]) -> list[str]:
 
 
 def check_storage(spec: SweepSpec) -> None:
-    """The sweep directory can be created (checked without creating it)."""
+    """The sweep directory can be created and written (locally: without creating it; on an
+    object store: a probe object written and deleted)."""
     target = spec.sweep_dir()
-    if target.exists() and not target.is_dir():
+    if target.local and target.exists() and not target.is_dir():
         raise ConfigError(f"sweep spec field 'storage': {target} exists and is not a directory")
-    probe = target
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    problem = st.check_writable(target)
+    if problem is not None:
+        fix = "pass --storage DIR" if target.local else "or pass another --storage"
         raise ConfigError(
-            f"sweep spec field 'storage' = {spec.storage!r}: cannot create {target} "
-            f"({probe} is not a writable directory); pass --storage DIR"
+            f"sweep spec field 'storage' = {spec.storage!r}: cannot write {target} ({problem}); "
+            f"{fix}"
         )
 
 
-def settle(sweep_dir: Path, configs: list[TrialConfig], retries: int) -> dict[str, Settled]:
+def settle(sweep_dir: st.Where, configs: list[TrialConfig], retries: int) -> dict[str, Settled]:
     """trial_id -> where it stands, read from the store (nothing is written)."""
     states = {}
+    files = st.trial_files(sweep_dir)  # one listing: only the trials with a summary are read
     for config in configs:
         tid = trial_id(config)
         tdir = st.trial_dir(sweep_dir, tid)
-        status = st.trial_status(tdir)
+        status = st.trial_status(tdir) if st.SUMMARY in files.get(tid, {}) else None
         if status in DONE:
             states[tid] = Settled.DONE
         elif status == "failed" and st.failures(tdir) > retries:

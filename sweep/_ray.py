@@ -22,7 +22,6 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -48,7 +47,7 @@ def execute_trial(
 
     Args:
         config_dict: the full trial config (``TrialConfig.model_dump``).
-        trial_dir: absolute ``<storage>/<sweep>/trials/<trial_id>``.
+        trial_dir: ``<storage>/<sweep>/trials/<trial_id>``: an absolute path or a URI.
         threads: torch threads; fixed so that a resumed run reduces in the same order.
         monitor: optional early-stopping callable handed to run_trial (the Optuna search).
 
@@ -63,8 +62,8 @@ def execute_trial(
     from core import config_from_dict, run_trial
 
     config = config_from_dict(config_dict)
-    tdir = Path(trial_dir)
-    tdir.mkdir(parents=True, exist_ok=True)
+    tdir = st.locate(trial_dir)
+    tdir.mkdir()
     index = st.begin_attempt(tdir, node=ray.get_runtime_context().get_node_id(), gpus=gpus)
     torch.set_num_threads(threads)
     logging.getLogger("ntkdiv").setLevel(logging.ERROR)  # the driver printed the lr warnings
@@ -83,9 +82,19 @@ _cpu_task = ray.remote(execute_trial)
 _gpu_task = ray.remote(max_calls=1)(execute_trial)
 
 
+def store_env(trial_dir: st.StorePath) -> dict[str, Any]:
+    """Task options that let a worker reach an object store: the driver's AWS variables.
+
+    A job's tasks get the job's runtime environment, not the driver's process environment; nodes
+    that carry their own credentials (instance roles, their own variables) need none of this.
+    """
+    env = {k: os.environ[k] for k in st.AWS_VARIABLES if os.environ.get(k)}
+    return {"runtime_env": {"env_vars": env}} if env and not trial_dir.local else {}
+
+
 def submit(
     config_dict: dict[str, Any],
-    trial_dir: Path,
+    trial_dir: st.StorePath,
     *,
     num_cpus: float,
     num_gpus: float,
@@ -98,7 +107,7 @@ def submit(
     threads = max(1, int(num_cpus))
     return task.options(
         num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries, retry_exceptions=False,
-        name=name,
+        name=name, **store_env(trial_dir),
     ).remote(config_dict, str(trial_dir), threads, monitor)  # fmt: skip
 
 

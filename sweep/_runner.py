@@ -19,7 +19,6 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TextIO
 
 from core import ConfigError, trial_id
@@ -37,7 +36,7 @@ from ._tracking import MlflowGuard
 class SweepResult:
     """What a sweep run did (also what ``bench/sweep.py`` measures)."""
 
-    sweep_dir: Path
+    sweep_dir: st.StorePath
     counts: Counts
     exit_code: int  # 0: every trial completed or diverged; 1: some failed
     wall_s: float  # the whole run, Ray start included
@@ -107,7 +106,7 @@ def run_sweep(
     )  # fmt: skip
 
 
-def _earlier(sweep_dir: Path, states: dict[str, Settled], outcome: Outcome) -> None:
+def _earlier(sweep_dir: st.StorePath, states: dict[str, Settled], outcome: Outcome) -> None:
     """Count trials settled by earlier runs: done ones, and failed ones out of retries."""
     for tid, state in states.items():
         if state is Settled.DONE:

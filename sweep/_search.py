@@ -85,7 +85,7 @@ def check_space(spec: SweepSpec, search: SearchSpec) -> list[TrialConfig]:
 class SearchResult:
     study_name: str
     storage: str
-    sweep_dir: Path
+    sweep_dir: st.StorePath
     objective: str
     trials: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
@@ -297,7 +297,7 @@ def compute_saved(trials: list[dict[str, Any]]) -> float:
     return saved / asked if asked else 0.0
 
 
-def _rerun_command(t: dict[str, Any], sweep_dir: Path) -> str:
+def _rerun_command(t: dict[str, Any], sweep_dir: st.StorePath) -> str:
     run_id = t["user_attrs"].get("mlflow_run_id")
     if run_id:
         return f"ntkdiv rerun {run_id}"
@@ -341,7 +341,7 @@ def _candidates(done, result: SearchResult, out: TextIO) -> None:
               "width cannot show the limit", file=out)  # fmt: skip
 
 
-def _lr(tdir: Path) -> float:
+def _lr(tdir: st.StorePath) -> float:
     import yaml
 
     return float(yaml.safe_load((tdir / st.CONFIG).read_text())["train"]["lr"])

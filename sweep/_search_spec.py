@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core import ConfigError, first_exceed, known_keys
+from core import store as st
 
 
 class _Frozen(BaseModel):
@@ -124,14 +125,14 @@ class PruneMonitor:
     the monitor rereads it at each tracked step (a few hundred reads per trial).
     """
 
-    def __init__(self, best_path: str | Path, bound: float, objective: str) -> None:
+    def __init__(self, best_path: str | Path | st.StorePath, bound: float, objective: str) -> None:
         self.best_path, self.bound, self.objective = str(best_path), bound, objective
 
     def _best(self) -> float | None:
         import json
 
         try:
-            value = json.loads(Path(self.best_path).read_text()).get("best")
+            value = json.loads(st.locate(self.best_path).read_text()).get("best")
         except (OSError, ValueError):
             return None
         return None if value is None else float(value)

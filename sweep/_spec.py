@@ -43,6 +43,8 @@ from core import (
     shown,
     trial_id,
 )
+from core import store as st
+from core.store import STORE_SCHEMES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -87,7 +89,7 @@ class SweepSpec(_Frozen):
     zip: list[list[str]] = Field(default_factory=list)  # groups of grid keys that advance together
     exclude: list[dict[str, Any]] = Field(default_factory=list)  # partial points to drop
     resources: Resources = Resources()
-    storage: str = "ntkdiv-store"  # store root (POSIX path or file:// URI); sweep in <root>/<name>
+    storage: str = "ntkdiv-store"  # a path, file://, s3:// or gs:// root; sweep in <root>/<name>
     mlflow: MlflowSection = MlflowSection()
     retries: int = Field(3, ge=0)  # reruns after a node death; failed trials: by later sweeps
     search: dict[str, Any] | None = None  # `ntkdiv search` settings (checked there); sweep skips it
@@ -95,7 +97,7 @@ class SweepSpec(_Frozen):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not v or not NAME_RE.match(v) or ".." in v or len(v) > 100:
+        if not v or not NAME_RE.match(v) or ".." in v or v == "." or len(v) > 100:
             raise ValueError(
                 "must be 1-100 characters from [A-Za-z0-9_.-] with no '/' and no '..' "
                 "(it names a directory)"
@@ -104,25 +106,28 @@ class SweepSpec(_Frozen):
 
     @field_validator("storage")
     @classmethod
-    def _posix_storage(cls, v: str) -> str:
-        if "://" in v and not v.startswith("file://"):
-            raise ValueError(
-                "only POSIX paths (or file://) are supported: the store relies on atomic renames; "
-                "mount object storage as a filesystem instead"
-            )
+    def _known_storage(cls, v: str) -> str:
         if not v.strip():
-            raise ValueError("must be a directory path")
+            raise ValueError("must be a directory path or a URI (s3://bucket/prefix)")
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme and scheme not in STORE_SCHEMES:
+            raise ValueError(
+                f"scheme '{scheme}://' is not a store; use a path, file://, "
+                + ", ".join(f"{s}://" for s in STORE_SCHEMES if s != "file")
+            )
+        if scheme and scheme != "file" and not v.split("://", 1)[1].strip("/"):
+            raise ValueError(f"{v!r} names no bucket; write {scheme}://BUCKET/PREFIX")
         return v
 
     @property
     def experiment(self) -> str:
         return self.mlflow.experiment or self.name
 
-    def storage_path(self) -> Path:
-        """The absolute store root (workers may run in other working directories)."""
-        return Path(self.storage.removeprefix("file://")).expanduser().absolute()
+    def storage_path(self) -> st.StorePath:
+        """The store root: absolute (workers may run in other working directories) or a URI."""
+        return st.locate(self.storage)
 
-    def sweep_dir(self) -> Path:
+    def sweep_dir(self) -> st.StorePath:
         return self.storage_path() / self.name
 
 
