@@ -72,23 +72,24 @@ VERDICT_HELP = {
     "no-data": "no usable trial (failed or missing), or no kernel tracked (track.kernel off)",
 }
 MAX_TRIAL_ROWS = 2000  # rows of the per-trial table shown in the HTML; the Parquet has all
+# the verdict next to the row's name: wide tables scroll inside the page, and what a reader
+# looks for first stays in view at 1600 px
 VERDICT_COLUMNS = (
-    "arch", "depth", "loss", "lr", "data", "variant", "width", "n_seeds", "n_failed",
-    "n_missing", "bound", "resolution", "gap_init_med", "gap_init_lo", "gap_init_hi",
-    "drift_sup_med", "drift_sup_lo", "drift_sup_hi", "gap_sup_med", "t_exceed_med",
-    "t_exceed_lo", "t_exceed_hi", "lambda_min_emp_min_med", "frac_exceed",
-    "drift_slope_rel_med", "ci_coverage", "t_horizon", "verdict",
+    "group", "width", "verdict", "n_seeds", "n_failed", "n_missing", "bound", "resolution",
+    "gap_init_med", "gap_init_lo", "gap_init_hi", "drift_sup_med", "drift_sup_lo",
+    "drift_sup_hi", "gap_sup_med", "t_exceed_med", "t_exceed_lo", "t_exceed_hi",
+    "lambda_min_emp_min_med", "frac_exceed", "drift_slope_rel_med", "ci_coverage", "t_horizon",
 )  # fmt: skip
 DIRECT_DETAIL_COLUMNS = (
-    "group", "width", "n_seeds", "n_inside", "n_left", "bound", "gap_init_med", "gap_init_lo",
-    "gap_init_hi", "flip_jump_max_med", "step_jump_max_med",
+    "group", "width", "direct", "n_seeds", "n_inside", "n_left", "bound", "gap_init_med",
+    "gap_init_lo", "gap_init_hi", "flip_jump_max_med", "step_jump_max_med",
     "t_leave_med", "t_leave_min", "t_leave_max",
     "horizon_min", "resolve_gap_width", "resolve_jump_width", "resolve_how",
 )  # fmt: skip
 CROSSING_COLUMNS = ("group", "t", "m_star", "m_star_lo", "m_star_hi", "exponent", "n_widths",
                     "n_points", "max_width", "extrapolated", "note")  # fmt: skip
 TRIAL_COLUMNS = (
-    "trial_id", "status", "arch", "depth", "loss", "lr", "data", "variant", "width", "seed",
+    "trial_id", "status", "group", "width", "seed",
     "dtype", "bound", "gap_init", "drift_sup", "gap_sup", "t_exceed",
     "flip_jump_max", "step_jump_max",
     "t_leave", "drift_trend", "drift_slope_rel", "lambda_min_emp_min",
@@ -114,6 +115,8 @@ document.querySelectorAll('table.sortable th').forEach(function (th) {
 """
 CSS = """
 body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
+.wide{max-width:100%;overflow-x:auto}.answer{font-size:15px;margin:.8em 0 .2em}
+.answer+ul{margin-top:0;font-size:13px;color:#444}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
 th{background:#eee;cursor:pointer;position:sticky;top:0}
@@ -156,8 +159,8 @@ def html_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> str
             tds.append(f'<td class="{cls.strip()}" data-v="{html.escape(key)}">'
                        f"{html.escape(text)}</td>")  # fmt: skip
         body.append("<tr>" + "".join(tds) + "</tr>")
-    return (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>'
-            f'{"".join(body)}</tbody></table>')  # fmt: skip
+    return (f'<div class="wide"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>'
+            f'{"".join(body)}</tbody></table></div>')  # fmt: skip
 
 
 def _img(fig: Figure) -> str:
@@ -172,14 +175,18 @@ def _section(title: str, body: str) -> str:
 
 
 def _group_label(frame: pd.DataFrame) -> pd.Series:
-    """'fcn L=2 cross_entropy lr=0.1, circle n=2' (+ variant) per row."""
+    """'fcn L=2 cross_entropy lr=0.1, circle n=2' (+ variant) per row; '(no config)' for a
+    trial that failed before writing its config."""
     if frame.empty:
         return pd.Series([], dtype=object)
-    return pd.Series(
-        [f"{r.arch} L={int(r.depth)} {r.loss} lr={r.lr:g}, {r.data}"
-         + (f", {r.variant}" if r.variant else "") for r in frame.itertuples()],
-        index=frame.index,
-    )  # fmt: skip
+
+    def label(r) -> str:
+        if pd.isna(r.depth) or pd.isna(r.lr):
+            return "(no config)"
+        variant = f", {r.variant}" if isinstance(r.variant, str) and r.variant else ""
+        return f"{r.arch} L={int(r.depth)} {r.loss} lr={r.lr:g}, {r.data}{variant}"
+
+    return pd.Series([label(r) for r in frame.itertuples()], index=frame.index)
 
 
 def direct_table(verdict: pd.DataFrame) -> pd.DataFrame:
@@ -226,7 +233,20 @@ def _drift_block(verdict: pd.DataFrame) -> str:
     if rows.empty:
         return "<p>None: the direct test resolves every row.</p>"
     return (f'<p class="caveat">{html.escape(CAVEAT)}</p>' + _legend(VERDICT_HELP)
-            + html_table(rows, VERDICT_COLUMNS))  # fmt: skip
+            + html_table(_with_group(rows), VERDICT_COLUMNS))  # fmt: skip
+
+
+def conclusions_html(paragraphs: dict[str, str]) -> str:
+    """Each group's conclusion: the answer in bold, then its evidence and limits as a list
+    (a paragraph's first line is the answer, each further line one piece of evidence)."""
+    out = []
+    for text in paragraphs.values():
+        first, *rest = text.splitlines()
+        head, _, answer = first.partition(": ")
+        out.append(f'<p class="answer"><b>{html.escape(head)}</b>: {html.escape(answer)}</p>'
+                   + ("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in rest) + "</ul>"
+                      if rest else ""))  # fmt: skip
+    return "".join(out)
 
 
 def render_html(sweep_dir: Path, tables: Tables, paragraphs: dict[str, str], notes: list[str],
@@ -241,10 +261,12 @@ def render_html(sweep_dir: Path, tables: Tables, paragraphs: dict[str, str], not
         f"<p>{html.escape(str(sweep_dir))}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}; "
         f"{len(trials)} trials, {usable} usable, {len(lost)} failed, diverged or missing.</p>",
         _section("Direct verdict: does training take the kernel out of the bound?",
-                 html_table(direct_table(tables.verdict)) + _legend(DIRECT_HELP)),
+                 html_table(direct_table(tables.verdict))),
+        _section("Conclusions", conclusions_html(paragraphs)),
+        "<details><summary>What each direct verdict means</summary>"
+        + _legend(DIRECT_HELP) + "</details>",
         _section("Regimes", html_table(regimes, ("group", "regime", "why"))
                  if len(regimes) else "<p>None.</p>"),
-        _section("Conclusions", "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs.values())),
         _section("Direct verdict: details",
                  html_table(_with_group(tables.verdict), DIRECT_DETAIL_COLUMNS)),
         _section("Crossing width m*(t) at equal t, losses side by side",
@@ -257,9 +279,9 @@ def render_html(sweep_dir: Path, tables: Tables, paragraphs: dict[str, str], not
                  _drift_block(tables.verdict)),
         _section("Power-law fits against width (refusals in note)", html_table(tables.fits)),
         _section("Figures", "".join(_img(f) for f in figures)),
-        _section("Failed, diverged and missing trials", html_table(lost, (
-            "trial_id", "status", "arch", "depth", "loss", "lr", "data", "width", "seed",
-            "error")) if len(lost) else "<p>None.</p>"),
+        _section("Failed, diverged and missing trials", html_table(_with_group(lost), (
+            "trial_id", "status", "group", "width", "seed", "error"))
+            if len(lost) else "<p>None.</p>"),
         _section("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
                  + "</ul>" if notes else "<p>None.</p>"),
         _section("Trials", _trials_block(trials)),
@@ -274,7 +296,7 @@ def _trials_block(trials: pd.DataFrame) -> str:
     more = (f"<p>First {MAX_TRIAL_ROWS} of {len(trials)} trials; trials.parquet has all.</p>"
             if len(trials) > MAX_TRIAL_ROWS else "")  # fmt: skip
     return f"<details><summary>{len(trials)} trials</summary>{more}" + html_table(
-        shown, TRIAL_COLUMNS) + "</details>"  # fmt: skip
+        _with_group(shown), TRIAL_COLUMNS) + "</details>"  # fmt: skip
 
 
 def arrow_table(frame: pd.DataFrame) -> pa.Table:

@@ -95,6 +95,15 @@ def _exponent(row) -> str:
     return f"m^{row.exponent:.2f} [{row.exponent_lo:.2f}, {row.exponent_hi:.2f}]"
 
 
+# why the direct test gives no answer, per direct verdict that is not an answer
+UNDECIDED = {
+    "starts-outside": "the kernel starts outside the bound, gap_0 >= bound",
+    "flip-limited": "one step moves K by >= bound/10",
+    "jump-untracked": "no step jump in the store to certify the start",
+    "unresolvable": "the bound is below the kernel's numerical resolution",
+}
+
+
 def _direct_part(ok: pd.DataFrame) -> str:
     """One sentence per direct verdict present, widths named, numbers from the row table."""
     parts = []
@@ -114,8 +123,10 @@ def _direct_part(ok: pd.DataFrame) -> str:
                                for r in sub.itertuples())  # fmt: skip
             parts.append(f"seeds disagree at m = {ws} (left: {counts})")
         else:
-            parts.append(f"{verdict} at m = {ws}")
-    return "Direct test: " + "; ".join(parts) + "."
+            why = UNDECIDED.get(str(verdict), "")
+            parts.append(f"undecided at m = {ws} ({verdict}{': ' + why if why else ''})")
+    parts.sort(key=lambda part: part.startswith("undecided"))  # the answers first
+    return "; ".join(parts) + "."
 
 
 def _resolve_part(ok: pd.DataFrame) -> str:
@@ -146,27 +157,24 @@ def _regime_part(regime: pd.Series | None) -> str:
 
 
 def conclusion(rows: pd.DataFrame, fits: pd.DataFrame, regime: pd.Series | None = None) -> str:
-    """One short paragraph drawn from the numbers: the direct answer, then the evidence, then
-    what the finite widths and horizon cannot show."""
+    """A short paragraph drawn from the numbers, one line each: the answer (the direct test),
+    the evidence it rests on, and what the finite widths and horizon cannot show."""
     n = rows["n_direct"] if "n_direct" in rows else rows["n_seeds"]  # stopped ones: direct only
     ok = rows[n > 0]
     head = _group_name(rows.iloc[0])
     if ok.empty:
         return f"{head}: no usable trial (all failed, diverged or missing); nothing to conclude."
     horizon = _g(ok["t_horizon"].min())
-    parts = [f"{head}: bound {_g(ok['bound'].iloc[0])}, widths {_widths(ok['width'])}, "
-             f"{_seeds(n[n > 0])} per width, horizon t = {horizon}. "]  # fmt: skip
-    if "direct" in ok:
-        parts.append(_direct_part(ok))
-        parts.append(_resolve_part(ok))
-    parts.append(_t_leave_part(fits))
-    parts.append(_regime_part(regime))
-    parts.append(
-        f" Cannot show: anything past t = {horizon} or outside m = {int(ok['width'].min())}.."
-        f"{int(ok['width'].max())}; widths named beyond that are extrapolations of fitted power "
-        "laws, and no finite run proves what happens as m -> infinity."
-    )
-    return "".join(parts)
+    answer = _direct_part(ok) if "direct" in ok else "no direct test in this store."
+    evidence = (f"Evidence: bound {_g(ok['bound'].iloc[0])}, widths {_widths(ok['width'])}, "
+                f"{_seeds(n[n > 0])} per width, horizon t = {horizon}."
+                + (_resolve_part(ok) if "direct" in ok else "")
+                + _t_leave_part(fits) + _regime_part(regime))  # fmt: skip
+    limits = (f"Cannot show: anything past t = {horizon} or outside m = "
+              f"{int(ok['width'].min())}..{int(ok['width'].max())}; widths named beyond that "
+              "are extrapolations of fitted power laws, and no finite run proves what happens "
+              "as m -> infinity.")  # fmt: skip
+    return "\n".join((f"{head}: {answer}", evidence, limits))
 
 
 def _group_name(row) -> str:
@@ -230,7 +238,9 @@ def verdict_text(verdict: pd.DataFrame, paragraphs: dict[str, str], notes: list[
         shown["verdict"] = shown["verdict"].where(~shown["direct"].isin(RESOLVED), "-")
     lines = _text_table(shown, columns)
     lines += ["", "Conclusions:"]
-    lines += [f"- {p}" for p in paragraphs.values()]
+    for p in paragraphs.values():  # the answer on the bullet, its evidence indented below
+        first, *rest = p.splitlines()
+        lines += [f"- {first}", *(f"  {line}" for line in rest)]
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines)
