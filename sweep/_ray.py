@@ -64,7 +64,8 @@ def execute_trial(
     config = config_from_dict(config_dict)
     tdir = st.locate(trial_dir)
     tdir.mkdir()
-    index = st.begin_attempt(tdir, node=ray.get_runtime_context().get_node_id(), gpus=gpus)
+    index = st.begin_attempt(tdir, node=ray.get_runtime_context().get_node_id(),
+                             node_ip=ray.util.get_node_ip_address(), gpus=gpus)  # fmt: skip
     torch.set_num_threads(threads)
     logging.getLogger("ntkdiv").setLevel(logging.ERROR)  # the driver printed the lr warnings
     t0 = time.monotonic()

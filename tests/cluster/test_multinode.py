@@ -1,7 +1,16 @@
 """A Ray head and two worker nodes with no shared disk (cluster/netns.py): each node has its own
 network namespace on a private subnet and its own /tmp and /dev/shm; SeaweedFS S3 and an MLflow
-server listen on the subnet's bridge only. One driver (tests/cluster/_multinode_driver.py) runs
-in the head's namespaces; the module's fixture kills one worker node mid-task."""
+server listen on the subnet's bridge only.
+
+1. A probe driver (tests/cluster/_multinode_driver.py) runs in the head's namespaces: tasks on
+   both workers, private /tmp, S3 across nodes, MLflow's artifact proxy, and a task retried on
+   the other worker after its node is killed.
+2. The smoke sweep, submitted with ``ray job submit --working-dir .`` and ``--storage s3://``
+   exactly as docs/cluster.md shows: one worker node is killed in the middle of a trial, the
+   trial resumes on the other node from its checkpoint in S3, every trial is in the store once,
+   MLflow has one child run per trial, and ``ntkdiv aggregate s3://...`` gives the verdict
+   table of the same spec run locally (the session's ``smoke_sweep``).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cluster import _services as svc
@@ -26,6 +36,8 @@ from cluster.netns import Subnet
 REPO = Path(__file__).parents[2]
 DRIVER = Path(__file__).with_name("_multinode_driver.py")
 GCS_PORT = 6379  # each node has its own network namespace: fixed ports clash with nothing
+DASHBOARD_PORT = 8265  # the head's job server (``ray job submit --address http://HEAD:8265``)
+SMALL = ["--object-store-memory", str(100 * 2**20)]
 
 
 def _missing() -> str | None:
@@ -82,6 +94,7 @@ def node_env(state: dict) -> dict[str, str]:
     host, ports = state["host"], state["ports"]
     return {
         **base,
+        "PATH": f"{Path(sys.executable).parent}:{base.get('PATH', '/usr/bin:/bin')}",
         "PYTHONPATH": str(REPO),
         "RAY_AUTH_MODE": "token",
         "RAY_health_check_period_ms": "1000",
@@ -106,17 +119,14 @@ def harness():
         svc.ensure_ray_token()
         env = node_env(state)
         state["pids"]["seaweedfs"] = svc.spawn_seaweedfs(state)
-        small = ["--object-store-memory", str(100 * 2**20)]
         head_args = ["--head", "--port", str(GCS_PORT), "--num-cpus", "0", "--include-dashboard",
-                     "false", *small]  # fmt: skip
+                     "true", "--dashboard-host", head.address, "--dashboard-port",
+                     str(DASHBOARD_PORT), *SMALL]  # fmt: skip
         state["pids"]["mlflow"] = svc.spawn_mlflow(state)  # its start-up is the slowest
         net.start_ray(head, head_args, env)
         wait_port(head.address, GCS_PORT, head.pid, root / f"{head.name}.log")
-        for node, name in ((w1, "w1"), (w2, "w2")):  # one at a time: less contention
-            resources = json.dumps({name: 1, "worker": 1})
-            args = ["--address", f"{head.address}:{GCS_PORT}", "--num-cpus", "1",
-                    "--resources", resources, *small]  # fmt: skip
-            net.start_ray(node, args, env)
+        for node in (w1, w2):  # one at a time: less contention
+            start_worker(net, node, env)
         svc.wait_seaweedfs(state, 180)
         svc.wait_mlflow(state, 180)
         yield net, state, env
@@ -161,6 +171,15 @@ def records(harness):
         log.close()
     found["returncode"] = driver.returncode
     return found
+
+
+def start_worker(net: Subnet, node, env: dict[str, str]) -> None:
+    """``ray start`` on a worker node (w1 or w2): one CPU and a resource named after it."""
+    name = node.name.rsplit(net.tag, 1)[1]
+    resources = json.dumps({name: 1, "worker": 1})
+    args = ["--address", f"{net.nodes[0].address}:{GCS_PORT}", "--num-cpus", "1",
+            "--resources", resources, *SMALL]  # fmt: skip
+    net.start_ray(node, args, env)
 
 
 def workers(net: Subnet) -> set[str]:
@@ -216,3 +235,132 @@ def test_services_listen_on_the_subnet_only(harness):
     # weed also listens on 127.0.0.1 beside -ip.bind: the host's own loopback, which no node's
     # namespace reaches; nothing listens on a wildcard or another interface
     assert {addr for addr, _, _ in sockets} <= {state["host"], "127.0.0.1"}, sockets
+
+
+# --- the smoke sweep, submitted as a Ray job, with its store in S3 ------------------------------
+
+
+def _json(s3, path: str) -> dict:
+    with s3.open_input_stream(path) as f:
+        return json.loads(f.read())
+
+
+def _running_with_checkpoint(s3, trials: str) -> tuple[str, str] | None:
+    """(trial id, node address) of a trial running with a checkpoint in S3 and no summary."""
+    from pyarrow import fs
+
+    listing = s3.get_file_info(fs.FileSelector(trials, allow_not_found=True, recursive=True))
+    files: dict[str, set[str]] = {}
+    for info in listing:
+        parts = info.path[len(trials) + 1 :].split("/")
+        if len(parts) == 2:
+            files.setdefault(parts[0], set()).add(parts[1])
+    for tid, names in sorted(files.items()):
+        if {"checkpoint.pt", "attempts.json"} <= names and "summary.json" not in names:
+            last = _json(s3, f"{trials}/{tid}/attempts.json")["attempts"][-1]
+            if last["status"] == "running" and last.get("node_ip"):
+                return tid, last["node_ip"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def s3_sweep(harness, records):
+    """The smoke sweep as a Ray job with ``--storage s3://...``; a worker node is killed while a
+    trial that has a checkpoint in S3 runs on it. Runs after the probe driver (``records``),
+    whose killed node is started again first."""
+    net, state, env = harness
+    for node in net.nodes[1:]:
+        if not alive(node.pid):
+            start_worker(net, node, env)
+    host, ports = state["host"], state["ports"]
+    store = f"s3://{state['bucket']}/sweeps/{uuid.uuid4().hex[:8]}"
+    tracking = f"http://{host}:{ports['mlflow']}"
+    dashboard = f"http://{net.nodes[0].address}:{DASHBOARD_PORT}"
+    submit = ["ray", "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
+              "ntkdiv", "sweep", "sweeps/smoke.yaml", "--storage", store, "--tracking-uri",
+              tracking]  # fmt: skip
+    log = Path(state["dir"]) / "job.log"
+    with open(log, "w") as out:
+        job = subprocess.Popen(submit, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    s3 = svc.s3_filesystem(state)
+    trials = f"{store.removeprefix('s3://')}/smoke/trials"
+    by_ip = {node.address: node for node in net.nodes}
+    found: dict = {"store": store, "tracking": tracking}
+    try:
+        deadline = time.monotonic() + 400
+        while job.poll() is None and time.monotonic() < deadline and "victim" not in found:
+            hit = _running_with_checkpoint(s3, trials)
+            if hit is not None:
+                found["victim"], found["killed"] = hit
+                found["killed_pids"] = net.kill(by_ip[hit[1]])
+            time.sleep(0.2)
+        job.wait(timeout=max(10.0, deadline - time.monotonic()))
+    finally:
+        if job.poll() is None:
+            job.kill()
+    found["returncode"] = job.returncode
+    found["log"] = log.read_text(errors="replace")
+    return found
+
+
+def test_the_job_ran_the_sweep_to_the_end(s3_sweep):
+    log = s3_sweep["log"]
+    assert s3_sweep["returncode"] == 0, log[-6000:]
+    done = [line for line in log.splitlines() if line.startswith("sweep smoke: 8 trials")]
+    assert done and "0 failed" in done[-1], log[-6000:]
+
+
+def test_a_trial_killed_with_its_node_resumed_on_the_other_from_its_s3_checkpoint(
+    harness, s3_sweep
+):
+    net, state, _ = harness
+    assert "victim" in s3_sweep, "no trial was seen running with a checkpoint\n" + s3_sweep["log"]
+    assert s3_sweep["killed"] in workers(net) and s3_sweep["killed_pids"]
+    s3 = svc.s3_filesystem(state)
+    tdir = f"{s3_sweep['store'].removeprefix('s3://')}/smoke/trials/{s3_sweep['victim']}"
+    attempts = _json(s3, f"{tdir}/attempts.json")["attempts"]
+    first, last = attempts[0], attempts[-1]
+    assert first["node_ip"] == s3_sweep["killed"] and first["status"] == "lost", attempts
+    assert last["node_ip"] in workers(net) - {s3_sweep["killed"]}, attempts
+    assert last["status"] == "completed", attempts
+    summary = _json(s3, f"{tdir}/summary.json")
+    assert summary["status"] == "completed" and summary["resumed_from_step"] > 0, summary
+
+
+def test_every_trial_once_in_s3_and_one_mlflow_child_run_each(harness, s3_sweep):
+    from mlflow import MlflowClient
+
+    from core import store as st
+
+    _, state, _ = harness
+    path = f"{s3_sweep['store'].removeprefix('s3://')}/smoke"
+    sweep = st.StorePath(svc.s3_filesystem(state), path, "s3")
+    ids = [t.name for t in st.trial_dirs(sweep)]
+    assert len(ids) == 8
+    for tid in ids:
+        steps = st.read_trajectory(st.trial_dir(sweep, tid) / st.TRAJECTORY)["step"].to_pylist()
+        assert len(steps) == len(set(steps)), tid
+    client = MlflowClient(s3_sweep["tracking"])
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    children = [r for r in runs if r.data.tags.get("ntkdiv.role") != "parent"]
+    assert sorted(r.data.tags.get("trial_id") for r in children) == sorted(ids)
+
+
+def test_aggregate_of_the_s3_store_matches_a_local_run_of_the_same_spec(
+    harness, s3_sweep, smoke_sweep, tmp_path
+):
+    _, _, env = harness
+    ntkdiv = str(Path(sys.executable).with_name("ntkdiv"))
+    remote = subprocess.run([ntkdiv, "aggregate", f"{s3_sweep['store']}/smoke", "--out",
+                             str(tmp_path / "s3")], capture_output=True, text=True, env=env,
+                            timeout=300)  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    local = subprocess.run([ntkdiv, "aggregate", str(smoke_sweep.sweep_dir), "--out",
+                            str(tmp_path / "local")], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert local.returncode == 0, local.stderr
+    remote_verdict = pd.read_parquet(tmp_path / "s3" / "verdict.parquet")
+    local_verdict = pd.read_parquet(tmp_path / "local" / "verdict.parquet")
+    assert len(remote_verdict) == 8
+    pd.testing.assert_frame_equal(remote_verdict, local_verdict)
