@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from core import NtkdivError
 
-from ._progress import final_report
+from ._progress import Stage, final_report
 from ._runner import SweepResult, run_sweep
 from ._spec import SweepSpec, load_spec
 
@@ -34,21 +34,59 @@ def sweep_with_report(spec: SweepSpec, *, aggregate: bool = True,
         if tracking is not None:
             tracking.finish()
         return res, None
-    from dashboards import aggregate as run_aggregate
-
+    stream = kwargs.get("stream") or sys.stderr
     try:
-        report = run_aggregate(res.sweep_dir)
+        report = aggregate_once(res.sweep_dir, None, stream, quiet=bool(kwargs.get("quiet")))
     except NtkdivError as err:  # the trials are in the store: `ntkdiv aggregate` can redo it
-        stream = kwargs.get("stream") or sys.stderr
         print(f"ntkdiv: warning: aggregation failed: {err}", file=stream)
         res.exit_code = 1
         if tracking is not None:
             tracking.finish()
         return res, None
     if tracking is not None:
-        tracking.log_report(report.report_dir, report.verdict_text)
+        tracking.log_report(report.report_dir, report.verdict_text, headline(report))
         res.mlflow_s = tracking.seconds
     return res, report
+
+
+def aggregate_once(sweep_dir: Any, out: Path | None, stream: TextIO, quiet: bool = False) -> Any:
+    """``dashboards.aggregate``, unless the report on disk was built from the same inputs
+    (``_report_cache``): then that report, read back. Progress goes to ``stream``."""
+    from dashboards import aggregate
+
+    from . import _report_cache as cache
+
+    local = cache.local_dir(sweep_dir)
+    report_dir = out if out is not None else (local / "report" if local else None)
+    if local is not None and report_dir is not None:
+        kept = cache.unchanged(local, report_dir)
+        if kept is not None:
+            if not quiet:
+                print(f"report: unchanged since the store last changed, kept ({report_dir})",
+                      file=stream, flush=True)  # fmt: skip
+            return kept
+    with Stage(f"aggregating {sweep_dir.name}", stream, quiet):
+        result = aggregate(sweep_dir, out)
+    if local is not None:
+        cache.remember(local, Path(result.report_dir))
+    return result
+
+
+def headline(report: Any) -> dict[str, float]:
+    """The report's headline numbers, for the parent run's metrics: trials by status, usable
+    trials, and (group, width) rows by direct and by drift verdict."""
+    trials, verdict = report.trials, report.verdict
+    out = {"trials": float(len(trials))}
+    if "usable" in trials:
+        out["trials_usable"] = float(trials["usable"].sum())
+    if "status" in trials:
+        for status, n in trials["status"].astype(str).value_counts().items():
+            out[f"trials_{status}"] = float(n)
+    for column, prefix in (("direct", "rows_direct"), ("verdict", "rows_verdict")):
+        if column in verdict:
+            for value, n in verdict[column].astype(str).value_counts().items():
+                out[f"{prefix}/{value}"] = float(n)
+    return out
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -59,8 +97,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     final_report(res, spec.name, sys.stdout)
     if report is not None:
         print(report.verdict_text)
-        print(f"report: {report.report_dir}")
+        print(f"report: {report.html}")
+    if res.tracking is not None and res.tracking.logger is not None:
+        print(runs_line(res.tracking.logger))
     return res.exit_code
+
+
+def runs_line(logger: Any) -> str:
+    """Where the sweep's runs table is in the MLflow UI: the page itself for a server; for a
+    local store, the command that serves it and the page."""
+    from ._mlflow import TrackingUnavailable
+
+    uri = logger.tracking_uri
+    try:
+        url = logger.runs_url()
+        if url is not None:
+            return f"mlflow: {url}"
+        page = logger.ui_runs_url("http://127.0.0.1:5000")
+    except TrackingUnavailable as err:
+        return f"mlflow: {err}; 'ntkdiv sync' backfills it later"
+    return (f"mlflow: {Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {uri} "
+            f"--port 5000, then open {page}")  # fmt: skip
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
@@ -74,17 +131,16 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         0 done; 3 the reports were written but MLflow could not be reached (bad input raises
         a ``NtkdivError``: exit 2).
     """
-    from dashboards import aggregate
     from dashboards._read import find_sweeps
 
     sweeps = find_sweeps(Path(args.store))
     out = Path(args.out) if args.out else None
     code = 0
-    for sweep_dir in sweeps:
+    for i, sweep_dir in enumerate(sweeps, 1):
         report_dir = None if out is None else (out if len(sweeps) == 1 else out / sweep_dir.name)
         if len(sweeps) > 1:
-            print(f"== sweep {sweep_dir.name}", flush=True)
-        result = aggregate(sweep_dir, report_dir)
+            print(f"== sweep {sweep_dir.name} ({i}/{len(sweeps)})", flush=True)
+        result = aggregate_once(sweep_dir, report_dir, sys.stderr)
         print(result.verdict_text)
         print(f"report: {result.html}", flush=True)
         if args.tracking_uri:
@@ -100,7 +156,7 @@ def _log_report(tracking_uri: str, sweep_dir: Path, result: Any) -> int:
     experiment = spec_defaults(sweep_dir).get("experiment")
     try:
         logger = MlflowLogger(tracking_uri, experiment, sweep_dir.name, sweep_dir)
-        logger.log_report(result.report_dir, result.verdict_text)
+        logger.log_report(result.report_dir, result.verdict_text, headline(result))
     except TrackingUnavailable as err:
         print(f"ntkdiv: error: {err}; the report is in {result.report_dir}", file=sys.stderr)
         return 3

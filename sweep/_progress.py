@@ -9,13 +9,35 @@ finishes, so that a sweep of long trials still shows it is alive.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, TextIO
 
 TTY_EVERY_S = 0.5
 LOG_EVERY_S = 30.0
 HEARTBEAT_S = 300.0
+STAGE_LOG_EVERY_S = 30.0  # a long stage's "still working" line in a log file
+# the streams whose last write was a redrawn line without its newline (a terminal's progress
+# line): anything else printed there must end that line first
+_dangling: set[int] = set()
+
+
+def end_line(stream: TextIO) -> None:
+    """End a progress line left open on ``stream``, so that the next text starts a line."""
+    if id(stream) in _dangling:
+        _dangling.discard(id(stream))
+        stream.write("\n")
+        stream.flush()
+
+
+def _redraw(stream: TextIO, text: str, width: int) -> int:
+    """Draw ``text`` over the open line of a terminal; the new width."""
+    stream.write("\r" + text.ljust(width))
+    stream.flush()
+    _dangling.add(id(stream))
+    return len(text)
 
 
 def _duration(seconds: float) -> str:
@@ -86,10 +108,7 @@ class Progress:
         now = time.monotonic()
         if self.tty:
             if force or now - self._last >= TTY_EVERY_S:
-                text = self.line()
-                self.stream.write("\r" + text.ljust(self._width))
-                self.stream.flush()
-                self._width, self._last = len(text), now
+                self._width, self._last = _redraw(self.stream, self.line(), self._width), now
             return
         changed = self.counts.finished != self._last_finished
         alive = now - max(self._last, self.started) >= HEARTBEAT_S  # nothing finished for long
@@ -101,16 +120,68 @@ class Progress:
         if self.quiet:
             return
         self.update(force=True)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        end_line(self.stream)
 
     def message(self, text: str) -> None:
         """A line of its own (a warning), without garbling the progress line."""
-        if self.tty and self._width and not self.quiet:
+        if self.tty and self._width and not self.quiet and id(self.stream) in _dangling:
             self.stream.write("\r" + " " * self._width + "\r")
+            _dangling.discard(id(self.stream))
         print(text, file=self.stream, flush=True)
         self._last = 0.0
+
+
+class Stage:
+    """A long step without counts (the aggregation): its name and the time spent so far.
+
+    On a terminal one line is redrawn every second and ends with the stage's time. Elsewhere (a
+    log) a line follows every ``log_every`` seconds, and the stage's time ends them; a short
+    stage prints nothing there, and a stage that raises erases its line, so that an error stays
+    the one line the user sees.
+    """
+
+    def __init__(self, name: str, stream: TextIO, quiet: bool = False,
+                 log_every: float = STAGE_LOG_EVERY_S) -> None:  # fmt: skip
+        self.name, self.stream, self.quiet = name, stream, quiet
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.every = 1.0 if self.tty else log_every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._start = time.monotonic()
+        self._width = 0
+        self._said = False
+
+    def _say(self, text: str) -> None:
+        if self.tty:
+            self._width = _redraw(self.stream, text, self._width)
+        else:
+            print(text, file=self.stream, flush=True)
+        self._said = True
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            self._say(f"{self.name} ... {_duration(time.monotonic() - self._start)}")
+
+    def __enter__(self) -> Stage:
+        if not self.quiet:
+            if self.tty:
+                self._say(f"{self.name} ...")
+            self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        if self.quiet:
+            return
+        self._stop.set()
+        self._thread.join()
+        if kind is not None and self.tty:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            _dangling.discard(id(self.stream))
+        elif kind is None and self._said:
+            self._say(f"{self.name}: done in {time.monotonic() - self._start:.1f} s")
+            end_line(self.stream)
 
 
 def final_report(res: Any, name: str, out: TextIO) -> None:

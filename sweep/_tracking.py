@@ -53,9 +53,12 @@ class MlflowGuard:
         """Log one finished trial; its child run id."""
         return self._call("log_trial", lambda log: log.log_trial(trial_id))
 
-    def log_report(self, report_dir: Path, verdict_text: str) -> None:
-        """Attach the aggregator's report to the parent run and finish it."""
-        self._call("log_report", lambda log: log.log_report(report_dir, verdict_text))
+    def log_report(
+        self, report_dir: Path, verdict_text: str, headline: Mapping[str, float] | None = None
+    ) -> None:
+        """Attach the aggregator's report (and its headline numbers) to the parent run and
+        finish it."""
+        self._call("log_report", lambda log: log.log_report(report_dir, verdict_text, headline))
 
     def finish(self) -> None:
         """Mark the parent run finished (when no report is logged)."""

@@ -21,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from mlflow.entities import Run, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 
 from core import ConfigError, DataError
@@ -40,7 +41,24 @@ from ._client import (
     quoted,
     tracked,
 )
-from ._runs import MAX_TAG_LEN, read_config, run_name, write_trial
+from ._runs import (
+    MAX_METRICS,
+    MAX_PARAM_LEN,
+    MAX_PARAMS,
+    MAX_TAG_LEN,
+    read_config,
+    run_name,
+    trial_times,
+    write_trial,
+)
+
+# The experiment tag MLflow's UI reads as the experiment's kind; "custom_model_development" is
+# its "Machine learning" kind, whose experiment page opens on the runs table (the GenAI kind
+# opens on traces). MLflow 3.17's UI derives the kind from its workflow type instead (the query
+# parameter below, else the last one the browser chose, by default GenAI), so runs_url names it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+WORKFLOW_QUERY = "workflowType=machine_learning"
 
 
 class MlflowLogger:
@@ -97,8 +115,24 @@ class MlflowLogger:
                     f"MLflow experiment {self.experiment!r} is deleted; restore it "
                     "(mlflow experiments restore) or choose another --experiment"
                 )
+            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
+                                               EXPERIMENT_KIND)  # fmt: skip
             self._experiment_id = exp.experiment_id
         return self._experiment_id
+
+    @tracked
+    def runs_url(self) -> str | None:
+        """The UI page of the experiment's runs table, for a server URI (None for a file or
+        sqlite URI: ``mlflow ui --backend-store-uri URI`` serves it at its own address)."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return self.ui_runs_url(self.tracking_uri.rstrip("/"))
+
+    @tracked
+    def ui_runs_url(self, base: str) -> str:
+        """``base/#/experiments/<id>/runs?workflowType=machine_learning``: the runs table."""
+        return f"{base}/#/experiments/{self.experiment_id()}/runs?{WORKFLOW_QUERY}"
 
     def search(self, filter_string: str) -> list[Run]:
         """Every active run of the experiment that matches, oldest first (all pages)."""
@@ -156,8 +190,28 @@ class MlflowLogger:
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             if tags.get("ntkdiv.spec_hash") != digest:
                 self.client.log_text(run_id, text, st.SPEC)
+                self._log_grid(run_id, plain)
                 self.client.set_tag(run_id, "ntkdiv.spec_hash", digest)
         return run_id
+
+    def _log_grid(self, run_id: str, spec: Mapping[str, Any]) -> None:
+        """The spec's grid as params ``grid.<dotted key>`` (+ ``zip``, ``name``, ``retries``).
+
+        MLflow refuses to change a param, so a key whose value changed since (a grid edited
+        under the same sweep name) is kept as it was and named in the tag ``ntkdiv.grid_changed``.
+        """
+        wanted = {f"grid.{k}": json.dumps(v) for k, v in (spec.get("grid") or {}).items()}
+        for key in ("zip", "exclude"):
+            if spec.get(key):
+                wanted[key] = json.dumps(spec[key])
+        wanted["name"] = str(spec.get("name", self.sweep_name))
+        have = self.client.get_run(run_id).data.params
+        new = [Param(k, v[:MAX_PARAM_LEN]) for k, v in wanted.items() if k not in have]
+        changed = sorted(k for k, v in wanted.items() if k in have and have[k] != v[:MAX_PARAM_LEN])
+        for i in range(0, len(new), MAX_PARAMS):
+            self.client.log_batch(run_id, params=new[i : i + MAX_PARAMS])
+        if changed:
+            self.client.set_tag(run_id, "ntkdiv.grid_changed", ", ".join(changed)[:MAX_TAG_LEN])
 
     def _parent(self) -> str:
         return self._parent_id or self._ensure_parent(None)
@@ -168,8 +222,16 @@ class MlflowLogger:
         self.client.set_terminated(self._parent(), status)
 
     @tracked
-    def log_report(self, report_dir: str | Path, verdict_text: str) -> None:
+    def log_report(
+        self,
+        report_dir: str | Path,
+        verdict_text: str,
+        headline: Mapping[str, float] | None = None,
+    ) -> None:
         """Attach the aggregator's report to the parent run and finish it.
+
+        ``headline``: the report's headline numbers (trial counts, rows per verdict), logged as
+        the parent's metrics at step = the number of times a report was logged before.
 
         Every file under ``report_dir`` (report.html, figures/*.png, verdict/fits/trials as
         Parquet and CSV, verdict.txt) goes under the artifact folder ``report/``; the verdict
@@ -184,7 +246,16 @@ class MlflowLogger:
         note = f"```\n{verdict_text[: MAX_TAG_LEN - 10]}\n```"
         tags = [RunTag("mlflow.note.content", note),
                 RunTag("ntkdiv.verdict", verdict_text[:MAX_TAG_LEN])]  # fmt: skip
-        self.client.log_batch(run_id, tags=tags)
+        metrics = []
+        if headline:
+            run = self.client.get_run(run_id)
+            step = int(run.data.tags.get("ntkdiv.reports", "0"))
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, float(v), now, step) for k, v in headline.items()]
+            tags.append(RunTag("ntkdiv.reports", str(step + 1)))
+        for i in range(0, max(len(metrics), 1), MAX_METRICS - MAX_PARAMS):
+            self.client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS - MAX_PARAMS],
+                                  tags=tags if i == 0 else [])  # fmt: skip
         self.client.set_terminated(run_id, "FINISHED")
 
     # --- the children -------------------------------------------------------------------------
@@ -218,7 +289,9 @@ class MlflowLogger:
         tags = {"trial_id": trial_id, "ntkdiv.sweep": self.sweep_name, "ntkdiv.role": "trial",
                 "mlflow.parentRunId": self._parent()}  # fmt: skip
         name = run_name(config, trial_id)
-        run = self.client.create_run(self.experiment_id(), tags=tags, run_name=name)
+        start = trial_times(tdir, st.read_json(tdir / st.SUMMARY))[0]
+        run = self.client.create_run(self.experiment_id(), start_time=start, tags=tags,
+                                     run_name=name)  # fmt: skip
         write_trial(self.client, run, tdir, config, digest, fresh=True)
         run_id = run.info.run_id
         if self._with_run is not None:

@@ -10,6 +10,8 @@ keeps every row.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import tempfile
 import time
 from collections.abc import Mapping
@@ -39,6 +41,13 @@ MAX_ENTITIES = 1000  # ... on metrics + params + tags
 MAX_PARAM_LEN = 6000  # MLflow's param value limit
 MAX_TAG_LEN = 5000  # below MLflow's 8000, room for the UI
 MAX_HISTORY_ROWS = 2000  # rows sent per trial, evenly thinned (~2 s over HTTP); the store keeps all
+# Tracked rows are log-spaced in t, so on MLflow's linear step axis they bunch at the left. The
+# series under LOG_T_PREFIX repeat each row at step = round(LOG_T_SCALE * log10 t) (0: t = 1,
+# 3000: t = 1e3, -1000: t = 0.1): evenly spread, the same decade the same width. The bound rides
+# on both axes, and drift/bound, gap/bound cross 1 where the kernel reaches the bound.
+LOG_T_SCALE = 1000
+LOG_T_PREFIX = "log10t/"
+LOG_T_KEYS = ("loss", "drift", "gap")
 TRIAL_FILES = (st.CONFIG, st.SUMMARY, st.TRAJECTORY)
 # MLflow's run status per trial status ("overflow": the old name of diverged)
 RUN_STATUS = {TrialStatus.COMPLETED: "FINISHED", TrialStatus.DIVERGED: "FINISHED",
@@ -104,7 +113,8 @@ def trial_entities(
         params = [Param(k, _param_value(v)) for k, v in flatten(config_from_dict(config)).items()]
     rows: list[list[Metric]] = []
     if (tdir / st.TRAJECTORY).is_file():
-        rows = history_rows(st.read_trajectory(tdir / st.TRAJECTORY), after_step)
+        bound = _as_float(summary.get("bound"))
+        rows = history_rows(st.read_trajectory(tdir / st.TRAJECTORY), after_step, bound)
     metrics, tags = summary_entities(summary, generation)
     tags.append(RunTag("ntkdiv.logged", digest))
     status = RUN_STATUS.get(str(summary.get("status")), "FINISHED")
@@ -129,7 +139,7 @@ def write_trial(
     e = trial_entities(tdir, config, summary, digest, last, generation,
                        with_params=fresh or not run.data.params)  # fmt: skip
     # before the logged tag: a run marked logged always carries its final status
-    client.set_terminated(run_id, e.status)
+    client.set_terminated(run_id, e.status, end_time=trial_times(tdir, summary)[1])
     for batch in pack_batches(e.params, e.rows, e.metrics, e.tags):
         client.log_batch(run_id, metrics=batch["metrics"], params=batch["params"],
                          tags=batch["tags"])  # fmt: skip
@@ -149,19 +159,74 @@ def _thin(steps: list[int], keep: int) -> list[int]:
     return sorted(idx)
 
 
-def history_rows(table: Any, after_step: int) -> list[list[Metric]]:
-    """The metric points (step = trajectory step) of each row above ``after_step``, in step order,
-    thinned to ``MAX_HISTORY_ROWS``; null entries are skipped."""
+def history_rows(table: Any, after_step: int, bound: float | None = None) -> list[list[Metric]]:
+    """The metric points of each row above ``after_step``, in step order, thinned to
+    ``MAX_HISTORY_ROWS``; null entries are skipped.
+
+    A row's points: the ``HISTORY_KEYS`` and ``bound`` at step = the trajectory step, and the
+    ``LOG_T_PREFIX`` series at step = ``round(LOG_T_SCALE * log10 t)`` (rows with t > 0, one row
+    per log step), with ``drift_over_bound`` and ``gap_over_bound`` there.
+    """
     keys = [k for k in HISTORY_KEYS if k in table.column_names]  # older stores lack some
     cols = {k: table.column(k).to_pylist() for k in ("step", *keys)}
     rows = [i for i, s in enumerate(cols["step"]) if s > after_step]
     rows = [rows[i] for i in _thin([cols["step"][r] for r in rows], MAX_HISTORY_ROWS)]
     now = int(time.time() * 1000)
-    return [
-        [Metric(k, float(cols[k][r]), now, int(cols["step"][r]))
-         for k in keys if cols[k][r] is not None]
-        for r in rows
-    ]  # fmt: skip
+    out: list[list[Metric]] = []
+    seen: set[int] = set()
+    for r in rows:
+        step = int(cols["step"][r])
+        values = {k: float(cols[k][r]) for k in keys if cols[k][r] is not None}
+        if bound is not None:
+            values["bound"] = bound
+        row = [Metric(k, v, now, step) for k, v in values.items()]
+        t = values.get("t", 0.0)
+        log_step = round(LOG_T_SCALE * math.log10(t)) if math.isfinite(t) and t > 0 else None
+        if log_step is not None and log_step not in seen:
+            seen.add(log_step)
+            row += [Metric(LOG_T_PREFIX + k, v, now, log_step) for k, v in _log_t_values(values)]
+        out.append(row)
+    return out
+
+
+def _log_t_values(values: Mapping[str, float]) -> list[tuple[str, float]]:
+    """(key, value) of one row's log-t series: the kept keys, the bound and the two ratios."""
+    out = [(k, values[k]) for k in (*LOG_T_KEYS, "bound") if k in values]
+    bound = values.get("bound")
+    if bound is not None and bound > 0:
+        out += [(f"{k}_over_bound", values[k] / bound) for k in ("drift", "gap") if k in values]
+    return out
+
+
+def trial_times(tdir: Path, summary: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(start, end) of the trial in ms since the epoch, for its run's duration.
+
+    From attempts.json: the first attempt's start and the last attempt's end, so a resumed trial
+    spans all its attempts. A trial without attempts (``ntkdiv run``) ends when its summary.json
+    was written and starts ``wall_s`` earlier. None where unknown (MLflow then takes the time of
+    the call).
+    """
+    attempts = st.read_attempts(tdir)
+    starts = [a["start"] for a in attempts if isinstance(a.get("start"), (int, float))]
+    ends = [a["end"] for a in attempts if isinstance(a.get("end"), (int, float))]
+    ms = lambda s: int(round(s * 1000))  # noqa: E731
+    if starts and ends:
+        return ms(min(starts)), ms(max(max(ends), min(starts)))
+    wall = _as_float(summary.get("wall_s"))
+    end = _written_at(tdir)
+    if end is None or wall is None or not math.isfinite(wall):
+        return (ms(min(starts)) if starts else None), None
+    return ms(min(starts) if starts else end - wall), ms(end)
+
+
+def _written_at(tdir: Path) -> float | None:
+    """When the trial's summary.json was last written (a local store only), else None."""
+    if not getattr(tdir, "local", True):
+        return None
+    try:
+        return os.stat(os.fspath(tdir) + "/" + st.SUMMARY).st_mtime
+    except OSError:
+        return None
 
 
 def summary_entities(summary: Mapping[str, Any], gen: int) -> tuple[list[Metric], list[RunTag]]:

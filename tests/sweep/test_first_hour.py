@@ -1,0 +1,222 @@
+"""A new user's first hour: the MLflow experiment opens on its runs, runs last as long as their
+trials, charts over log t, a help that helps, Ctrl-C on its own line, no needless rebuild.
+
+MLflow is a real sqlite store (one per module); the CLI runs in-process or as the console script.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import pty
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from bench.aggregate import SyntheticGroup, write_sweep
+from core import config_from_dict, run_trial, trial_id
+from core import store as st
+from sweep._commands import aggregate_once, headline
+from sweep._mlflow import MlflowLogger
+from sweep._mlflow._logger import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from sweep._mlflow._runs import LOG_T_PREFIX, LOG_T_SCALE
+from sweep._progress import Counts, Progress, Stage
+from sweep.cli import build_parser, interrupted, main
+
+COMMANDS_WITH_OPTIONS = ("run", "ntk", "sweep", "sync", "rerun", "search", "aggregate", "docs")
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real sqlite MLflow store shared by the module (its tables cost ~1.5 s to create)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def trial(sweep_dir: Path, lr: float = 0.1, attempts: bool = True) -> str:
+    """A tiny real trial; with ``attempts``, recorded as the Ray task records it."""
+    cfg = config_from_dict({
+        "model": {"arch": "fcn", "width": 32, "depth": 2}, "data": {"kind": "circle", "n": 6},
+        "train": {"loss": "cross_entropy", "lr": lr, "epochs": 30}, "track": {"log_points": 12},
+    })  # fmt: skip
+    tdir = st.trial_dir(sweep_dir, trial_id(cfg))
+    index = st.begin_attempt(tdir) if attempts else None
+    summary = run_trial(cfg, tdir)
+    if attempts:
+        time.sleep(0.05)  # a measurable duration even on a fast machine
+        st.end_attempt(tdir, index, summary["status"])
+    return trial_id(cfg)
+
+
+def logger_for(uri: str, sweep_dir: Path, experiment: str | None = None) -> MlflowLogger:
+    return MlflowLogger(uri, experiment or f"exp-{uuid.uuid4().hex[:8]}", sweep_dir.name,
+                        sweep_dir)  # fmt: skip
+
+
+# --- MLflow: the experiment, the runs, the charts ----------------------------------------------
+
+
+def test_experiment_opens_on_its_runs_and_the_url_names_the_table(tracking_uri, tmp_path):
+    client = MlflowClient(tracking_uri)
+    made_elsewhere = f"exp-{uuid.uuid4().hex[:8]}"  # an experiment created without the tag
+    client.create_experiment(made_elsewhere)
+    for name in (None, made_elsewhere):
+        logger = logger_for(tracking_uri, tmp_path / "s", name)
+        logger.ensure_parent({"name": "s"})
+        exp = client.get_experiment_by_name(logger.experiment)
+        assert exp.tags.get(EXPERIMENT_KIND_TAG) == EXPERIMENT_KIND, exp.tags
+    assert logger.runs_url() is None  # a sqlite store: `mlflow ui` decides the address
+    assert logger.ui_runs_url("http://127.0.0.1:5000") == (
+        f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+        "?workflowType=machine_learning"
+    )
+
+
+def test_child_run_spans_its_trials_attempts(tracking_uri, tmp_path):
+    sweep = tmp_path / "s"
+    tid = trial(sweep)
+    logger = logger_for(tracking_uri, sweep)
+    run = MlflowClient(tracking_uri).get_run(logger.log_trial(tid))
+    (attempt,) = st.read_attempts(st.trial_dir(sweep, tid))
+    assert run.info.start_time == round(attempt["start"] * 1000)
+    assert run.info.end_time == round(attempt["end"] * 1000)
+    assert run.info.end_time - run.info.start_time >= 50, run.info
+
+
+def test_trial_without_attempts_lasts_its_wall_time(tracking_uri, tmp_path):
+    sweep = tmp_path / "s"
+    tid = trial(sweep, attempts=False)
+    run = MlflowClient(tracking_uri).get_run(logger_for(tracking_uri, sweep).log_trial(tid))
+    wall_ms = st.read_json(st.trial_dir(sweep, tid) / st.SUMMARY)["wall_s"] * 1000
+    assert abs(run.info.end_time - run.info.start_time - wall_ms) <= 2, (run.info, wall_ms)
+
+
+def test_charts_over_log_t_carry_the_bound(tracking_uri, tmp_path):
+    """The log-t series sit at step round(1000 log10 t), evenly spread for log-spaced rows; the
+    bound rides on both axes, and drift/bound is the drift over the bound."""
+    sweep = tmp_path / "s"
+    tid = trial(sweep)
+    client = MlflowClient(tracking_uri)
+    run_id = logger_for(tracking_uri, sweep).log_trial(tid)
+    tdir = st.trial_dir(sweep, tid)
+    bound = st.read_json(tdir / st.SUMMARY)["bound"]
+    table = st.read_trajectory(tdir / st.TRAJECTORY).to_pydict()
+    rows = [(t, d) for t, d in zip(table["t"], table["drift"], strict=True) if t > 0]
+    history = {m.step: m.value for m in client.get_metric_history(run_id, LOG_T_PREFIX + "drift")}
+    assert sorted(history) == sorted({round(LOG_T_SCALE * math.log10(t)) for t, _ in rows})
+    for t, drift in rows:
+        assert history[round(LOG_T_SCALE * math.log10(t))] == pytest.approx(drift, rel=1e-12)
+    ratio = client.get_metric_history(run_id, LOG_T_PREFIX + "drift_over_bound")
+    assert {m.step: m.value * bound for m in ratio} == pytest.approx(history, rel=1e-12)
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "drift"))
+    bounds = client.get_metric_history(run_id, "bound")
+    assert set(steps) <= {m.step for m in bounds} and {m.value for m in bounds} == {bound}
+
+
+def test_parent_holds_the_grid_and_the_headline(tracking_uri, tmp_path):
+    sweep = tmp_path / "s"
+    tid = trial(sweep)
+    logger = logger_for(tracking_uri, sweep)
+    spec = {"name": "s", "grid": {"model.width": [16, 32], "seed": [0, 1]}}
+    parent = logger.ensure_parent(spec)
+    logger.log_trial(tid)
+    report = aggregate_once(sweep, None, io.StringIO(), quiet=True)
+    numbers = headline(report)
+    assert numbers["trials"] == 1 and numbers["trials_completed"] == 1, numbers
+    logger.log_report(report.report_dir, report.verdict_text, numbers)
+    run = MlflowClient(tracking_uri).get_run(parent)
+    assert run.data.params["grid.model.width"] == "[16, 32]", run.data.params
+    assert run.data.params["grid.seed"] == "[0, 1]"
+    assert run.data.metrics["trials"] == 1 and run.info.status == "FINISHED"
+    assert any(k.startswith("rows_direct/") for k in run.data.metrics), run.data.metrics
+    # the grid edited under the same sweep name: the params stay, a tag names what changed
+    again = logger_for(tracking_uri, sweep, logger.experiment)
+    again.ensure_parent({**spec, "grid": {"model.width": [64], "seed": [0, 1]}})
+    run = MlflowClient(tracking_uri).get_run(parent)
+    assert run.data.params["grid.model.width"] == "[16, 32]"
+    assert run.data.tags["ntkdiv.grid_changed"] == "grid.model.width"
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_plain_ntkdiv_prints_usage_and_exits_2(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ntkdiv") and "COMMAND" in err and "--help" in err, err
+
+
+def test_help_is_whole_with_examples_and_every_option_explained():
+    parser = build_parser()
+    text = parser.format_help()
+    assert parser.description.endswith(".") and "examples:" in text, text
+    assert "ntkdiv sweep sweeps/smoke.yaml" in text
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in COMMANDS_WITH_OPTIONS:
+        for action in sub.choices[name]._actions:
+            if action.dest != "help":
+                assert action.help, f"ntkdiv {name}: {action.option_strings or action.dest}"
+
+
+def test_interrupt_ends_the_progress_line_and_says_what_to_type(monkeypatch):
+    """On a terminal (a real pty) the progress line is redrawn without a newline; the
+    interruption starts a line of its own and names the command that resumes."""
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as tty:
+        monkeypatch.setattr(sys, "stderr", tty)
+        progress = Progress(Counts(total=4, running=2), tty)
+        assert progress.tty
+        progress.update(force=True)
+        print(interrupted(["sweep", "sweeps/smoke.yaml"], "sweep"), file=tty, flush=True)
+        out = ""
+        while "again" not in out:  # a pty hands over what was written in pieces
+            out += os.read(master, 65536).decode()
+    os.close(master)
+    drawn, said = out.rsplit("ntkdiv: interrupted", 1)
+    assert "sweep: 0/4 done" in drawn and drawn.endswith("\n"), repr(out)
+    assert "'ntkdiv sweep sweeps/smoke.yaml' again" in said, repr(out)
+
+
+def test_stage_shows_long_work_on_a_log_and_keeps_errors_to_one_line():
+    log = io.StringIO()
+    with Stage("aggregating s", log, log_every=0.05):
+        time.sleep(0.3)
+    lines = log.getvalue().splitlines()
+    assert len(lines) >= 3 and lines[0].startswith("aggregating s ... "), lines
+    assert lines[-1].startswith("aggregating s: done in"), lines
+    quick = io.StringIO()
+    with pytest.raises(RuntimeError), Stage("aggregating s", quick):
+        raise RuntimeError("bad store")
+    assert quick.getvalue() == ""  # the error's own line is all a short failed stage shows
+
+
+# --- a finished sweep run again does not rebuild its report -------------------------------------
+
+
+def test_report_is_kept_while_the_store_is_unchanged(tmp_path):
+    sweep = tmp_path / "s"
+    write_sweep(sweep, [SyntheticGroup(widths=(64, 128), seeds=(0,), epochs=50,
+                                       log_points=10)])  # fmt: skip
+    log = io.StringIO()
+    first = aggregate_once(sweep, None, log)
+    html = first.report_dir / "report.html"
+    built = html.stat().st_mtime_ns
+    kept = aggregate_once(sweep, None, log)
+    assert html.stat().st_mtime_ns == built and "kept" in log.getvalue()
+    assert kept.verdict_text == first.verdict_text
+    assert headline(kept) == headline(first)
+    # a trial changed (a rerun rewrote its summary): rebuilt
+    summary = next((sweep / "trials").glob("*/summary.json"))
+    os.utime(summary, ns=(built + 10**9, built + 10**9))
+    aggregate_once(sweep, None, log)
+    assert html.stat().st_mtime_ns != built
+    # the report deleted: rebuilt as well
+    shutil.rmtree(first.report_dir / "figures")
+    html.unlink()
+    aggregate_once(sweep, None, log)
+    assert html.is_file()
