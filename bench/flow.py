@@ -95,9 +95,7 @@ def run(quick: bool = False) -> str:
     """Run the benchmark and return its Markdown section."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    # past t ~ 1e15 units chattering across their kinks shrink the steps (docs/concepts.md):
-    # the full run stops there, so that it measures the integrator, not the chattering
-    width, t_max = (512, 1e12) if quick else (1024, 1e15)
+    width, t_max = (512, 1e20) if quick else (1024, 1e40)
     marks = [m for m in MARKS if m <= t_max]
     flow_header = ["m", "tol", *[f"steps to t={m:.0e}" for m in marks], "rejected", "wall s",
                    "s / evaluation"]  # fmt: skip
@@ -118,9 +116,11 @@ def run(quick: bool = False) -> str:
         table(flow_header, flow_rows),
         "",
         f"- {int(steps)} accepted steps to t = {t_max:.0e} at tol 1e-3 (fixed-step GD: "
-        f"{t_max / 0.1:.0e}). The goal t = 1e40 in <= 20,000 steps at m = 4096 is not met: the "
-        "direct-test runs (docs/results.md) took 1,862 steps to 1.6e15 and then slowed to "
-        "~0.001 t per step (chattering).",
+        f"{t_max / 0.1:.0e}). The issue's goal is t = 1e40 in <= 20,000 steps at m = 4096; that "
+        "run (seed 0, the direct test's config) is measured in docs/concepts.md (gradient flow).",
+        "- Halving the tolerance about doubles the steps: the estimated error is first order in "
+        "h, set by the activation flips of the step (units crossing or chattering across their "
+        "kinks), not by the O(h^2) curvature of the smooth flow.",
         "",
         "### A tracked step: today's columns vs the previous tracker",
         "",

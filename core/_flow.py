@@ -18,7 +18,10 @@ step is h * clip(0.9 sqrt(tol / e_k), 0.2, 2). The tolerance is absolute in f be
 gradient depends on f through exp(-|f|): an error of tol in f is a relative error of tol in the
 gradient, at every t. Why f and not K: the finite ReLU kernel is discontinuous in theta (one
 activation flip moves it by ~C/m), so an error norm on K would hunt flips; f is continuous and
-its error bounds the error of the trajectory the kernel is read from.
+its error bounds the error of the trajectory the kernel is read from. A step across a kink
+has a first-order error (after the crossing it moves along the other side's derivative), and
+e_k counts it: late in a run, when every step carries flips, e_k ~ h and halving tol doubles the
+steps (docs/concepts.md, chattering), at a constant h / t.
 
 A step is also capped at 1 / (c lambda_max(K_t)), c the largest loss curvature in f over the
 points (1 for squared loss, sigmoid(f)(1 - sigmoid(f)) for cross-entropy): half the GD stability

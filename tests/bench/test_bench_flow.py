@@ -10,9 +10,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_flow_reaches_far_t_in_few_steps_at_both_tolerances():
-    rows = steps_to_t(512, 1e12)  # [m, tol, steps to 1e5, to 1e10, rejected, wall, s/eval]
+    """m = 512 to t = 1e20, past the late chattering (sigmoid(f) - 1 underflows at f > 36.7)."""
+    rows = steps_to_t(512, 1e20)  # [m, tol, steps to 1e5, 1e10, 1e15, 1e20, rejected, wall, ...]
     strict, loose = rows[1], rows[0]
-    assert loose[3] < 2500 and strict[3] < 2 * loose[3] + 500, rows
+    assert loose[5] < 4000 and strict[5] < 2.5 * loose[5], rows
 
 
 def test_a_tracked_step_costs_at_most_two_and_a_half_times_the_previous_one():
