@@ -220,3 +220,31 @@ def test_report_is_kept_while_the_store_is_unchanged(tmp_path):
     html.unlink()
     aggregate_once(sweep, None, log)
     assert html.is_file()
+
+
+# --- in the browser: the MLflow UI of a real server ------------------------------------------
+
+
+@pytest.mark.slow
+def test_printed_url_opens_the_runs_table_and_charts_span_log_t(mlflow_server, tmp_path):
+    """Headless Chromium on the session's ``mlflow server``: the URL a sweep prints shows the
+    runs table (not the GenAI overview), and a trial's charts have the log10 t section, whose
+    step axis runs through negative and positive thousandths of a decade."""
+    from tests._chromium import Chromium, chromium_binary, parse_page
+
+    sweep = tmp_path / "first-hour"
+    tids = [trial(sweep, lr) for lr in (0.1, 0.05)]
+    logger = logger_for(mlflow_server, sweep)
+    logger.ensure_parent({"name": sweep.name, "grid": {"train.lr": [0.1, 0.05]}})
+    run_ids = [logger.log_trial(t) for t in tids]
+    browser = Chromium(chromium_binary(), tmp_path / "profile", window=(1600, 1000))
+    url = logger.runs_url()
+    page = parse_page(browser.dump_dom(url))
+    assert page.title.startswith("Runs - Experiment"), page.title
+    assert sweep.name in page.words and "Duration" in page.words, page.text[:1500]
+    assert "Traces 0" not in page.text, page.text[:1500]  # the GenAI overview's first card
+    browser.screenshot(url, tmp_path / "runs.png")
+    charts = url.replace("/runs?", f"/runs/{run_ids[0]}/model-metrics?")
+    text = parse_page(browser.dump_dom(charts)).text
+    assert "log10t" in text and "drift_over_bound" in text, text[:1500]
+    assert "−1000" in text or "-1000" in text, text[:1500]  # t = 0.1 .. 3, lr = 0.1
