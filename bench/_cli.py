@@ -1,4 +1,4 @@
-"""``ntkdiv bench [ntk|train|sweep|search|aggregate|all]``: run benchmarks, update the doc.
+"""``ntkdiv bench [ntk|train|sweep|search|aggregate|store|all]``: run benchmarks, update the doc.
 
 Each benchmark returns one Markdown section; the doc keeps one block per benchmark between
 ``<!-- bench:NAME -->`` markers, so running one benchmark replaces only its own block.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core import ConfigError
 
-BENCHES = ("ntk", "train", "flow", "sweep", "aggregate", "search")
+BENCHES = ("ntk", "train", "flow", "sweep", "aggregate", "search", "store")
 HEAD = (
     "# Performance\n\nMeasured with `ntkdiv bench`. These machines are noisy: every figure is a "
     "median of interleaved repeats, and goals are stated as ratios measured side by side in one "
