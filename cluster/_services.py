@@ -173,6 +173,8 @@ def spawn_seaweedfs(state: dict) -> int:
         f"-s3.port.grpc={p['s3_grpc']}", f"-s3.config={identities}",
         "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
+    if state.get("weed_metrics_port"):  # Prometheus metrics (request counts), off unless asked
+        argv.append(f"-metricsPort={state['weed_metrics_port']}")
     return spawn(argv, root / "seaweedfs.log", cwd=root)
 
 
