@@ -10,7 +10,9 @@ import io
 import math
 import os
 import pty
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -29,6 +31,7 @@ from sweep._mlflow._runs import LOG_T_PREFIX, LOG_T_SCALE
 from sweep._progress import Counts, Progress, Stage
 from sweep.cli import build_parser, interrupted, main
 
+REPO = Path(__file__).resolve().parents[2]
 COMMANDS_WITH_OPTIONS = ("run", "ntk", "sweep", "sync", "rerun", "search", "aggregate", "docs")
 
 
@@ -220,6 +223,28 @@ def test_report_is_kept_while_the_store_is_unchanged(tmp_path):
     html.unlink()
     aggregate_once(sweep, None, log)
     assert html.is_file()
+
+
+# --- the README's MLflow lines hold for any user -------------------------------------------------
+
+
+def test_readme_lists_the_smoke_runs_by_experiment_name(tmp_path):
+    """No hard-coded experiment id: the README's listing finds the runs of experiment `smoke` in
+    a store where it is not experiment 1."""
+    readme = (REPO / "README.md").read_text()
+    assert "--experiment-id" not in readme
+    (line,) = [ln for ln in readme.splitlines() if "search_runs(experiment_names=['smoke']" in ln]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the README's ./mlflow.db, run from tmp_path
+    MlflowClient(uri).create_experiment("someone-else's")  # takes an id before smoke's
+    sweep = tmp_path / "store" / "smoke"
+    tid = trial(sweep)
+    logger = MlflowLogger(uri, None, "smoke", sweep)
+    child = logger.log_trial(tid)
+    assert logger.experiment_id() != "1"
+    command = line.replace(".venv/bin/python", shlex.quote(sys.executable))
+    out = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, check=True).stdout  # fmt: skip
+    assert child in out and "smoke" in out, out
 
 
 # --- in the browser: the MLflow UI of a real server ------------------------------------------
