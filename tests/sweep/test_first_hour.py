@@ -6,12 +6,16 @@ MLflow is a real sqlite store (one per module); the CLI runs in-process or as th
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import math
 import os
 import pty
+import select
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -196,6 +200,45 @@ def test_stage_shows_long_work_on_a_log_and_keeps_errors_to_one_line():
     with pytest.raises(RuntimeError), Stage("aggregating s", quick):
         raise RuntimeError("bad store")
     assert quick.getvalue() == ""  # the error's own line is all a short failed stage shows
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_sweep_on_a_terminal(tmp_path):
+    """The console script on a real pty with a real local Ray cluster: SIGINT while trials run
+    ends the progress line, then one line names the command that resumes; exit 130."""
+    spec = {"name": "ctrlc", "storage": str(tmp_path / "store"), "mlflow": {"enabled": False},
+            "base": {"model": {"arch": "fcn", "width": 32, "depth": 2},
+                     "data": {"kind": "circle", "n": 6},
+                     "train": {"loss": "cross_entropy", "lr": 0.1, "epochs": 100_000}},
+            "grid": {"model.width": [16, 32]}}  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}  # as CI
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("ntkdiv")), "sweep", "spec.yaml"],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path, env=env,
+                            start_new_session=True)  # fmt: skip
+    os.close(slave)
+    out, deadline, sent = b"", time.monotonic() + 600, False
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if select.select([master], [], [], 0.5)[0]:
+                with contextlib.suppress(OSError):
+                    out += os.read(master, 65536)
+            if not sent and b"elapsed" in out:
+                os.killpg(proc.pid, signal.SIGINT)
+                sent = True
+        assert proc.wait(timeout=120) == 130, out[-2000:]
+        with contextlib.suppress(OSError):
+            while select.select([master], [], [], 0.5)[0]:
+                out += os.read(master, 65536)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.close(master)
+    text = out.decode(errors="replace")
+    before, line = text.rsplit("ntkdiv: interrupted", 1)
+    assert "elapsed" in before and before.endswith("\n"), repr(text[-1500:])
+    assert "'ntkdiv sweep spec.yaml' again: it resumes" in line, repr(text[-1500:])
 
 
 # --- a finished sweep run again does not rebuild its report -------------------------------------
