@@ -290,6 +290,25 @@ def test_readme_lists_the_smoke_runs_by_experiment_name(tmp_path):
     assert child in out and "smoke" in out, out
 
 
+@pytest.mark.slow
+def test_smoke_sweep_prints_its_runs_url_and_logs_durations_and_headline(smoke_sweep):
+    """The README's main job (the session's smoke sweep, on a real server): the last line is the
+    runs table's URL for experiment smoke; every child run lasts > 0 ms; the parent has the
+    grid and the headline; the report's key lies beside it."""
+    assert smoke_sweep.code == 0, smoke_sweep.stderr[-3000:]
+    client = MlflowClient(smoke_sweep.tracking_uri)
+    exp = client.get_experiment_by_name("smoke")
+    last = smoke_sweep.stdout.strip().splitlines()[-1]
+    assert last == (f"mlflow: {smoke_sweep.tracking_uri}/#/experiments/{exp.experiment_id}/runs"
+                    "?workflowType=machine_learning"), last  # fmt: skip
+    runs = client.search_runs([exp.experiment_id], "tags.`ntkdiv.sweep` = 'smoke'")
+    children = [r for r in runs if r.data.tags.get("ntkdiv.role") == "trial"]
+    (parent,) = [r for r in runs if r.data.tags.get("ntkdiv.role") == "parent"]
+    assert len(children) == 8 and all(r.info.end_time > r.info.start_time for r in children)
+    assert "grid.model.width" in parent.data.params and parent.data.metrics["trials"] == 8
+    assert (smoke_sweep.sweep_dir / "report" / "inputs.json").is_file()
+
+
 # --- in the browser: the MLflow UI of a real server ------------------------------------------
 
 
