@@ -161,8 +161,11 @@ def spawn_seaweedfs(state: dict) -> int:
     identities = root / "s3-identities.json"
     creds = {"accessKey": state["s3_access_key"], "secretKey": state["s3_secret_key"]}
     actions = ["Admin", "Read", "Write", "List", "Tagging"]
-    identity = {"name": "ntkdiv", "credentials": [creds], "actions": actions}
-    identities.write_text(json.dumps({"identities": [identity]}))
+    found = [{"name": "ntkdiv", "credentials": [creds], "actions": actions}]
+    if state.get("s3_reader_key"):  # a second identity that may only read and list
+        reader = {"accessKey": state["s3_reader_key"], "secretKey": state["s3_reader_secret"]}
+        found.append({"name": "reader", "credentials": [reader], "actions": ["Read", "List"]})
+    identities.write_text(json.dumps({"identities": found}))
     os.chmod(identities, 0o600)
     argv = [
         tool("weed"), "server", f"-dir={root / 'seaweedfs'}", f"-ip={host}", f"-ip.bind={host}",

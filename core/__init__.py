@@ -31,7 +31,7 @@ from ._config import (
 )
 from ._data import Dataset, make_dataset
 from ._empirical import EmpiricalNTK, empirical_ntk, jacobian_ntk, ntk_with_patterns
-from ._errors import ConfigError, DataError, NtkdivError
+from ._errors import ConfigError, DataError, NtkdivError, StoreError
 from ._flow import loss_gradient
 from ._models import build_model
 from ._overrides import (
@@ -90,6 +90,7 @@ __all__ = [
     "ModelConfig",
     "NTKReference",
     "NtkdivError",
+    "StoreError",
     "RESOLUTION_SAFETY",
     "SphereData",
     "TrackConfig",

@@ -11,3 +11,10 @@ class ConfigError(NtkdivError, ValueError):
 
 class DataError(NtkdivError, ValueError):
     """A data set could not be built: a missing or corrupt file, or bad labels."""
+
+
+class StoreError(NtkdivError, OSError):
+    """The store stopped answering or refused a write in the middle of a run (a full disk, an
+    object store down). What finished is kept; the message says how to pick up."""
+
+    exit_code = 1

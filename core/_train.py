@@ -146,8 +146,12 @@ def train(
         # --- track every scheduled step ----------------------------------------------------------
         recorded = tracker.rows["step"] and tracker.rows["step"][-1] >= step  # after a stop
         track_now = step in tracked and not recorded
+        jump_from = None  # the kernel at this step, when this step's jump is to be sampled
+        if recorded and step in tracked and tracker.rows["step_jump"][-1] is None:
+            jump_from = tracker.kernel(model, X)  # a stop left its last row without the jump
         if track_now:
             out = ahead[1] if ahead and ahead[0] == step else tracker.kernel(model, X)
+            jump_from = out
             f_row = out.f if out is not None else f.detach()
             tracker.record(step, step * lr, lr, out, f_row, loss_value, y, model, X, X_probe,
                            params, theta0)  # fmt: skip
@@ -167,11 +171,11 @@ def train(
             torch._foreach_add_(params, grads, alpha=-lr)
         step += 1
         state.step, state.t = step, step * lr
-        if track_now and out is not None:  # the kernel's one-step jump, sampled here
+        if jump_from is not None:  # the kernel's one-step jump, sampled here
             nxt = tracker.kernel(model, X)
             assert nxt is not None
-            flips = int((nxt.patterns != out.patterns).sum())
-            jump = float((nxt.K - out.K).abs().max())
+            flips = int((nxt.patterns != jump_from.patterns).sum())
+            jump = float((nxt.K - jump_from.K).abs().max())
             tracker.set_jump(jump, jump / flips if flips else 0.0, flips)
             ahead = (step, nxt)
         if on_step is not None:

@@ -518,8 +518,11 @@ def close_open_attempts(tdir: Where, start: int = 0, stop: int | None = None) ->
 
 
 def failures(tdir: Where) -> int:
-    """How many attempts of the trial ended ``failed``."""
-    return sum(1 for a in read_attempts(tdir) if a.get("status") == "failed")
+    """How many attempts of the trial failed in its own code (a system failure, closed by the
+    driver with ``by: driver``, does not count)."""
+    return sum(
+        1 for a in read_attempts(tdir) if a.get("status") == "failed" and a.get("by") != "driver"
+    )
 
 
 # --- can this process write the store? -------------------------------------------------------
@@ -528,7 +531,11 @@ _S3_HINTS = (  # (what the SDK's error says, what to tell the user)
     ("NETWORK_CONNECTION", "no S3 endpoint answers; check AWS_ENDPOINT_URL ({endpoint})"),
     ("INVALID_ACCESS_KEY_ID", "the access key is refused; check AWS_ACCESS_KEY_ID"),
     ("SIGNATURE_DOES_NOT_MATCH", "the secret key is refused; check AWS_SECRET_ACCESS_KEY"),
-    ("ACCESS_DENIED", "access denied; the credentials (AWS_ACCESS_KEY_ID) may not {what} there"),
+    (
+        "ACCESS_DENIED",
+        "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and "
+        "that they may {what} there",
+    ),
     ("NO_SUCH_BUCKET", "the bucket does not exist; create it first"),
 )
 

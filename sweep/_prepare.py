@@ -56,15 +56,18 @@ def check_storage(spec: SweepSpec) -> None:
         raise ConfigError(f"sweep spec field 'storage': {target} exists and is not a directory")
     problem = st.check_writable(target)
     if problem is not None:
-        fix = "pass --storage DIR" if target.local else "or pass another --storage"
+        fix = "pass --storage DIR" if target.local else "fix that, or pass another --storage"
         raise ConfigError(
             f"sweep spec field 'storage' = {spec.storage!r}: cannot write {target} ({problem}); "
             f"{fix}"
         )
 
 
-def settle(sweep_dir: st.Where, configs: list[TrialConfig], retries: int) -> dict[str, Settled]:
-    """trial_id -> where it stands, read from the store (nothing is written)."""
+def settle(
+    sweep_dir: st.Where, configs: list[TrialConfig], retries: int | None
+) -> dict[str, Settled]:
+    """trial_id -> where it stands, read from the store (nothing is written); ``retries``
+    None: no trial is out of retries (``--retry-failed``)."""
     states = {}
     files = st.trial_files(sweep_dir)  # one listing: only the trials with a summary are read
     for config in configs:
@@ -73,7 +76,7 @@ def settle(sweep_dir: st.Where, configs: list[TrialConfig], retries: int) -> dic
         status = st.trial_status(tdir) if st.SUMMARY in files.get(tid, {}) else None
         if status in DONE:
             states[tid] = Settled.DONE
-        elif status == "failed" and st.failures(tdir) > retries:
+        elif status == "failed" and retries is not None and st.failures(tdir) > retries:
             states[tid] = Settled.EXHAUSTED
         else:
             states[tid] = Settled.PENDING

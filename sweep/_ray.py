@@ -7,7 +7,9 @@ Failures come in two kinds:
 - system failures (a worker or node dies): Ray re-executes the task up to ``max_retries`` times,
   and the new attempt resumes from the trial's checkpoint in the store;
 - exceptions in trial code: caught in the task, recorded as a ``failed`` summary with the
-  traceback, never retried in the same sweep run (``retry_exceptions=False``).
+  traceback, never retried in the same sweep run (``retry_exceptions=False``);
+- an OSError (the store: a full disk, an object store that stopped answering) is a system
+  failure too: the task raises it, and it never counts against the trial's own retries.
 
 Every attempt is recorded in ``<trial_dir>/attempts.json`` (start, end, node, pid, status; see
 ``core.store``), which the driver reads to count retries and which tests read to see when trials
@@ -71,6 +73,8 @@ def execute_trial(
     t0 = time.monotonic()
     try:
         summary = run_trial(config, tdir, resume=True, monitor=monitor)
+    except OSError:  # the store (a full disk, an object store down): a system failure
+        raise
     except Exception:  # trial code: recorded, the sweep goes on
         summary = st.failed_summary(config, tdir, traceback.format_exc(), time.monotonic() - t0)
     st.end_attempt(tdir, index, summary["status"], run_s=time.monotonic() - t0)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from core import ConfigError, trial_id
+from core import ConfigError, StoreError, trial_id
 from core import store as st
 
 from ._dispatch import Dispatch, Outcome
@@ -57,6 +57,7 @@ def run_sweep(
     num_gpus: int | None = None,
     quiet: bool = False,
     stream: TextIO | None = None,
+    retry_failed: bool = False,
 ) -> SweepResult:
     """Run (or resume) a sweep; see the module docstring.
 
@@ -64,6 +65,7 @@ def run_sweep(
         address: a Ray cluster (default RAY_ADDRESS, else a local cluster).
         num_cpus, num_gpus: size a local cluster only.
         quiet: no progress line; stream: where progress and warnings go (default stderr).
+        retry_failed: rerun trials out of retries too (``ntkdiv sweep --retry-failed``).
     """
     from . import _ray
 
@@ -77,7 +79,7 @@ def run_sweep(
     warnings = check_inputs(configs)
     check_storage(spec)
     progress = Progress(Counts(total=len(configs)), stream or sys.stderr, quiet)
-    states = settle(spec.sweep_dir(), configs, spec.retries)
+    states = settle(spec.sweep_dir(), configs, None if retry_failed else spec.retries)
     todo = {trial_id(c): c for c in configs if states[trial_id(c)] is Settled.PENDING}
     outcome = Outcome(progress.counts)
     _earlier(spec.sweep_dir(), states, outcome)
@@ -95,6 +97,9 @@ def run_sweep(
         tracking.ensure_parent(spec_to_dict(spec))
         tracking.sync()  # backfill: trials a lost driver never logged
         dispatch.collect(tracking, progress)
+    except OSError as err:  # the store itself: stop cleanly, keep what finished
+        progress.close()
+        raise store_failed(spec, outcome, err) from None
     finally:
         _ray.shutdown()
     tracking.retry_sync()
@@ -104,6 +109,18 @@ def run_sweep(
         time.monotonic() - t_start, outcome.dispatch_start, outcome.dispatch_s,
         tracking.seconds, outcome.trial_s, outcome.failed, tracking,
     )  # fmt: skip
+
+
+def store_failed(spec: SweepSpec, outcome: Outcome, err: OSError) -> StoreError:
+    """One line: what failed, what is kept, what to type once the store answers again."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    c = outcome.counts
+    kept = c.earlier + c.completed + c.diverged
+    return StoreError(
+        f"the store {spec.sweep_dir()} failed mid-sweep ({first}); the sweep stopped, and the "
+        f"{kept} finished trial(s) are kept there; free space or bring the store back, then run "
+        "the same 'ntkdiv sweep' again: it resumes the rest from their checkpoints"
+    )
 
 
 def _earlier(sweep_dir: st.StorePath, states: dict[str, Settled], outcome: Outcome) -> None:

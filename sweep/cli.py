@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="override the spec's MLflow URI")
     p.add_argument("--no-aggregate", action="store_true", help="skip the final verdict")
     p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="rerun trials whose own code failed more often than the spec's retries "
+                        "allow (their earlier attempts stay in attempts.json)")  # fmt: skip
 
     p = sub.add_parser("sync", help="backfill MLflow from a sweep's store")
     p.add_argument("store", help="a sweep directory <storage>/<sweep>")
@@ -142,9 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(args) or 0)
-    except NtkdivError as err:
+    except NtkdivError as err:  # bad input: 2; a store that failed mid-run (StoreError): 1
         print(f"ntkdiv: error: {err}", file=sys.stderr)
-        return 2
+        return int(getattr(err, "exit_code", 2))
     except KeyboardInterrupt:
         print(interrupted(argv, args.command), file=sys.stderr, flush=True)
         return 130
