@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -36,6 +37,7 @@ BUCKET = "ntkdiv"
 SWEEP_GOAL = 1.15  # S3 / local wall time of the smoke sweep
 AGGREGATE_GOAL_S = 30.0  # 2,000 trials aggregated from S3
 KINDS = ("PUT", "GET", "HEAD", "LIST", "DELETE", "POST")
+BUILD_THREADS = 4  # synthetic trials written at once
 WEED_START_S = 180.0  # ~5-20 s on an idle machine; more under load
 
 
@@ -187,6 +189,7 @@ def smoke_sweeps(root: Path, state: dict[str, Any], repeats: int) -> SweepRuns:
                 runs.summaries.append(sum(st.SUMMARY in f for f in files.values()))
             runs.walls[kind].append(wall)
             runs.trials = n
+            _say(f"smoke sweep, {kind} store: {wall:.1f} s")
     return runs
 
 
@@ -219,13 +222,17 @@ def aggregate_in_child(sweep: str, out: Path) -> dict[str, Any]:
 
 
 def _build(where: st.StorePath, n_trials: int) -> tuple[int, float]:
-    """Write the synthetic trials of ``bench/aggregate.py`` into ``where``: (trials, seconds)."""
-    from .aggregate import bench_groups, write_sweep
+    """Write the synthetic trials of ``bench/aggregate.py`` into ``where`` with its own writer,
+    ``BUILD_THREADS`` trials at a time (an S3 upload mostly waits): (trials, seconds)."""
+    from .aggregate import bench_groups, write_trial
 
+    jobs = [(g, m, s) for g in bench_groups(n_trials) for m in g.widths for s in g.seeds]
     t0 = time.perf_counter()
-    # write_sweep goes through core/store.py, which takes a StorePath wherever it takes a Path
-    ids = write_sweep(cast(Path, where), bench_groups(n_trials))
-    return len(ids), time.perf_counter() - t0
+    where.mkdir()
+    # write_trial goes through core/store.py, which takes a StorePath wherever it takes a Path
+    with ThreadPoolExecutor(BUILD_THREADS) as pool:
+        ids = list(pool.map(lambda job: write_trial(cast(Path, where), *job), jobs))
+    return len(set(ids)), time.perf_counter() - t0
 
 
 def aggregates(root: Path, state: dict[str, Any], n_trials: int, repeats: int) -> dict[str, Any]:
@@ -234,12 +241,17 @@ def aggregates(root: Path, state: dict[str, Any], n_trials: int, repeats: int) -
     places = {"local": st.locate(root / "synthetic"),
               "s3": st.locate(f"s3://{BUCKET}/bench-{time.time_ns()}/synthetic")}  # fmt: skip
     built = {kind: _build(where, n_trials) for kind, where in places.items()}
+    _say(
+        f"{n_trials} synthetic trials written: "
+        + ", ".join(f"{k} {b[1]:.1f} s" for k, b in built.items())
+    )
     runs: dict[str, list[dict[str, Any]]] = {"local": [], "s3": []}
     traffic = []
     for i in range(repeats):
         for kind in ("s3", "local") if i % 2 == 0 else ("local", "s3"):
             before = scrape(state)
             runs[kind].append(aggregate_in_child(str(places[kind]), root / f"report-{kind}-{i}"))
+            _say(f"aggregate, {kind} store: {runs[kind][-1]['aggregate s']:.1f} s")
             if kind == "s3":
                 traffic.append(per_trial(before, scrape(state), built[kind][0]))
     rows = {kind: {"trials": built[kind][0], "build s": built[kind][1],
@@ -251,6 +263,10 @@ def aggregates(root: Path, state: dict[str, Any], n_trials: int, repeats: int) -
 
 
 # --- the benchmark ----------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    print(f"  store: {text}", file=sys.stderr, flush=True)
 
 
 def _median_rows(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -281,16 +297,23 @@ def goals(result: dict[str, Any], n_trials: int) -> dict[str, bool | None]:
 
 def run(quick: bool = False) -> str:
     """Run the benchmark and return its Markdown section."""
-    repeats, n_trials, agg_repeats = (1, 200, 1) if quick else (3, 2000, 2)
+    # full: ~10 min on 2 busy cores, most of it the six smoke sweeps
+    repeats, n_trials, agg_repeats = (1, 200, 1) if quick else (3, 2000, 1)
     with tempfile.TemporaryDirectory(prefix="ntkdiv-bench-store-") as tmp:
         result = measure(Path(tmp), repeats, n_trials, agg_repeats)
     return section(result, goals(result, n_trials))
 
 
 def _fmt_traffic(sweep: dict[str, float], agg: dict[str, float]) -> str:
-    keys = [*KINDS, "requests", "not found", "errors", "bytes in", "bytes out"]
-    rows = [[k, sweep[k], agg[k]] for k in keys]
+    keys = [*KINDS, "requests", "not found", "errors"]
+    rows = [[k, f"{sweep[k]:.1f}", f"{agg[k]:.2f}"] for k in keys]
+    rows += [[f"KiB {k[6:]}", f"{sweep[k] / 1024:.1f}", f"{agg[k] / 1024:.1f}"]
+             for k in ("bytes in", "bytes out")]  # fmt: skip
     return table(["per trial", "smoke sweep (write, run, log)", "aggregate (read)"], rows)
+
+
+def _runs(n: int) -> str:
+    return "one run each" if n == 1 else f"medians of {n} alternated runs each"
 
 
 def section(result: dict[str, Any], met: dict[str, bool | None]) -> str:
@@ -300,9 +323,10 @@ def section(result: dict[str, Any], met: dict[str, bool | None]) -> str:
     walls = [[k, len(w), statistics.median(w), " / ".join(f"{x:.1f}" for x in w)]
              for k, w in sweeps.walls.items()]  # fmt: skip
     rows = agg["rows"]
-    head = ["store", "trials", "build s", "aggregate s", "CPU s", "trial pass s", "peak RSS MiB",
-            "same verdicts as local"]  # fmt: skip
-    agg_rows = [[k, *(r[h] for h in head[1:])] for k, r in rows.items()]
+    keys = ["trials", "build s", "aggregate s", "CPU s", "trial pass s", "peak RSS MiB",
+            "same verdicts"]  # fmt: skip
+    agg_rows = [[k, *(r[h] for h in keys)] for k, r in rows.items()]
+    head = ["store", *keys[:-1], "verdicts equal local's"]
     s3_agg = rows["s3"]["aggregate s"]
     return "\n".join([
         "## Store on S3 (`ntkdiv bench store`)", "",
@@ -317,7 +341,7 @@ def section(result: dict[str, Any], met: dict[str, bool | None]) -> str:
         table(["store", "runs", "median wall s", "each run s"], walls), "",
         f"- Goal S3 / local <= {SWEEP_GOAL}: {word[met['sweep']]} ({result['ratio']:.3f}x).", "",
         f"Aggregate (`dashboards.aggregate` with figures, as `ntkdiv aggregate` runs it, in a "
-        f"fresh process; medians of {agg['repeats']} alternated runs each) of the synthetic "
+        f"fresh process; {_runs(agg['repeats'])}) of the synthetic "
         "trials of `ntkdiv bench aggregate`, written through `core/store.py` once to local disk "
         "and once to S3, read in place:", "",
         table(head, agg_rows), "",
