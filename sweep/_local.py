@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from core import DONE, load_config, lr_warning, prepare, run_trial, trial_id
+from core import store as st
 
 SHOWN_KEYS = (
     "status", "steps", "lambda0", "bound", "gap_init", "gap_sup", "drift_sup", "t_exceed",
@@ -37,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     warning = lr_warning(config, ref)
     if warning:
         print(f"ntkdiv: warning: {warning}", file=sys.stderr)
-    out = Path(args.out) if args.out else Path("runs") / trial_id(config)
+    out = st.locate(args.out if args.out else Path("runs") / trial_id(config))
     logging.getLogger("ntkdiv").setLevel(logging.ERROR)  # the warning is printed above
     summary = run_trial(config, out, progress=not args.quiet)
     print(f"trial {summary['trial_id']} -> {out}")
