@@ -99,25 +99,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(report.verdict_text)
         print(f"report: {report.html}")
     if res.tracking is not None and res.tracking.logger is not None:
-        print(runs_line(res.tracking.logger))
+        print(res.tracking.logger.ui_hint())
     return res.exit_code
-
-
-def runs_line(logger: Any) -> str:
-    """Where the sweep's runs table is in the MLflow UI: the page itself for a server; for a
-    local store, the command that serves it and the page."""
-    from ._mlflow import TrackingUnavailable
-
-    uri = logger.tracking_uri
-    try:
-        url = logger.runs_url()
-        if url is not None:
-            return f"mlflow: {url}"
-        page = logger.ui_runs_url("http://127.0.0.1:5000")
-    except TrackingUnavailable as err:
-        return f"mlflow: {err}; 'ntkdiv sync' backfills it later"
-    return (f"mlflow: {Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {uri} "
-            f"--port 5000, then open {page}")  # fmt: skip
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:

@@ -61,4 +61,5 @@ def cmd_sync(args: argparse.Namespace) -> int:
     wall = time.monotonic() - start
     print(f"logged {logged} trial(s) of sweep {sweep_dir.name} to {logger.tracking_uri} "
           f"(experiment {logger.experiment}) in {wall:.1f} s")  # fmt: skip
+    print(logger.ui_hint())
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,6 +60,7 @@ from ._runs import (
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 WORKFLOW_QUERY = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
 
 
 class MlflowLogger:
@@ -128,6 +130,20 @@ class MlflowLogger:
         if not self.tracking_uri.startswith(("http://", "https://")):
             return None
         return self.ui_runs_url(self.tracking_uri.rstrip("/"))
+
+    def ui_hint(self) -> str:
+        """One line on where the runs table is: the page itself for a server; for a local
+        store, the command that serves it and the page."""
+        try:
+            url = self.runs_url()
+            if url is not None:
+                return f"mlflow: {url}"
+            page = self.ui_runs_url(LOCAL_UI)
+        except TrackingUnavailable as err:
+            return f"mlflow: {err}; 'ntkdiv sync' backfills it later"
+        mlflow = Path(sys.executable).with_name("mlflow")
+        return (f"mlflow: {mlflow} ui --backend-store-uri {self.tracking_uri} --port "
+                f"{LOCAL_UI.rsplit(':', 1)[1]}, then open {page}")  # fmt: skip
 
     @tracked
     def ui_runs_url(self, base: str) -> str:

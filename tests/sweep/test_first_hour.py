@@ -84,6 +84,17 @@ def test_experiment_opens_on_its_runs_and_the_url_names_the_table(tracking_uri, 
     )
 
 
+def test_sync_ends_with_where_to_open_the_runs(tracking_uri, tmp_path, capsys):
+    sweep = tmp_path / "s"
+    trial(sweep)
+    name = f"exp-{uuid.uuid4().hex[:8]}"
+    assert main(["sync", str(sweep), "--tracking-uri", tracking_uri, "--experiment", name]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    exp = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    assert last.startswith("mlflow: ") and f"ui --backend-store-uri {tracking_uri} " in last
+    assert last.endswith(f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
+
+
 def test_child_run_spans_its_trials_attempts(tracking_uri, tmp_path):
     sweep = tmp_path / "s"
     tid = trial(sweep)
