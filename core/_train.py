@@ -32,13 +32,15 @@ def soft_targets(y: torch.Tensor, smoothing: float) -> torch.Tensor:
 def data_loss(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
     """Summed training loss.
 
-    cross_entropy: sum_i softplus(f_i) - y_i f_i, which equals the seed's
-        sum_i log(1 + exp(-(2 y_i - 1) f_i)) for hard labels and is the binary cross-entropy
-        with soft targets otherwise.
+    cross_entropy: sum_i y_i softplus(-f_i) + (1 - y_i) softplus(f_i), the seed's
+        sum_i log(1 + exp(-(2 y_i - 1) f_i)) for hard labels and the binary cross-entropy with
+        soft targets otherwise. Written so that a well-classified point keeps its tiny loss
+        and gradient exp(-|f|): softplus(f) - y f, the same number on paper, rounds a label-1
+        point's loss and gradient to exactly 0 once f > 20 (softplus returns f there).
     mse: 0.5 * sum_i (f_i - y_i)^2, the regression control.
     """
     if loss == "cross_entropy":
-        return (F.softplus(f) - target * f).sum()
+        return (target * F.softplus(-f) + (1 - target) * F.softplus(f)).sum()
     return 0.5 * ((f - target) ** 2).sum()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -158,3 +159,23 @@ def test_weight_decay_keeps_parameters_closer_to_init(tmp_path):
         config_from_dict(small(train={"epochs": 400, "weight_decay": 0.5})), tmp_path / "wd"
     )
     assert decayed["theta_inf_final"] < plain["theta_inf_final"]
+
+
+def test_cross_entropy_keeps_a_well_classified_points_loss_and_gradient():
+    """log(1 + exp(-f)) at f = 40 is exp(-40) ~ 4e-18, not 0: a separated point still pulls."""
+    from core import data_loss
+
+    for f_value, y_value in ((40.0, 1.0), (-40.0, 0.0), (90.0, 1.0)):
+        f = torch.tensor([f_value], dtype=torch.float64, requires_grad=True)
+        y = torch.tensor([y_value], dtype=torch.float64)
+        loss = data_loss(f, y, "cross_entropy")
+        (grad,) = torch.autograd.grad(loss, f)
+        exact = math.exp(-abs(f_value))
+        assert loss.item() == pytest.approx(math.log1p(exact), rel=1e-12)
+        assert abs(grad.item()) == pytest.approx(exact / (1 + exact), rel=1e-12)
+    for f_value, y_value in ((0.3, 1.0), (-2.0, 1.0), (1.5, 0.0)):  # the seed's formula
+        f = torch.tensor([f_value], dtype=torch.float64)
+        seed = math.log1p(math.exp(-(2 * y_value - 1) * f_value))
+        assert data_loss(
+            f, torch.tensor([y_value], dtype=torch.float64), "cross_entropy"
+        ).item() == (pytest.approx(seed, rel=1e-14))
