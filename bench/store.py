@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -273,9 +275,26 @@ def _median_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
+@contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """SIGTERM (``timeout``, a CI runner) raises SystemExit, so SeaweedFS is still stopped."""
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def measure(root: Path, repeats: int, n_trials: int, agg_repeats: int) -> dict[str, Any]:
     """Every figure of the benchmark, with SeaweedFS started under ``root`` and stopped after."""
-    with seaweedfs(root / "weed") as state, aws_env(state):
+    with _terminate_raises(), seaweedfs(root / "weed") as state, aws_env(state):
         t0 = time.perf_counter()
         sweeps = smoke_sweeps(root / "sweeps", state, repeats)
         sweep_s = time.perf_counter() - t0

@@ -40,6 +40,16 @@ def test_goals_follow_the_figures():
     assert bench_store.goals(result, 200)["aggregate"] is None  # not judged below 2,000 trials
 
 
+def test_sigterm_during_the_benchmark_raises_so_seaweedfs_is_stopped():
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit), bench_store._terminate_raises():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 @pytest.mark.slow
 def test_reduced_run_measures_both_stores_and_the_traffic(tmp_path):
     from cluster._procs import alive
