@@ -193,6 +193,16 @@ def s3_filesystem(state: dict):
     )  # fmt: skip
 
 
+def s3_env(state: dict) -> dict[str, str]:
+    """The standard AWS variables for this stack's S3: what the Ray node carries, so that a
+    job's driver and its trial tasks reach the store (``--storage s3://...``)."""
+    host = state.get("host", "127.0.0.1")
+    return {"AWS_ENDPOINT_URL": f"http://{host}:{state['ports']['s3']}",
+            "AWS_ACCESS_KEY_ID": state["s3_access_key"],
+            "AWS_SECRET_ACCESS_KEY": state["s3_secret_key"],
+            "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+
 def wait_seaweedfs(state: dict, timeout: float) -> None:
     """Until the S3 gateway creates the bucket and stores an object in it."""
     s3 = s3_filesystem(state)
@@ -244,7 +254,7 @@ def spawn_ray(state: dict) -> int:
         argv += ["--num-cpus", str(state["num_cpus"])]
     # jobs' entrypoints (`ntkdiv sweep ...`) find this environment's commands first
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {"RAY_AUTH_MODE": "token", "PATH": path, **RAY_LOOPBACK_ENV}
+    env = {"RAY_AUTH_MODE": "token", "PATH": path, **RAY_LOOPBACK_ENV, **s3_env(state)}
     return spawn(argv, Path(state["dir"]) / "ray.log", env=env)
 
 
