@@ -133,10 +133,8 @@ def run_trial(
     return _execute(config, out_dir, data, ref, progress, resume, monitor)
 
 
-def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str, Any]:
-    # --- set up -----------------------------------------------------------------------------
-    t_start = time.monotonic()
-    device = resolve_device(config.device)
+def _setup(config, data, ref, device) -> tuple[Any, LoopState, Tracker]:
+    """A fresh network, loop state and tracker at t = 0."""
     dtype = getattr(torch, config.dtype)
     m = config.model
     model = build_model(m.arch, data.X.shape[1], m.width, m.depth, m.alpha, config.seed, dtype,
@@ -153,14 +151,43 @@ def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str,
         block_size=config.track.ntk_block,
         threshold=0.0 if config.train.loss == "cross_entropy" else 0.5,
     )
+    return model, state, tracker
+
+
+def _resume(ckpt: store.StorePath, state: LoopState, tracker: Tracker) -> str | None:
+    """Load the checkpoint into ``state`` and ``tracker``; a corrupt one (truncated, garbage,
+    another trial's shapes) is quarantined instead: returns the line that says so, and the
+    caller starts from scratch. An OSError is the store's, not the file's: it propagates."""
+    try:
+        load_checkpoint(ckpt, state, tracker)
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - torch.load raises many types for a bad file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        target = store.quarantine(ckpt)
+        text = f"corrupt checkpoint.pt ({first}) moved to {target}; the trial started from scratch"
+        log.warning(text)
+        return text
+    return None
+
+
+def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str, Any]:
+    # --- set up -----------------------------------------------------------------------------
+    t_start = time.monotonic()
+    device = resolve_device(config.device)
+    dtype = getattr(torch, config.dtype)
+    model, state, tracker = _setup(config, data, ref, device)
     X, y = data.X.to(device, dtype), data.y.to(device, dtype)
     X_probe = data.X_probe.to(device, dtype) if data.X_probe.shape[0] else None
     # --- resume -----------------------------------------------------------------------------
     ckpt = out_dir / "checkpoint.pt"
-    resumed_from = None
+    resumed_from, quarantined = None, None
     if resume and ckpt.exists():
-        load_checkpoint(ckpt, state, tracker)
-        resumed_from = state.step
+        quarantined = _resume(ckpt, state, tracker)
+        if quarantined is None:
+            resumed_from = state.step
+        else:  # the failed load may have written into the fresh state
+            model, state, tracker = _setup(config, data, ref, device)
     prior_wall = state.wall_s
 
     def checkpoint(s: LoopState) -> None:
@@ -185,6 +212,8 @@ def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str,
     # --- write results ----------------------------------------------------------------------
     wall = prior_wall + time.monotonic() - t_start
     summary = summarize(config, ref, tracker, state, wall, device, resumed_from)
+    if quarantined is not None:
+        summary["quarantined"] = [quarantined]
     tid = summary["trial_id"]
     table = store.trajectory_table(tracker.rows, {"trial_id": tid, "kernel_pairs": tracker.pairs})
     store.write_trajectory(out_dir / "trajectory.parquet", table)

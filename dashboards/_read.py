@@ -18,6 +18,7 @@ a dataset's fragments keep every Parquet footer they have read, so one long-live
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -124,8 +125,14 @@ def _trial_row(tdir: st.StorePath, names: dict[str, int]) -> tuple[bool, dict[st
 
     ``names``: the files the listing found in ``tdir``; only those are opened.
     """
-    summary = st.read_summary(tdir) if st.SUMMARY in names else None
+    summary, problem = (
+        st.read_json_checked(tdir / st.SUMMARY) if st.SUMMARY in names else (None, None)
+    )
     row: dict[str, Any] = {"trial_id": tdir.name, "status": "missing", "error": None}
+    if problem is not None:  # a reader moves nothing: the next 'ntkdiv sweep' quarantines it
+        row["error"] = f"corrupt {st.SUMMARY} ({problem}); skipped"
+        warn(f"trial {tdir.name}: corrupt {st.SUMMARY} ({problem}) skipped; the next 'ntkdiv "
+             "sweep' moves it to quarantine/ and reruns the trial")  # fmt: skip
     if summary is not None:
         row.update({k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
         row["trial_id"] = tdir.name
@@ -189,17 +196,10 @@ def _conflict(root: st.StorePath, files: list[str]) -> tuple[str, set[str]]:
     return next(iter(bad.items())) if bad else ("?", {"unknown"})
 
 
-def open_trajectories(sweep_dir: st.Where) -> Parquet | None:
-    """The trajectory files of a sweep with a schema unified over all of them.
-
-    Types are promoted where that is lossless (int -> double, null -> anything); incompatible
-    types raise :class:`DataError`. Returns None when no trial has a trajectory.
-    """
-    root, files = st.trials_root(sweep_dir), st.trajectory_files(sweep_dir)
-    if not files:
-        return None
+def _unified(root: st.StorePath, files: list[str]) -> pa.Schema:
+    """The schema of every file, promoted; DataError naming the first conflicting column."""
     try:
-        schema = _factory(root, files).inspect(promote_options="permissive")
+        return _factory(root, files).inspect(promote_options="permissive")
     except pa.ArrowTypeError:
         name, types = _conflict(root, files)
         raise DataError(
@@ -207,13 +207,56 @@ def open_trajectories(sweep_dir: st.Where) -> Parquet | None:
             f"{' and '.join(sorted(types))}; rerun the odd trials (delete their directories "
             "and run 'ntkdiv sweep' again) or aggregate the sweeps separately"
         ) from None
-    except (pa.ArrowInvalid, OSError) as err:  # not Parquet, truncated, unreadable
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"trajectory files under {root}: an unreadable file: {first}") from None
+
+
+def open_trajectories(sweep_dir: st.Where) -> Parquet | None:
+    """The trajectory files of a sweep with a schema unified over all of them.
+
+    Types are promoted where that is lossless (int -> double, null -> anything); incompatible
+    types raise :class:`DataError`. A file that is not Parquet or is truncated is left out with
+    a warning (:func:`readable`). Returns None when no trial has a readable trajectory.
+    """
+    root, files = st.trials_root(sweep_dir), st.trajectory_files(sweep_dir)
+    if not files:
+        return None
+    try:
+        schema = _unified(root, files)
+    except (pa.ArrowInvalid, OSError):  # an unreadable file among them: leave it out, once
+        files = readable(root, files)
+        if not files:
+            return None
+        try:
+            schema = _unified(root, files)
+        except (pa.ArrowInvalid, OSError) as err:  # unreadable after all (the store itself)
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DataError(f"trajectory files under {root}: an unreadable file: {first}") from None
     missing = [c for c in ("t", "drift") if c not in schema.names]
     if missing:
         raise DataError(f"trajectory files of {sweep_dir} have no column '{missing[0]}'")
     return Parquet(root, schema, tuple(files))
+
+
+def warn(text: str) -> None:
+    """One warning line on stderr (the aggregator's progress goes there too)."""
+    print(f"ntkdiv: warning: {text}", file=sys.stderr, flush=True)
+
+
+def readable(root: st.StorePath, files: list[str]) -> list[str]:
+    """The files whose Parquet footer reads; each other one is named in a warning and left out
+    (a reader moves nothing: the next 'ntkdiv sweep' quarantines it and reruns its trial)."""
+    import pyarrow.parquet as pq
+
+    good = []
+    for path in files:
+        try:
+            pq.read_metadata(path, filesystem=root.fs)
+        except (pa.ArrowInvalid, ValueError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            warn(f"corrupt {path} ({first}) skipped; the next 'ntkdiv sweep' moves it to "
+                 "quarantine/ and reruns its trial")  # fmt: skip
+        else:
+            good.append(path)
+    return good
 
 
 def _located(where: st.Where) -> st.StorePath:

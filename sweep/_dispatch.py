@@ -8,6 +8,7 @@ by its task). A task that died for good (a system failure after Ray's retries) g
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from core import DONE, TrialConfig, TrialStatus
 from core import store as st
 
 from . import _ray
-from ._prepare import last_line
+from ._prepare import last_line, quarantine
 from ._progress import Counts, Progress
 from ._tracking import MlflowGuard
 
@@ -44,6 +45,7 @@ class Dispatch:
     before: dict[str, int] = field(default_factory=dict)
     handles: dict[Any, str] = field(default_factory=dict)  # handle -> trial_id
     last_scan: float = 0.0
+    note: Callable[[str], None] = print  # one line for the user (quarantined files)
 
     def submit(self, plan: dict[str, tuple[float, float]], retries: int) -> None:
         """Start every trial's task with its (CPUs, GPUs) from ``plan``."""
@@ -51,7 +53,7 @@ class Dispatch:
         for tid, config in self.configs.items():
             cpus, gpus = plan[tid]
             tdir = st.trial_dir(self.sweep_dir, tid)
-            self.before[tid] = len(st.read_attempts(tdir))
+            self.before[tid] = len(self._attempts(tdir))
             m = config.model
             name = f"trial {tid} {m.arch} m={m.width} {config.train.loss}"
             handle = _ray.submit(config.model_dump(mode="json"), tdir, num_cpus=cpus,
@@ -81,9 +83,12 @@ class Dispatch:
         try:
             summary = _ray.result(handle)
         except _ray.SystemFailure as err:
-            summary = system_failure(tdir, self.configs[tid], self.before[tid], str(err))
+            summary = system_failure(tdir, self.configs[tid], self.before[tid], str(err),
+                                     self.note)  # fmt: skip
+        for moved in summary.get("quarantined") or []:
+            self.note(f"ntkdiv: warning: trial {tid}: {moved}")
         first = self.before[tid]
-        attempts = st.read_attempts(tdir)[first:]
+        attempts = self._attempts(tdir)[first:]
         # earlier attempts of this run died with their node
         st.close_open_attempts(tdir, first, first + len(attempts) - 1)
         tracking.log_trial(tid)
@@ -103,21 +108,42 @@ class Dispatch:
         """Unfinished trials of this run with an open attempt (read from attempts.json)."""
         running = 0
         for tid in self.handles.values():
-            attempts = st.read_attempts(st.trial_dir(self.sweep_dir, tid))[self.before[tid] :]
+            attempts = self._attempts(st.trial_dir(self.sweep_dir, tid))[self.before[tid] :]
             running += bool(attempts) and attempts[-1].get("end") is None
         return running
 
+    def _attempts(self, tdir: st.StorePath) -> list[dict[str, Any]]:
+        return checked_attempts(tdir, self.note)
+
+
+def checked_attempts(tdir: st.StorePath, note: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The trial's attempts; a corrupt attempts.json is quarantined (named in one line) and
+    reads as none, so the progress line and the counts go on."""
+    try:
+        return st.read_attempts(tdir)
+    except (ValueError, AttributeError, TypeError):  # not JSON, or not the attempts mapping
+        problem = st.corrupt_reason(tdir / st.ATTEMPTS) or "unreadable"
+        quarantine(tdir / st.ATTEMPTS, problem, note, "its attempt history starts over")
+        return []
+
 
 def system_failure(
-    tdir: st.StorePath, config: TrialConfig, before: int, error: str
+    tdir: st.StorePath,
+    config: TrialConfig,
+    before: int,
+    error: str,
+    note: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The summary of a trial whose task died for good: its own summary if it finished (only
     the reply was lost), else a ``failed`` one written now, with its last open attempt (of
-    those after the first ``before``) closed as failed by the driver."""
-    summary = st.read_summary(tdir)
+    those after the first ``before``) closed as failed by the driver (``by: driver``: it does
+    not count against the trial's retries)."""
+    summary, problem = st.read_json_checked(tdir / st.SUMMARY)
+    if problem is not None:
+        quarantine(tdir / st.SUMMARY, problem, note, "replaced by the system failure's")
     if summary is not None and summary.get("status") in DONE:
         return summary
-    attempts = st.read_attempts(tdir)
+    attempts = checked_attempts(tdir, note)
     open_ = [i for i, a in enumerate(attempts) if a.get("end") is None and i >= before]
     st.end_attempt(tdir, open_[-1] if open_ else None, "failed", by="driver", error=error)
     return st.failed_summary(config, tdir, f"system failure: {error}", 0.0)

@@ -2,18 +2,26 @@
 
 1. :func:`check_inputs` and :func:`check_storage` validate everything without creating anything
    (bad input leaves no store and no MLflow database);
-2. :func:`settle` reads what earlier runs left in the store: done, out of retries, or pending;
+2. :func:`settle` reads what earlier runs left in the store: done, out of retries, or pending
+   (a corrupt trial file is quarantined, and its trial runs again);
 3. :func:`prepare_store` writes ``spec.yaml`` and closes the attempts a lost driver left open.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from core import DONE, ConfigError, TrialConfig, lr_warning, prepare, trial_id
+from core import DONE, ConfigError, NtkdivError, TrialConfig, lr_warning, prepare, trial_id
 from core import store as st
 
 from ._spec import SweepSpec, spec_to_dict
@@ -64,16 +72,26 @@ def check_storage(spec: SweepSpec) -> None:
 
 
 def settle(
-    sweep_dir: st.Where, configs: list[TrialConfig], retries: int | None
+    sweep_dir: st.Where,
+    configs: list[TrialConfig],
+    retries: int | None,
+    note: Callable[[str], None] = print,
 ) -> dict[str, Settled]:
-    """trial_id -> where it stands, read from the store (nothing is written); ``retries``
-    None: no trial is out of retries (``--retry-failed``)."""
+    """trial_id -> where it stands, read from the store; ``retries`` None: no trial is out of
+    retries (``--retry-failed``).
+
+    A corrupt ``summary.json`` or ``attempts.json``, or the unreadable ``trajectory.parquet`` of
+    a finished trial, is quarantined (:func:`quarantine`) and the trial is pending again: it
+    resumes from its checkpoint, or starts over. Nothing else is written. Call it only while
+    holding the sweep's lease (files are moved).
+    """
     states = {}
-    files = st.trial_files(sweep_dir)  # one listing: only the trials with a summary are read
+    summaries = repair(sweep_dir, note)
     for config in configs:
         tid = trial_id(config)
         tdir = st.trial_dir(sweep_dir, tid)
-        status = st.trial_status(tdir) if st.SUMMARY in files.get(tid, {}) else None
+        summary = summaries.get(tid)
+        status = None if summary is None else summary.get("status")
         if status in DONE:
             states[tid] = Settled.DONE
         elif status == "failed" and retries is not None and st.failures(tdir) > retries:
@@ -81,6 +99,49 @@ def settle(
         else:
             states[tid] = Settled.PENDING
     return states
+
+
+RERUN = "the trial will run again, from its checkpoint if it has one"
+
+
+def repair(sweep_dir: st.Where, note: Callable[[str], None] = print) -> dict[str, Any]:
+    """Quarantine the corrupt files of every trial directory (see :func:`settle`); returns
+    trial_id -> its readable summary, or None. One listing; only the files it found are read
+    (``ntkdiv sync`` calls this too, so that MLflow never reads a corrupt file)."""
+    files = st.trial_files(sweep_dir)
+    return {tid: _checked(st.trial_dir(sweep_dir, tid), names, note)
+            for tid, names in files.items()}  # fmt: skip
+
+
+def _checked(tdir: st.StorePath, names: dict[str, int], note: Callable[[str], None]) -> Any:
+    """The trial's summary (None without a readable one), after quarantining corrupt files."""
+    problem = st.corrupt_reason(tdir / st.ATTEMPTS) if st.ATTEMPTS in names else None
+    if problem is not None:
+        quarantine(tdir / st.ATTEMPTS, problem, note, "its attempt history starts over")
+    if st.SUMMARY not in names:
+        return None
+    summary, problem = st.read_json_checked(tdir / st.SUMMARY)
+    if problem is not None:
+        quarantine(tdir / st.SUMMARY, problem, note, RERUN)
+        return None
+    if summary and summary.get("status") in DONE and st.TRAJECTORY in names:
+        problem = st.corrupt_reason(tdir / st.TRAJECTORY)
+        if problem is not None:
+            quarantine(tdir / st.TRAJECTORY, problem, note, RERUN)
+            quarantine(tdir / st.SUMMARY, None, note, RERUN)  # a summary means a whole trial
+            return None
+    return summary
+
+
+def quarantine(
+    path: st.StorePath, problem: str | None, note: Callable[[str], None], then: str
+) -> None:
+    """Move a trial file aside (:func:`core.store.quarantine`) and say so in one line:
+    ``problem`` is why it is corrupt; None: it goes with the trial's corrupt trajectory."""
+    target = st.quarantine(path)
+    trial = f"{st.TRIALS}/{path.parent.name}/{path.name}"
+    why = f"is corrupt ({problem})" if problem else f"goes with its corrupt {st.TRAJECTORY}"
+    note(f"ntkdiv: warning: {trial} {why}: moved to {target}; {then}")
 
 
 def prepare_store(spec: SweepSpec, trial_ids: list[str]) -> None:
@@ -96,3 +157,90 @@ def last_line(error: Any) -> str:
     """The last non-empty line of an error text (a traceback's names the exception)."""
     lines = [ln for ln in str(error or "").strip().splitlines() if ln.strip()]
     return lines[-1].strip() if lines else "unknown error"
+
+
+# --- one driver per sweep --------------------------------------------------------------------
+
+WAIT_POLL_S = 2.0  # --wait: how often a queued driver looks at the lease again
+
+
+class SweepBusy(NtkdivError):
+    """Another live driver holds the sweep's lease (exit 2)."""
+
+
+@contextmanager
+def sweep_lease(sweep_dir: st.StorePath, note: Callable[[str], None], wait: bool) -> Iterator[None]:
+    """Hold ``<sweep>/lease.json`` while the body runs, refreshing its heartbeat every
+    ``core.store.HEARTBEAT_S`` seconds from a thread; released at the end, also on errors.
+
+    A lease whose heartbeat is ``STALE_BEATS`` beats old (or whose driver's pid is gone from this
+    host) belongs to a dead driver: it is taken over with a warning.
+
+    Raises:
+        SweepBusy: a live driver holds it and ``wait`` is False.
+        OSError: the store failed.
+    """
+    created = _missing_dirs(sweep_dir)
+    lease, old = _acquire(sweep_dir, note, wait)
+    if old is not None:
+        age = time.time() - float(old.get("heartbeat") or 0)
+        who = st.describe_lease(old)
+        note(f"ntkdiv: warning: took over sweep {sweep_dir} from a driver that stopped ({who}; "
+             f"last heartbeat {age:.0f} s ago)")  # fmt: skip
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(sweep_dir, lease, stop, note), daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join(timeout=10)
+        with contextlib.suppress(OSError):  # a failed store: the lease goes stale, then is taken
+            st.release_lease(sweep_dir, lease)
+        for path in created:  # bad input found under the lease leaves no empty store behind
+            try:
+                os.rmdir(path)
+            except OSError:  # not empty: the sweep wrote there
+                break
+
+
+def _missing_dirs(sweep_dir: st.StorePath) -> list[str]:
+    """The local directories that writing the lease creates, deepest first."""
+    if not sweep_dir.local:
+        return []
+    missing, path = [], Path(sweep_dir.path)
+    while not path.exists() and path != path.parent:
+        missing.append(str(path))
+        path = path.parent
+    return missing
+
+
+def _acquire(sweep_dir: st.StorePath, note: Callable[[str], None], wait: bool) -> Any:
+    waiting = False
+    while True:
+        try:
+            return st.acquire_lease(sweep_dir)
+        except st.LeaseHeld as held:
+            if not wait:
+                raise SweepBusy(
+                    f"sweep {sweep_dir} is being run by another driver ({held}); let it finish, "
+                    "pass --wait to start when it does, or stop that process (a driver that died "
+                    f"is taken over once its heartbeat is {st.STALE_BEATS * st.HEARTBEAT_S:.0f} s "
+                    "old)"
+                ) from None
+            if not waiting:
+                note(f"ntkdiv: waiting for the driver running sweep {sweep_dir} ({held})")
+                waiting = True
+            time.sleep(WAIT_POLL_S)
+
+
+def _heartbeat(sweep_dir: st.StorePath, lease: dict[str, Any], stop: threading.Event,
+               note: Callable[[str], None]) -> None:  # fmt: skip
+    while not stop.wait(float(lease["every_s"])):
+        try:
+            if not st.refresh_lease(sweep_dir, lease):
+                note(f"ntkdiv: warning: another driver took over sweep {sweep_dir}; this one "
+                     "stopped refreshing its lease")  # fmt: skip
+                return
+        except OSError:  # the store is down: a missed beat; the driver itself will say why
+            continue

@@ -3,7 +3,8 @@
 The run, top to bottom:
 1. validate the spec, every grid point, every trial's data and kernel (``_prepare``: nothing is
    created before all of it passed);
-2. settle each trial from the store (done, out of retries, pending);
+2. take the sweep's lease (``<sweep>/lease.json``: one driver at a time) and settle each trial
+   from the store (done, out of retries, pending; corrupt files quarantined);
 3. connect to Ray (``--address``, ``RAY_ADDRESS``, or a local cluster) and size the resources
    (``_resources``);
 4. write ``<storage>/<name>/spec.yaml``, close the attempts a lost driver left open, submit the
@@ -16,16 +17,25 @@ and MLflow is backfilled from it. Aggregation is the caller's (``sweep._commands
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from core import ConfigError, StoreError, trial_id
+from core import ConfigError, StoreError, TrialConfig, trial_id
 from core import store as st
 
 from ._dispatch import Dispatch, Outcome
-from ._prepare import Settled, check_inputs, check_storage, last_line, prepare_store, settle
+from ._prepare import (
+    Settled,
+    check_inputs,
+    check_storage,
+    last_line,
+    prepare_store,
+    settle,
+    sweep_lease,
+)
 from ._progress import Counts, Progress
 from ._resources import plan_resources
 from ._spec import SweepSpec, expand, spec_to_dict
@@ -58,6 +68,7 @@ def run_sweep(
     quiet: bool = False,
     stream: TextIO | None = None,
     retry_failed: bool = False,
+    wait: bool = False,
 ) -> SweepResult:
     """Run (or resume) a sweep; see the module docstring.
 
@@ -66,6 +77,11 @@ def run_sweep(
         num_cpus, num_gpus: size a local cluster only.
         quiet: no progress line; stream: where progress and warnings go (default stderr).
         retry_failed: rerun trials out of retries too (``ntkdiv sweep --retry-failed``).
+        wait: when another driver runs the sweep, wait for it instead of refusing.
+
+    Raises:
+        SweepBusy: another live driver holds the sweep's lease (and ``wait`` is False).
+        StoreError: the store failed mid-sweep (what finished is kept).
     """
     from . import _ray
 
@@ -78,10 +94,36 @@ def run_sweep(
     configs = expand(spec)
     warnings = check_inputs(configs)
     check_storage(spec)
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:  # a bad address is bad input: refused before the lease creates the sweep dir
+        _ray.check_reachable(target)
     progress = Progress(Counts(total=len(configs)), stream or sys.stderr, quiet)
-    states = settle(spec.sweep_dir(), configs, None if retry_failed else spec.retries)
-    todo = {trial_id(c): c for c in configs if states[trial_id(c)] is Settled.PENDING}
     outcome = Outcome(progress.counts)
+    try:
+        with sweep_lease(spec.sweep_dir(), progress.message, wait):
+            tracking = _run(spec, configs, warnings, progress, outcome, address, num_cpus,
+                            num_gpus, retry_failed)  # fmt: skip
+    except OSError as err:  # the store itself: stop cleanly, keep what finished
+        progress.close()
+        raise store_failed(spec, outcome, err) from None
+    tracking.retry_sync()
+    c = outcome.counts
+    return SweepResult(
+        spec.sweep_dir(), c, 0 if c.earlier + c.completed + c.diverged == c.total else 1,
+        time.monotonic() - t_start, outcome.dispatch_start, outcome.dispatch_s,
+        tracking.seconds, outcome.trial_s, outcome.failed, tracking,
+    )  # fmt: skip
+
+
+def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progress: Progress,
+         outcome: Outcome, address: str | None, num_cpus: int | None, num_gpus: int | None,
+         retry_failed: bool) -> MlflowGuard:  # fmt: skip
+    """Steps 2-5 of the module docstring, under the sweep's lease; the MLflow guard used."""
+    from . import _ray
+
+    states = settle(spec.sweep_dir(), configs, None if retry_failed else spec.retries,
+                    progress.message)  # fmt: skip
+    todo = {trial_id(c): c for c in configs if states[trial_id(c)] is Settled.PENDING}
     _earlier(spec.sweep_dir(), states, outcome)
     cluster = _ray.connect(address, num_cpus, num_gpus) if todo else None
     if not todo and address:
@@ -91,24 +133,15 @@ def run_sweep(
         prepare_store(spec, list(states))
         for text in warnings:
             progress.message(f"ntkdiv: warning: {text}")
-        dispatch = Dispatch(spec.sweep_dir(), todo, outcome)
+        dispatch = Dispatch(spec.sweep_dir(), todo, outcome, note=progress.message)
         dispatch.submit(plan, spec.retries)  # workers start while MLflow gets ready
         tracking = MlflowGuard(spec, progress.message)  # creates a sqlite database: not earlier
         tracking.ensure_parent(spec_to_dict(spec))
         tracking.sync()  # backfill: trials a lost driver never logged
         dispatch.collect(tracking, progress)
-    except OSError as err:  # the store itself: stop cleanly, keep what finished
-        progress.close()
-        raise store_failed(spec, outcome, err) from None
     finally:
         _ray.shutdown()
-    tracking.retry_sync()
-    c = outcome.counts
-    return SweepResult(
-        spec.sweep_dir(), c, 0 if c.earlier + c.completed + c.diverged == c.total else 1,
-        time.monotonic() - t_start, outcome.dispatch_start, outcome.dispatch_s,
-        tracking.seconds, outcome.trial_s, outcome.failed, tracking,
-    )  # fmt: skip
+    return tracking
 
 
 def store_failed(spec: SweepSpec, outcome: Outcome, err: OSError) -> StoreError:

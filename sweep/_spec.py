@@ -47,6 +47,7 @@ from core import store as st
 from core.store import STORE_SCHEMES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_POINTS = 100_000  # default spec.max_points: about 5 s of validation and 1 GB of configs
 
 
 class _Frozen(BaseModel):
@@ -92,6 +93,9 @@ class SweepSpec(_Frozen):
     storage: str = "ntkdiv-store"  # a path, file://, s3:// or gs:// root; sweep in <root>/<name>
     mlflow: MlflowSection = MlflowSection()
     retries: int = Field(3, ge=0)  # reruns after a node death; failed trials: by later sweeps
+    # the grid's size (before excludes) above which the spec is refused: a typo such as a
+    # range of 10^6 seeds would otherwise build every point in memory before any check
+    max_points: int = Field(MAX_POINTS, gt=0)
     search: dict[str, Any] | None = None  # `ntkdiv search` settings (checked there); sweep skips it
 
     @field_validator("name")
@@ -209,7 +213,8 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
 
 
 def check_grid(spec: SweepSpec) -> None:
-    """Grid keys exist, zip groups are well formed, exclude entries name grid keys."""
+    """Grid keys exist, zip groups are well formed, the grid is no larger than
+    ``spec.max_points``, every value is valid, exclude entries name grid keys."""
     base = _base_config(spec)
     for key in spec.grid:
         try:
@@ -218,11 +223,13 @@ def check_grid(spec: SweepSpec) -> None:
             raise ConfigError(f"sweep spec field 'grid.{key}': {err}") from None
         if not spec.grid[key]:
             raise ConfigError(f"sweep spec field 'grid.{key}' = []: give at least one value")
-        for value in spec.grid[key]:
-            _validate_point(spec, base, {key: value})
     seen: set[str] = set()
     for i, group in enumerate(spec.zip):
         _check_zip_group(spec, i, group, seen)
+    check_size(spec)
+    for key in spec.grid:
+        for value in spec.grid[key]:
+            _validate_point(spec, base, {key: value})
     for i, entry in enumerate(spec.exclude):
         for key in entry:
             if key not in spec.grid:
@@ -231,6 +238,34 @@ def check_grid(spec: SweepSpec) -> None:
                     f"sweep spec field 'exclude[{i}]' = {shown(entry)}: '{key}' is not a grid "
                     f"key{hint}"
                 )
+
+
+def grid_size(spec: SweepSpec) -> tuple[int, list[int]]:
+    """(the number of grid points before excludes, each axis's length), counted without
+    building a point: a zip group is one axis."""
+    zipped = {key: group for group in spec.zip for key in group}
+    lengths, done = [], set()
+    for key in spec.grid:
+        if key not in done:
+            done.update(zipped.get(key, [key]))
+            lengths.append(len(spec.grid[key]))
+    return math.prod(lengths), lengths
+
+
+def check_size(spec: SweepSpec) -> None:
+    """Refuse a grid above ``spec.max_points`` before it is expanded (milliseconds).
+
+    Raises:
+        ConfigError: naming the size, its factors and the limit.
+    """
+    size, lengths = grid_size(spec)
+    if size > spec.max_points:
+        factors = " x ".join(str(n) for n in lengths)
+        raise ConfigError(
+            f"sweep spec field 'grid' has {size:,} points ({factors}), above max_points = "
+            f"{spec.max_points:,}; narrow the grid or split it into several sweeps, or raise "
+            "'max_points' in the spec if you mean it"
+        )
 
 
 def _check_zip_group(spec: SweepSpec, i: int, group: list[str], seen: set[str]) -> None:
@@ -269,8 +304,10 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     """Every grid point, in order (the product over axes, the first key slowest), less excludes.
 
     Raises:
-        ConfigError: an exclude entry matches no point, or nothing is left.
+        ConfigError: the grid is above ``spec.max_points``, an exclude entry matches no
+            point, or nothing is left.
     """
+    check_size(spec)
     points = [
         {k: v for part in combo for k, v in part.items()}
         for combo in itertools.product(*_axes(spec))

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun trials whose own code failed more often than the spec's retries "
                         "allow (their earlier attempts stay in attempts.json)")  # fmt: skip
+    p.add_argument("--wait", action="store_true",
+                   help="when another driver runs this sweep, wait for it to finish instead of "
+                        "refusing")  # fmt: skip
 
     p = sub.add_parser("sync", help="backfill MLflow from a sweep's store")
     p.add_argument("store", help="a sweep directory <storage>/<sweep>")

@@ -106,8 +106,12 @@ def test_sweep_without_readable_trials_is_a_data_error(tmp_path):
         dashboards.aggregate(tmp_path / "s")
 
 
-def test_corrupt_parquet_file_is_a_data_error(tmp_path):
+def test_corrupt_parquet_file_is_skipped_with_a_warning(tmp_path, capsys):
     sweep = _small(tmp_path / "s")
-    _one_trajectory(sweep).write_bytes(b"not parquet at all")
-    with pytest.raises(DataError, match="unreadable file"):
-        dashboards.aggregate(sweep, figures=False)
+    part = _one_trajectory(sweep)
+    part.write_bytes(b"not parquet at all")
+    result = dashboards.aggregate(sweep, figures=False)
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert f"corrupt {part} (" in line and "skipped" in line
+    assert part.read_bytes() == b"not parquet at all"  # a reader moves nothing
+    assert part.parent.name in set(result.trials["trial_id"])

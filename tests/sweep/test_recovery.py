@@ -1,0 +1,220 @@
+"""Store faults without Ray: corrupt files read, quarantined or skipped; the sweep's lease on real
+files; a grid counted before it is built.
+
+The sweeps that reproduce these faults end to end (real Ray through ``ntkdiv sweep``) are in
+``test_store_faults.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from core import ConfigError, run_trial, trial_id
+from core import store as st
+from sweep._spec import expand, parse_spec
+from tests.sweep.conftest import spec_dict, tiny_base, write_spec
+
+GARBAGE = b"\x00\xffnot a file of ours\x13" * 3
+
+
+def truncate(path: Path, keep: int = 20) -> bytes:
+    """Cut a file to its first ``keep`` bytes (what a torn copy leaves); returns them."""
+    data = path.read_bytes()[:keep]
+    path.write_bytes(data)
+    return data
+
+
+def quarantined(sweep_dir: Path) -> dict[str, bytes]:
+    """'<trial_id>/<file name>' -> content of every quarantined file."""
+    root = sweep_dir / st.QUARANTINE
+    return {f"{p.parent.name}/{p.name.split('.')[0]}.{p.name.split('.')[1]}": p.read_bytes()
+            for p in sorted(root.glob("*/*"))}  # fmt: skip
+
+
+# --- corrupt files: what each reader does ----------------------------------------------------
+
+
+def test_corrupt_reason_names_what_is_wrong(tmp_path):
+    tdir = tmp_path / "s" / "trials" / "abc"
+    st.write_json(tdir / st.SUMMARY, {"status": "completed"})
+    st.write_json(tdir / st.ATTEMPTS, {"attempts": []})
+    st.write_trajectory(tdir / st.TRAJECTORY, st.trajectory_table({"step": [0], "t": [0.0]}))
+    assert [st.corrupt_reason(tdir / n) for n in (st.SUMMARY, st.ATTEMPTS, st.TRAJECTORY)] == [
+        None, None, None]  # fmt: skip
+    assert st.corrupt_reason(tdir / "missing.json") is None
+    truncate(tdir / st.SUMMARY)
+    (tdir / st.ATTEMPTS).write_text("[1, 2]")
+    (tdir / st.TRAJECTORY).write_bytes(GARBAGE)
+    assert "line 2" in (st.corrupt_reason(tdir / st.SUMMARY) or "")
+    assert st.corrupt_reason(tdir / st.ATTEMPTS) == "a list, not a mapping"
+    assert "magic bytes" in (st.corrupt_reason(tdir / st.TRAJECTORY) or "")
+    (tdir / st.SUMMARY).write_bytes(b"\xff\xfe")  # not UTF-8
+    assert st.corrupt_reason(tdir / st.SUMMARY)
+
+
+def test_quarantine_moves_aside_and_keeps_every_copy(tmp_path):
+    tdir = tmp_path / "s" / "trials" / "abc"
+    tdir.mkdir(parents=True)
+    for content in (b"first", b"second"):
+        (tdir / st.SUMMARY).write_bytes(content)
+        target = st.quarantine(tdir / st.SUMMARY)
+        assert not (tdir / st.SUMMARY).exists()
+        assert Path(str(target)).parent == tmp_path / "s" / "quarantine" / "abc"
+    kept = sorted(p.read_bytes() for p in (tmp_path / "s" / "quarantine" / "abc").iterdir())
+    assert kept == [b"first", b"second"]
+    alone = tmp_path / "run"  # a trial run on its own (ntkdiv run --out)
+    alone.mkdir()
+    (alone / "checkpoint.pt").write_bytes(b"x")
+    assert Path(str(st.quarantine(alone / "checkpoint.pt"))).parent == alone / "quarantine"
+
+
+def test_corrupt_checkpoint_is_quarantined_and_the_trial_starts_from_scratch(tmp_path):
+    config = expand(parse_spec(spec_dict(tmp_path, grid={"seed": [0]})))[0]
+    clean = run_trial(config, tmp_path / "clean")
+    for name, bad in (("truncated", None), ("garbage", GARBAGE)):
+        out = tmp_path / "sweep" / "trials" / name
+        run_trial(config, out)
+        ckpt = out / "checkpoint.pt"
+        content = truncate(ckpt, 200) if bad is None else bad
+        ckpt.write_bytes(content)
+        (out / st.SUMMARY).unlink()  # as if the trial had been interrupted
+        summary = run_trial(config, out)
+        assert summary["status"] == "completed" and summary["resumed_from_step"] is None
+        assert summary["steps"] == clean["steps"]
+        assert "corrupt checkpoint.pt" in summary["quarantined"][0]
+        (kept,) = (tmp_path / "sweep" / "quarantine" / name).iterdir()
+        assert kept.read_bytes() == content  # moved aside, never deleted
+        got = pq.read_table(out / st.TRAJECTORY)
+        assert got.equals(pq.read_table(tmp_path / "clean" / st.TRAJECTORY))
+
+
+def _store_of_three(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A sweep directory with three finished trials, run in this process (no Ray)."""
+    spec = parse_spec(spec_dict(tmp_path, grid={"model.width": [16, 32], "seed": [0, 1]},
+                                exclude=[{"model.width": 32, "seed": 1}]))  # fmt: skip
+    sweep_dir = tmp_path / "store" / "t"
+    ids = []
+    for config in expand(spec):
+        ids.append(trial_id(config))
+        run_trial(config, sweep_dir / "trials" / ids[-1])
+    st.write_spec(sweep_dir, "name: t\n")
+    return sweep_dir, ids
+
+
+def test_aggregate_skips_corrupt_files_with_one_line_each_and_moves_nothing(tmp_path, cli):
+    sweep_dir, (a, b, c) = _store_of_three(tmp_path)
+    summary = truncate(sweep_dir / "trials" / a / st.SUMMARY)
+    (sweep_dir / "trials" / b / st.TRAJECTORY).write_bytes(GARBAGE)
+    code, out, err = cli("aggregate", sweep_dir, "--out", tmp_path / "report")
+    assert code == 0, err
+    warnings = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(warnings) == 2, err
+    assert f"trial {a}: corrupt summary.json" in warnings[0] + warnings[1]
+    assert f"{b}/trajectory.parquet" in warnings[0] + warnings[1]
+    assert "Traceback" not in err
+    trials = pq.read_table(tmp_path / "report" / "trials.parquet").to_pandas()
+    assert {a, c} <= set(trials["trial_id"])
+    assert (sweep_dir / "trials" / a / st.SUMMARY).read_bytes() == summary  # left in place
+    assert (sweep_dir / "trials" / b / st.TRAJECTORY).read_bytes() == GARBAGE
+
+
+def test_settle_quarantines_corrupt_files_and_reruns_their_trials(tmp_path):
+    from sweep._prepare import Settled, settle
+
+    sweep_dir, (a, b, c) = _store_of_three(tmp_path)
+    spec = parse_spec(spec_dict(tmp_path, grid={"model.width": [16, 32], "seed": [0, 1]},
+                                exclude=[{"model.width": 32, "seed": 1}]))  # fmt: skip
+    st.begin_attempt(sweep_dir / "trials" / c)
+    bad = {f"{a}/summary.json": truncate(sweep_dir / "trials" / a / st.SUMMARY),
+           f"{b}/trajectory.parquet": GARBAGE,
+           f"{c}/attempts.json": truncate(sweep_dir / "trials" / c / st.ATTEMPTS, 5)}  # fmt: skip
+    (sweep_dir / "trials" / b / st.TRAJECTORY).write_bytes(GARBAGE)
+    lines: list[str] = []
+    states = settle(sweep_dir, expand(spec), 3, lines.append)
+    assert states == {a: Settled.PENDING, b: Settled.PENDING, c: Settled.DONE}
+    assert len(lines) == 4, lines  # b's summary goes with its trajectory
+    for name in bad:
+        assert any(f"trials/{name}" in ln for ln in lines)
+    kept = quarantined(sweep_dir)
+    for name, content in bad.items():
+        assert kept[name] == content
+    assert f"{b}/summary.json" in kept
+    assert settle(sweep_dir, expand(spec), 3, lines.append) == states  # nothing left to move
+    assert len(lines) == 4
+
+
+# --- the lease -------------------------------------------------------------------------------
+
+
+def test_lease_refuses_a_live_driver_and_takes_over_a_dead_one(tmp_path):
+    sweep_dir = tmp_path / "s"
+    lease, old = st.acquire_lease(sweep_dir)
+    assert old is None and json.loads((sweep_dir / st.LEASE).read_text())["pid"] == os.getpid()
+    with pytest.raises(st.LeaseHeld, match=f"pid {os.getpid()}, since 20"):
+        st.acquire_lease(sweep_dir)  # this process is alive
+    assert st.refresh_lease(sweep_dir, lease)
+    st.release_lease(sweep_dir, lease)
+    assert not (sweep_dir / st.LEASE).exists()
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    now = time.time()
+    mine = {"token": "x", "host": socket.gethostname(), "pid": int(dead), "since": now,
+            "heartbeat": now, "every_s": st.HEARTBEAT_S}  # fmt: skip
+    st.write_json(sweep_dir / st.LEASE, mine)  # a driver of this host that died a moment ago
+    lease, old = st.acquire_lease(sweep_dir)
+    assert old is not None and old["pid"] == int(dead)
+    st.release_lease(sweep_dir, lease)
+
+    other = {**mine, "host": "elsewhere", "pid": 1}
+    st.write_json(sweep_dir / st.LEASE, other)  # another host's driver, heartbeat fresh: alive
+    with pytest.raises(st.LeaseHeld, match="host elsewhere, pid 1"):
+        st.acquire_lease(sweep_dir)
+    stale = now - st.STALE_BEATS * st.HEARTBEAT_S - 1
+    st.write_json(sweep_dir / st.LEASE, {**other, "heartbeat": stale})  # three beats missed
+    lease, old = st.acquire_lease(sweep_dir)
+    assert old is not None and old["host"] == "elsewhere"
+    assert not st.refresh_lease(sweep_dir, {**lease, "token": "someone else"})
+
+
+def test_an_unreadable_lease_is_replaced(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / st.LEASE).write_bytes(b'{"tok')
+    lease, _ = st.acquire_lease(tmp_path / "s")
+    assert st.read_lease(tmp_path / "s") == lease
+
+
+# --- the grid is counted before it is built --------------------------------------------------
+
+
+def test_a_grid_above_max_points_is_refused_in_milliseconds(tmp_path, cli):
+    grid = {"model.width": list(range(1, 101)), "seed": list(range(100)),
+            "train.lr": [0.01 * i for i in range(1, 101)]}  # fmt: skip
+    path = write_spec(tmp_path, spec_dict(tmp_path, grid=grid))
+    t0 = time.perf_counter()
+    code, _, err = cli("sweep", path, "--no-aggregate")
+    assert time.perf_counter() - t0 < 2.0  # the 10^6 points are never built
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "1,000,000 points (100 x 100 x 100), above max_points = 100,000" in line
+    assert not (tmp_path / "store").exists()
+    with pytest.raises(ConfigError, match="4 points .*above max_points = 3"):
+        parse_spec(spec_dict(tmp_path, grid={"seed": [0, 1, 2, 3]}, max_points=3))
+    zipped = spec_dict(tmp_path, grid={"seed": [0, 1, 2], "train.lr": [0.1, 0.2, 0.3]},
+                       zip=[["seed", "train.lr"]], max_points=3)  # fmt: skip
+    assert len(expand(parse_spec(zipped))) == 3  # a zip group is one axis
+
+
+def test_max_points_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match="'max_points' = 0"):
+        parse_spec(spec_dict(tmp_path, max_points=0))
+    assert tiny_base()  # the base used by every spec here
