@@ -206,7 +206,9 @@ res = dashboards.aggregate(sys.argv[1], sys.argv[2])
 t2, c2 = time.perf_counter(), time.process_time()
 open(sys.argv[3], "w").write(res.verdict_text)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"{t2 - t1:.3f} {c2 - c1:.3f} {res.timings.get('trials', 0):.3f} {rss:.1f} {len(res.trials)}")
+tm = res.timings
+print(f"{t2 - t1:.3f} {c2 - c1:.3f} {tm.get('read', 0):.3f} {tm.get('trials', 0):.3f} {rss:.1f} "
+      f"{len(res.trials)}")
 """
 
 
@@ -217,8 +219,9 @@ def aggregate_in_child(sweep: str, out: Path) -> dict[str, Any]:
                           capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"aggregate of {sweep} failed:\n{proc.stderr[-3000:]}")
-    s, cpu, trial_pass, rss, n = proc.stdout.split()[-5:]
-    return {"aggregate s": float(s), "CPU s": float(cpu), "trial pass s": float(trial_pass),
+    s, cpu, read, trial_pass, rss, n = proc.stdout.split()[-6:]
+    return {"aggregate s": float(s), "CPU s": float(cpu), "read s": float(read),
+            "trial pass s": float(trial_pass),
             "peak RSS MiB": float(rss), "trials": int(n),
             "verdict": Path(str(out) + ".txt").read_text()}  # fmt: skip
 
@@ -258,7 +261,7 @@ def aggregates(root: Path, state: dict[str, Any], n_trials: int, repeats: int) -
                 traffic.append(per_trial(before, scrape(state), built[kind][0]))
     rows = {kind: {"trials": built[kind][0], "build s": built[kind][1],
                    **{k: statistics.median(r[k] for r in rs) for k in
-                      ("aggregate s", "CPU s", "trial pass s", "peak RSS MiB")},
+                      ("aggregate s", "CPU s", "read s", "trial pass s", "peak RSS MiB")},
                    "same verdicts": all(r["verdict"] == runs["local"][0]["verdict"] for r in rs)}
             for kind, rs in runs.items()}  # fmt: skip
     return {"rows": rows, "traffic": _median_rows(traffic), "repeats": repeats}
@@ -294,6 +297,7 @@ def _terminate_raises() -> Iterator[None]:
 
 def measure(root: Path, repeats: int, n_trials: int, agg_repeats: int) -> dict[str, Any]:
     """Every figure of the benchmark, with SeaweedFS started under ``root`` and stopped after."""
+    load = [os.getloadavg()[0]]
     with _terminate_raises(), seaweedfs(root / "weed") as state, aws_env(state):
         t0 = time.perf_counter()
         sweeps = smoke_sweeps(root / "sweeps", state, repeats)
@@ -302,7 +306,8 @@ def measure(root: Path, repeats: int, n_trials: int, agg_repeats: int) -> dict[s
     local, s3 = (statistics.median(sweeps.walls[k]) for k in ("local", "s3"))
     return {"sweeps": sweeps, "local s": local, "s3 s": s3, "ratio": s3 / local,
             "sweep traffic": _median_rows(sweeps.traffic), "aggregate": agg,
-            "bench sweeps s": sweep_s, "weed pid": state["pids"]["seaweedfs"]}  # fmt: skip
+            "bench sweeps s": sweep_s, "weed pid": state["pids"]["seaweedfs"],
+            "load": [*load, os.getloadavg()[0]]}  # fmt: skip
 
 
 def goals(result: dict[str, Any], n_trials: int) -> dict[str, bool | None]:
@@ -342,7 +347,7 @@ def section(result: dict[str, Any], met: dict[str, bool | None]) -> str:
     walls = [[k, len(w), statistics.median(w), " / ".join(f"{x:.1f}" for x in w)]
              for k, w in sweeps.walls.items()]  # fmt: skip
     rows = agg["rows"]
-    keys = ["trials", "build s", "aggregate s", "CPU s", "trial pass s", "peak RSS MiB",
+    keys = ["trials", "build s", "aggregate s", "CPU s", "read s", "trial pass s", "peak RSS MiB",
             "same verdicts"]  # fmt: skip
     agg_rows = [[k, *(r[h] for h in keys)] for k, r in rows.items()]
     head = ["store", *keys[:-1], "verdicts equal local's"]
@@ -352,7 +357,9 @@ def section(result: dict[str, Any], met: dict[str, bool | None]) -> str:
         f"{machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}. S3 is a "
         "SeaweedFS `weed server` that the benchmark starts on 127.0.0.1 (one process: master, "
         "volume, filer, S3 gateway, on this machine's disk), so the figures show the store's "
-        "request pattern and client cost, not a network's latency.", "",
+        "request pattern and client cost, not a network's latency. The machine is shared: "
+        f"1-minute load average {result['load'][0]:.1f} at the start, {result['load'][1]:.1f} "
+        "at the end.", "",
         f"Smoke sweep (`sweeps/smoke.yaml`, {sweeps.trials} trials, local Ray of {SLOTS} CPUs, "
         "MLflow to a new sqlite file each run), run through `run_sweep` in one process, "
         "alternating stores (S3, local, local, S3, ...), each run into a fresh directory or "
@@ -362,14 +369,16 @@ def section(result: dict[str, Any], met: dict[str, bool | None]) -> str:
         f"Aggregate (`dashboards.aggregate` with figures, as `ntkdiv aggregate` runs it, in a "
         f"fresh process; {_runs(agg['repeats'])}) of the synthetic "
         "trials of `ntkdiv bench aggregate`, written through `core/store.py` once to local disk "
-        "and once to S3, read in place:", "",
+        "and once to S3, read in place. read s: the listing, every summary and config, the "
+        "trajectories' schema; trial pass s: the trajectories, one trial at a time:", "",
         table(head, agg_rows), "",
         f"- Goal 2,000 trials from S3 in < {AGGREGATE_GOAL_S:.0f} s: {word[met['aggregate']]} "
         f"({s3_agg:.1f} s; {s3_agg / rows['local']['aggregate s']:.2f}x local).", "",
         "Store traffic per trial, from SeaweedFS's own Prometheus counters scraped before and "
         "after (medians over the S3 runs above). SeaweedFS counts a HEAD as a GET; GET here is "
         "the GETs that sent a body, HEAD the rest. `not found` are 4xx answers (a probe for a "
-        "file not yet there: a HEAD, then a LIST); bytes are object bodies, without headers. "
+        "file not yet there: a HEAD, then a LIST); pyarrow reads an object with a HEAD (its size) "
+        "then a GET; bytes are object bodies, without headers. "
         "The sweep's column covers `run_sweep` (write probe, trials with checkpoints, attempts, "
         "the driver's MLflow logging of each trial), not the report:", "",
         _fmt_traffic(result["sweep traffic"], agg["traffic"]),
