@@ -4,8 +4,9 @@ A finished sweep run again would otherwise spend its longest step (the figures: 
 smoke sweep) rebuilding a report identical to the one on disk. The key, written beside the report
 as ``inputs.json``, is:
 
-- every file of the sweep outside the report directory (spec.yaml, trials/*/*): name, size and
-  modification time, so a trial rerun, resumed or quarantined changes it;
+- every file of the sweep outside the report directory (trials/*/*, ...): name, size and
+  modification time, so a trial rerun, resumed or quarantined changes it; spec.yaml by its
+  content (each ``ntkdiv sweep`` writes it again, most often unchanged);
 - the source of the ``dashboards`` package, so a new verdict rule or layout rebuilds;
 - report.html's own size and modification time, so an edited or deleted report is rebuilt.
 
@@ -56,6 +57,12 @@ def _stat(path: Path) -> list[int]:
     return [s.st_size, s.st_mtime_ns]
 
 
+def _file_key(path: Path, rel: str) -> list[int] | str:
+    if rel == st.SPEC:  # rewritten by every sweep run: its content is what counts
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return _stat(path)
+
+
 def _code_digest() -> str:
     import dashboards
 
@@ -70,13 +77,14 @@ def inputs_key(sweep_dir: Path, report_dir: Path) -> dict[str, Any]:
 
     Cost: one ``stat`` per file of the sweep (~0.2 s for 10^4 trials of 5 files).
     """
-    files: dict[str, list[int]] = {}
+    files: dict[str, list[int] | str] = {}
     report = report_dir.resolve()
     for root, dirs, names in os.walk(sweep_dir):
         dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() != report)
         for name in names:
             path = Path(root) / name
-            files[path.relative_to(sweep_dir).as_posix()] = _stat(path)
+            rel = path.relative_to(sweep_dir).as_posix()
+            files[rel] = _file_key(path, rel)
     html = report_dir / "report.html"
     return {"files": files, "code": _code_digest(),
             "report": _stat(html) if html.is_file() else None}  # fmt: skip
