@@ -73,7 +73,5 @@ def test_the_page_leads_with_the_answer(growth_result, browser):
     answer = text.index("Conclusions")
     assert text.index("Direct verdict: does training") < answer < text.index("Regimes")
     first_answer = text[answer : answer + 400]
-    assert "Evidence:" in first_answer and first_answer.index(":") < first_answer.index(
-        "Evidence:"
-    )
+    assert "Evidence:" in first_answer and first_answer.index(":") < first_answer.index("Evidence:")
     assert text.index("Direct verdict: details") > answer
