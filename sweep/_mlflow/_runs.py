@@ -198,7 +198,7 @@ def _log_t_values(values: Mapping[str, float]) -> list[tuple[str, float]]:
     return out
 
 
-def trial_times(tdir: Path, summary: Mapping[str, Any]) -> tuple[int | None, int | None]:
+def trial_times(tdir: st.Where, summary: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """(start, end) of the trial in ms since the epoch, for its run's duration.
 
     From attempts.json: the first attempt's start and the last attempt's end, so a resumed trial
@@ -219,7 +219,7 @@ def trial_times(tdir: Path, summary: Mapping[str, Any]) -> tuple[int | None, int
     return ms(min(starts) if starts else end - wall), ms(end)
 
 
-def _written_at(tdir: Path) -> float | None:
+def _written_at(tdir: st.Where) -> float | None:
     """When the trial's summary.json was last written (a local store only), else None."""
     if not getattr(tdir, "local", True):
         return None
