@@ -249,8 +249,8 @@ def conclusions_html(paragraphs: dict[str, str]) -> str:
     return "".join(out)
 
 
-def render_html(sweep_dir: Path, tables: Tables, paragraphs: dict[str, str], notes: list[str],
-                figures: list[Figure]) -> str:  # fmt: skip
+def render_html(sweep_dir: Path | store.StorePath, tables: Tables, paragraphs: dict[str, str],
+                notes: list[str], figures: list[Figure]) -> str:  # fmt: skip
     """The whole report as one HTML string (no external resources): the answer first."""
     trials = tables.trials
     usable = int(trials["usable"].sum())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core import NtkdivError
+from core import store as st
 
 from ._progress import Stage, final_report
 from ._runner import SweepResult, run_sweep
@@ -93,7 +94,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """``ntkdiv sweep``: exit 0 when every trial completed or diverged, 1 if any failed."""
     spec = load_spec(args.spec, storage=args.storage, tracking_uri=args.tracking_uri)
     res, report = sweep_with_report(spec, address=args.address, aggregate=not args.no_aggregate,
-                                    quiet=args.quiet)  # fmt: skip
+                                    quiet=args.quiet, retry_failed=args.retry_failed,
+                                    wait=args.wait)  # fmt: skip
     final_report(res, spec.name, sys.stdout)
     if report is not None:
         print(report.verdict_text)
@@ -116,7 +118,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     """
     from dashboards._read import find_sweeps
 
-    sweeps = find_sweeps(Path(args.store))
+    sweeps = find_sweeps(args.store)
     out = Path(args.out) if args.out else None
     code = 0
     for i, sweep_dir in enumerate(sweeps, 1):
@@ -131,7 +133,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return code
 
 
-def _log_report(tracking_uri: str, sweep_dir: Path, result: Any) -> int:
+def _log_report(tracking_uri: str, sweep_dir: st.StorePath, result: Any) -> int:
     """Attach a report to the sweep's parent run (the experiment comes from spec.yaml)."""
     from ._mlflow import MlflowLogger, TrackingUnavailable
     from ._sync import spec_defaults

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from core import ConfigError, read_yaml
 from core import store as st
 
 
-def spec_defaults(sweep_dir: Path) -> dict[str, Any]:
+def spec_defaults(sweep_dir: st.Where) -> dict[str, Any]:
     """``tracking_uri`` and ``experiment`` from ``<sweep_dir>/spec.yaml`` (top level or under
     ``mlflow:``), with the raw spec under ``spec``; empty when there is no spec.yaml."""
     path = st.spec_path(sweep_dir)
@@ -27,9 +26,9 @@ def spec_defaults(sweep_dir: Path) -> dict[str, Any]:
     }
 
 
-def sweep_dir_arg(store: str) -> Path:
+def sweep_dir_arg(store: str) -> st.StorePath:
     """The STORE argument as a sweep directory; anything else is a ConfigError."""
-    path = Path(store)
+    path = st.locate(store)
     if not st.is_sweep_dir(path):
         raise ConfigError(
             f"sync STORE = {store!r} is not a sweep directory (no trials/ or spec.yaml in it); "
@@ -45,8 +44,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     else the sweep name), as ``ntkdiv sweep`` used them.
     """
     from ._mlflow import DEFAULT_TRACKING_URI, MlflowLogger, TrackingUnavailable
+    from ._prepare import repair
 
     sweep_dir = sweep_dir_arg(args.store)
+    repair(sweep_dir, lambda line: print(line, file=sys.stderr))  # MLflow reads no corrupt file
     spec = spec_defaults(sweep_dir)
     uri = args.tracking_uri or spec.get("tracking_uri") or DEFAULT_TRACKING_URI
     experiment = args.experiment or spec.get("experiment")

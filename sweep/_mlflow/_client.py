@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from requests.exceptions import RequestException
 
 from core import ConfigError
+from core import store as st
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 HEALTH_TIMEOUT_S = 5.0
@@ -101,5 +102,5 @@ def quoted(value: str, field: str) -> str:
     return f"'{value}'"
 
 
-def file_hash(path: Path) -> str:
+def file_hash(path: Path | st.StorePath) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -83,12 +83,12 @@ class MlflowLogger:
         tracking_uri: str,
         experiment: str | None,
         sweep_name: str,
-        sweep_dir: str | Path,
+        sweep_dir: st.Where,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment or sweep_name
         self.sweep_name = sweep_name
-        self.sweep_dir = Path(sweep_dir)
+        self.sweep_dir = st.locate(sweep_dir)
         self._sweep_q = quoted(sweep_name, "sweep name")
         self.client = make_client(self.tracking_uri)
         self._experiment_id: str | None = None
@@ -193,7 +193,7 @@ class MlflowLogger:
             tags = found[0].data.tags
         else:
             tags = {"ntkdiv.sweep": self.sweep_name, "ntkdiv.role": "parent",
-                    "ntkdiv.storage": str(self.sweep_dir.resolve())}  # fmt: skip
+                    "ntkdiv.storage": str(self.sweep_dir)}  # fmt: skip
             run_id = self.client.create_run(self.experiment_id(), tags=tags,
                                             run_name=self.sweep_name).info.run_id  # fmt: skip
         self._parent_id = run_id

@@ -94,10 +94,11 @@ def log_rerun(tracking_uri: str | None, source: SourceRun, out_dir: Path) -> str
     uri = tracking_uri or DEFAULT_TRACKING_URI
     with guarded(uri):
         client = make_client(uri)
-        config = read_config(out_dir)
+        out = st.locate(out_dir)
+        config = read_config(out)
         tid = st.read_json(out_dir / st.SUMMARY)["trial_id"]
         tags = {"rerun_of": source.run_id, "trial_id": tid, "ntkdiv.role": "rerun"}
         run = client.create_run(source.experiment_id, tags=tags,
                                 run_name=f"rerun-{run_name(config, tid)}")  # fmt: skip
-        write_trial(client, run, out_dir, config, file_hash(out_dir / st.SUMMARY), fresh=True)
+        write_trial(client, run, out, config, file_hash(out / st.SUMMARY), fresh=True)
         return run.info.run_id
