@@ -218,3 +218,15 @@ def test_max_points_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match="'max_points' = 0"):
         parse_spec(spec_dict(tmp_path, max_points=0))
     assert tiny_base()  # the base used by every spec here
+
+
+def test_sync_quarantines_corrupt_files_and_logs_the_rest(tmp_path, cli):
+    sweep_dir, (a, b, c) = _store_of_three(tmp_path)
+    bad = {f"{a}/summary.json": truncate(sweep_dir / "trials" / a / st.SUMMARY),
+           f"{b}/attempts.json": b'{"attempts": [{"st'}  # fmt: skip
+    (sweep_dir / "trials" / b / st.ATTEMPTS).write_bytes(bad[f"{b}/attempts.json"])
+    code, out, err = cli("sync", sweep_dir, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    assert code == 0, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+    assert "logged 2 trial(s)" in out  # b and c; a runs again on the next 'ntkdiv sweep'
+    assert quarantined(sweep_dir) == bad
