@@ -298,6 +298,27 @@ def first_leave(rows: dict[str, list], bound: float) -> float | None:
     return None
 
 
+def last_leave(rows: dict[str, list], bound: float) -> float | None:
+    """When gap_t reaches the bound for the last time: from then to the horizon it stays at or
+    above it (the summary's t_stay); None if the last tracked gap is below the bound.
+
+    Late in a run, units chattering across their kinks make the gap jitter by a few hundredths
+    between rows; where that jitter straddles the bound the gap crosses it several times, and
+    [t_leave, t_stay] is that band. Interpolated in log t as :func:`first_leave` is.
+    """
+    tracked = [(t, g) for t, g in zip(rows["t"], rows["gap"], strict=True) if g is not None]
+    if not tracked or tracked[-1][1] < bound:
+        return None
+    below = [i for i, (_, g) in enumerate(tracked) if g < bound]
+    if not below:
+        return first_leave(rows, bound)
+    (t0, g0), (t1, g1) = tracked[below[-1]], tracked[below[-1] + 1]
+    if t0 <= 0 or t1 <= 0:
+        return float(t1)
+    lo = math.log10(t0)
+    return float(10 ** (lo + (bound - g0) / (g1 - g0) * (math.log10(t1) - lo)))
+
+
 def trial_status(state: LoopState) -> TrialStatus:
     """diverged beats stopped beats completed."""
     if state.diverged_step is not None:
@@ -338,6 +359,7 @@ def summarize(config, ref, tracker, state, wall, device, resumed_from) -> dict[s
         "t_max": config.train.t_max,
         "horizon_t": last["t"],
         "t_leave": first_leave(rows, ref.bound),
+        "t_stay": last_leave(rows, ref.bound),
         "step_jump_max": _finite_max(rows["step_jump"]),
         "flip_jump_max": _finite_max(rows["flip_jump"]),
         "step_flips_max": _finite_max(rows["step_flips"]),

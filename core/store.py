@@ -86,7 +86,7 @@ SUMMARY_FLOATS = (
     "lambda0", "bound", "gap_init", "gap_sup", "drift_sup", "t_exceed", "lambda_min_emp_min",
     "f_abs_min_final", "theta_inf_final", "loss_final", "wall_s", "lambda_max", "max_K",
     "resolution", "loss_init", "accuracy_final", "step_jump_max", "t_max", "horizon_t",
-    "t_leave", "drift_smooth_sup", "stationary_t", "flip_jump_max",
+    "t_leave", "drift_smooth_sup", "stationary_t", "flip_jump_max", "t_stay",
 )  # fmt: skip
 SUMMARY_INTS = ("steps", "resumed_from_step", "overflow_step", "diverged_step", "n",
                 "tracked_rows", "flips_final", "near_kink_max", "rejected_steps",

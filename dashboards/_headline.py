@@ -20,14 +20,16 @@ def _g(v: float) -> str:
 def _t_leave(r) -> str:
     if r.direct != "leaves-bound":
         return "-"
-    if r.t_leave_min == r.t_leave_max:
-        return _g(r.t_leave_med)
-    return f"{_g(r.t_leave_med)} [{_g(r.t_leave_min)}, {_g(r.t_leave_max)}]"
+    first = (_g(r.t_leave_med) if r.t_leave_min == r.t_leave_max else
+             f"{_g(r.t_leave_med)} [{_g(r.t_leave_min)}, {_g(r.t_leave_max)}]")  # fmt: skip
+    t_stay = getattr(r, "t_stay_max", math.nan)
+    return first if not math.isfinite(t_stay) else f"{first}; all outside from {_g(t_stay)}"
 
 
 def direct_markdown(verdict: pd.DataFrame) -> str:
     """One row per (loss, width) of a verdict table: trials, gap_0, per-flip jump, the direct
-    verdict, t_leave (median [min, max] over seeds) and the shortest horizon reached."""
+    verdict, t_leave (median [min, max] over seeds; and from when every seed's gap stays at or
+    above the bound to its horizon, t_stay) and the shortest horizon reached."""
     head = ("| loss (lr) | width | trials (inside) | bound | gap_0 median | jump per flip | "
             "direct verdict | t_leave median [range] | horizon t |")  # fmt: skip
     lines = [head, "|" + "---|" * 9]

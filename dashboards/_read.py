@@ -178,35 +178,41 @@ def read_trials(sweep_dir: st.Where) -> tuple[pd.DataFrame, pd.DataFrame]:
 # --- the trajectories ------------------------------------------------------------------------
 
 
-def _factory(root: st.StorePath, files: list[str]) -> ds.FileSystemDatasetFactory:
-    options = ds.FileSystemFactoryOptions(partitioning=st.TRAJECTORY_PARTITIONING,
-                                          partition_base_dir=root.path)  # fmt: skip
-    return ds.FileSystemDatasetFactory(root.fs, files, ds.ParquetFileFormat(), options)
-
-
-def _conflict(root: st.StorePath, files: list[str]) -> tuple[str, set[str]]:
-    """The first column with two non-null types across ``files``."""
+def _schemas(root: st.StorePath, files: list[str]) -> list[pa.Schema]:
+    """Every file's Parquet schema, read in parallel (one footer read each: on an object store
+    the requests overlap; pyarrow's own inspection reads them one after another)."""
     import pyarrow.parquet as pq
 
+    with ThreadPoolExecutor(2 if root.local else REMOTE_READERS) as pool:
+        return list(pool.map(lambda path: pq.read_schema(path, filesystem=root.fs), files))
+
+
+def _conflict(schemas: list[pa.Schema]) -> tuple[str, set[str]]:
+    """The first column with two non-null types across ``schemas``."""
     types: dict[str, set[str]] = {}
-    for path in files:
-        for f in pq.read_schema(path, filesystem=root.fs):
+    for schema in schemas:
+        for f in schema:
             types.setdefault(f.name, set()).add(str(f.type))
     bad = {name: t for name, t in types.items() if len(t - {"null"}) > 1}
     return next(iter(bad.items())) if bad else ("?", {"unknown"})
 
 
 def _unified(root: st.StorePath, files: list[str]) -> pa.Schema:
-    """The schema of every file, promoted; DataError naming the first conflicting column."""
+    """The schema of every file, promoted, with the ``trial_id`` partition column; DataError
+    naming the first conflicting column."""
+    schemas = _schemas(root, files)
     try:
-        return _factory(root, files).inspect(promote_options="permissive")
-    except pa.ArrowTypeError:
-        name, types = _conflict(root, files)
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        name, types = _conflict(schemas)
         raise DataError(
             f"{root} mixes incompatible schemas: column '{name}' has types "
             f"{' and '.join(sorted(types))}; rerun the odd trials (delete their directories "
             "and run 'ntkdiv sweep' again) or aggregate the sweeps separately"
         ) from None
+    if "trial_id" not in schema.names:
+        schema = schema.append(pa.field("trial_id", pa.string()))
+    return schema
 
 
 def open_trajectories(sweep_dir: st.Where) -> Parquet | None:

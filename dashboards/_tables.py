@@ -40,8 +40,9 @@ WINDOW = 0.25  # decades of t: robust values are medians over the tracked rows i
 SATURATION = 0.05  # late growth below 5% of the final drift per decade of t counts as flat
 STATS = ("gap_init", "drift_sup", "gap_sup", "t_exceed", "lambda_min_emp_min", "step_jump_max",
          "flip_jump_max")  # fmt: skip
-SUMMARY_NUMBERS = (*STATS, "t_leave", "bound", "lambda0", "max_K", "resolution", "f_abs_min_final",
-                   "theta_inf_final", "loss_final", "wall_s", "horizon_t")  # fmt: skip
+SUMMARY_NUMBERS = (*STATS, "t_leave", "t_stay", "bound", "lambda0", "max_K", "resolution",
+                   "f_abs_min_final", "theta_inf_final", "loss_final", "wall_s",
+                   "horizon_t")  # fmt: skip
 DIVERGED = ("diverged", "overflow")  # "overflow" is the legacy name of diverged
 
 

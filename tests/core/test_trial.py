@@ -179,3 +179,15 @@ def test_cross_entropy_keeps_a_well_classified_points_loss_and_gradient():
         assert data_loss(
             f, torch.tensor([y_value], dtype=torch.float64), "cross_entropy"
         ).item() == (pytest.approx(seed, rel=1e-14))
+
+
+def test_t_leave_and_t_stay_bracket_a_jittering_crossing():
+    from core._trial import first_leave, last_leave
+
+    rows = {"t": [0.0, 1.0, 10.0, 100.0, 1000.0, 1e4], "gap": [0.1, 0.5, 1.1, 0.9, 1.2, 1.5]}
+    assert first_leave(rows, 1.0) == pytest.approx(10 ** (5 / 6))  # 0.5 -> 1.1 over 1..10
+    assert last_leave(rows, 1.0) == pytest.approx(10 ** (2 + 1 / 3))  # 0.9 -> 1.2 over 100..1000
+    assert last_leave({**rows, "gap": [*rows["gap"][:-1], 0.8]}, 1.0) is None  # back inside
+    assert last_leave({**rows, "gap": [0.1, 1.5, 2, 3, 4, 5]}, 1.0) == first_leave(
+        {**rows, "gap": [0.1, 1.5, 2, 3, 4, 5]}, 1.0
+    )
