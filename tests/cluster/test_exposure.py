@@ -24,9 +24,15 @@ SCRIPT = """
 import json, logging, os, sys
 if sys.argv[1] == "env":
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported
+if sys.argv[1] == "sweep":  # what `ntkdiv sweep` without --address does, then its connect
+    from sweep.cli import local_ray_on_loopback
+    local_ray_on_loopback(None)
+    from sweep import _ray
+    _ray.connect(None, 1)
 import ray
-ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level=logging.WARNING,
-         _node_ip_address="127.0.0.1")
+if sys.argv[1] == "env":
+    ray.init(address="local", num_cpus=1, include_dashboard=False,
+             logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
 node_ip = ray.get(ray.remote(lambda: ray.util.get_node_ip_address()).remote())
 print(json.dumps({"node_ip": node_ip}), flush=True)
 sys.stdin.readline()
@@ -57,7 +63,7 @@ def local_cluster_sockets(mode: str) -> tuple[str, list[tuple[str, int, int]]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("mode", ["env"])
+@pytest.mark.parametrize("mode", ["env", "sweep"])
 def test_local_ray_init_listens_on_loopback_only(mode):
     node_ip, sockets = local_cluster_sockets(mode)
     assert node_ip == "127.0.0.1"
