@@ -128,6 +128,7 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
     cluster = _ray.connect(address, num_cpus, num_gpus) if todo else None
     if not todo and address:
         _ray.check_reachable(address)  # the same answer for a bad address, work or no work
+    tracking: MlflowGuard | None = None
     try:
         plan = plan_resources(spec, list(todo.values()), cluster, progress.message) if todo else {}
         prepare_store(spec, list(states))
@@ -139,6 +140,10 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
         tracking.ensure_parent(spec_to_dict(spec))
         tracking.sync()  # backfill: trials a lost driver never logged
         dispatch.collect(tracking, progress)
+    except BaseException as err:  # Ctrl-C, a store that failed: the parent run says so
+        if tracking is not None:
+            tracking.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         _ray.shutdown()
     return tracking

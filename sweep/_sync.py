@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from core import ConfigError, read_yaml
@@ -56,6 +57,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     try:
         logger.ensure_parent(spec.get("spec"))
         logged = logger.sync()
+        report = sweep_dir / "report" / "verdict.txt"
+        if sweep_dir.local and report.is_file():  # the parent ends with the report it has
+            logger.log_report(Path(report.parent.path), report.read_text())
+        else:  # no report to attach: the parent still ends, never left RUNNING
+            logger.finish()
     except TrackingUnavailable as err:
         print(f"ntkdiv: error: {err}; the store is intact, sync again later", file=sys.stderr)
         return 3

@@ -60,9 +60,10 @@ class MlflowGuard:
         finish it."""
         self._call("log_report", lambda log: log.log_report(report_dir, verdict_text, headline))
 
-    def finish(self) -> None:
-        """Mark the parent run finished (when no report is logged)."""
-        self._call("finish", lambda log: log.finish())
+    def finish(self, status: str = "FINISHED") -> None:
+        """Mark the parent run terminated (FINISHED when no report is logged; KILLED or FAILED
+        when the sweep stopped early: the next run sets it RUNNING again and finishes it)."""
+        self._call("finish", lambda log: log.finish(status))
 
     def retry_sync(self) -> None:
         """One more try at the end of the run, after a pause (a server that came back)."""

@@ -191,6 +191,8 @@ class MlflowLogger:
         if found:
             run_id = found[0].info.run_id
             tags = found[0].data.tags
+            if found[0].info.status in ("KILLED", "FAILED"):  # an interrupted run, resumed
+                self.client.update_run(run_id, status="RUNNING")
         else:
             tags = {"ntkdiv.sweep": self.sweep_name, "ntkdiv.role": "parent",
                     "ntkdiv.storage": str(self.sweep_dir)}  # fmt: skip
