@@ -50,13 +50,14 @@ def write_spec(tmp_path: Path, spec: dict[str, Any] | str, name: str = "spec.yam
 def summaries(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     """trial_id -> summary.json of every trial directory that has one."""
     out = {}
+    sweep_dir = Path(sweep_dir)  # a local StorePath is a path-like
     for path in sorted((sweep_dir / "trials").glob("*/summary.json")):
         out[path.parent.name] = json.loads(path.read_text())
     return out
 
 
 def attempts(sweep_dir: Path, tid: str) -> list[dict[str, Any]]:
-    path = sweep_dir / "trials" / tid / "attempts.json"
+    path = Path(sweep_dir) / "trials" / tid / "attempts.json"
     return json.loads(path.read_text())["attempts"] if path.exists() else []
 
 

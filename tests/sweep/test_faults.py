@@ -144,7 +144,7 @@ def yaml_load(path: Path) -> dict:
 
 def _checkpointed_trial(sweep_dir: Path) -> str | None:
     """A trial that is running and has written a checkpoint."""
-    for tdir in sorted((sweep_dir / "trials").glob("*")):
+    for tdir in sorted((Path(sweep_dir) / "trials").glob("*")):
         running = not (tdir / "summary.json").exists() and (tdir / "checkpoint.pt").exists()
         if running and attempts(sweep_dir, tdir.name):
             return tdir.name

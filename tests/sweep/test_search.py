@@ -67,7 +67,7 @@ def test_pruning_is_exact_and_trials_run_in_parallel(tmp_path):
 def _assert_overlap(sweep_dir: Path) -> None:
     """At least two trials ran at the same time (from their own attempt records)."""
     spans = []
-    for attempts in (sweep_dir / "trials").glob("*/attempts.json"):
+    for attempts in (Path(sweep_dir) / "trials").glob("*/attempts.json"):
         for a in read_json(attempts)["attempts"]:
             if a.get("end"):
                 spans.append((a["start"], a["end"]))
