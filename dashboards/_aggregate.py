@@ -13,6 +13,7 @@ The pipeline, top to bottom:
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +136,7 @@ def aggregate(
     out_dir: str | Path | None = None,
     *,
     figures: bool = True,
+    only: Collection[str] | None = None,
 ) -> AggregateResult:
     """Aggregate one sweep directory into verdicts, fits, figures and an HTML report.
 
@@ -143,12 +145,14 @@ def aggregate(
         out_dir: the report directory (local); default ``<sweep_dir>/report``, or for a store
             in an object store ``./ntkdiv-report/<sweep>`` (MLflow keeps the team's copy).
         figures: draw the figures (off: tables and text only).
+        only: aggregate these trial ids alone (``ntkdiv sweep``: its spec's own grid, when the
+            store also holds trials of an earlier grid under the same name).
 
     Raises:
         DataError: not a sweep store, an empty one, or mixed incompatible schemas.
     """
     timings, t0 = {}, time.perf_counter()
-    store = open_store(sweep_dir)
+    store = open_store(sweep_dir, only)
     sweep_dir = store.sweep_dir
     report_dir = Path(out_dir) if out_dir is not None else default_report_dir(sweep_dir)
     if store.summary.empty and store.unpublished.empty:

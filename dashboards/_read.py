@@ -19,7 +19,7 @@ a dataset's fragments keep every Parquet footer they have read, so one long-live
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -164,10 +164,15 @@ def _typed(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def read_trials(sweep_dir: st.Where) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per trial with a summary.json, one per trial directory without one)."""
+def read_trials(
+    sweep_dir: st.Where, only: Collection[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per trial with a summary.json, one per trial directory without one); ``only``:
+    these trial ids, when given (a spec's own grid)."""
     sweep_dir = st.locate(sweep_dir)
     found = st.trial_files(sweep_dir)
+    if only is not None:
+        found = {tid: names for tid, names in found.items() if tid in set(only)}
     tdirs = [st.trial_dir(sweep_dir, tid) for tid in sorted(found)]
     # file opens dominate on a shared filesystem, request latency on an object store
     with ThreadPoolExecutor(2 if sweep_dir.local else REMOTE_READERS) as pool:
@@ -215,7 +220,7 @@ def _unified(root: st.StorePath, files: list[str]) -> pa.Schema:
     return schema
 
 
-def open_trajectories(sweep_dir: st.Where) -> Parquet | None:
+def open_trajectories(sweep_dir: st.Where, only: Collection[str] | None = None) -> Parquet | None:
     """The trajectory files of a sweep with a schema unified over all of them.
 
     Types are promoted where that is lossless (int -> double, null -> anything); incompatible
@@ -223,6 +228,9 @@ def open_trajectories(sweep_dir: st.Where) -> Parquet | None:
     a warning (:func:`readable`). Returns None when no trial has a readable trajectory.
     """
     root, files = st.trials_root(sweep_dir), st.trajectory_files(sweep_dir)
+    if only is not None:
+        keep = set(only)
+        files = [f for f in files if f.rsplit("/", 2)[-2] in keep]
     if not files:
         return None
     try:
@@ -273,15 +281,16 @@ def _located(where: st.Where) -> st.StorePath:
         raise DataError(f"store {where}: {str(err).splitlines()[0]}") from None
 
 
-def open_store(sweep_dir: st.Where) -> SweepStore:
-    """Open one sweep directory (see :func:`find_sweeps` for storage roots)."""
+def open_store(sweep_dir: st.Where, only: Collection[str] | None = None) -> SweepStore:
+    """Open one sweep directory (see :func:`find_sweeps` for storage roots); ``only``: read
+    these trial ids alone."""
     sweep_dir = _located(sweep_dir)
     if not sweep_dir.is_dir():
         raise DataError(f"store path {sweep_dir} does not exist or is not a directory")
     if not st.is_sweep_dir(sweep_dir):
         raise DataError(f"{sweep_dir} is not a sweep store: it has no trials/")
-    summary, unpublished = read_trials(sweep_dir)
-    return SweepStore(sweep_dir, summary, unpublished, open_trajectories(sweep_dir))
+    summary, unpublished = read_trials(sweep_dir, only)
+    return SweepStore(sweep_dir, summary, unpublished, open_trajectories(sweep_dir, only))
 
 
 def iter_trajectories(

@@ -37,7 +37,8 @@ def sweep_with_report(spec: SweepSpec, *, aggregate: bool = True,
         return res, None
     stream = kwargs.get("stream") or sys.stderr
     try:
-        report = aggregate_once(res.sweep_dir, None, stream, quiet=bool(kwargs.get("quiet")))
+        report = aggregate_once(res.sweep_dir, None, stream, quiet=bool(kwargs.get("quiet")),
+                                only=res.trial_ids)  # fmt: skip
     except NtkdivError as err:  # the trials are in the store: `ntkdiv aggregate` can redo it
         print(f"ntkdiv: warning: aggregation failed: {err}", file=stream)
         res.exit_code = 1
@@ -50,7 +51,8 @@ def sweep_with_report(spec: SweepSpec, *, aggregate: bool = True,
     return res, report
 
 
-def aggregate_once(sweep_dir: Any, out: Path | None, stream: TextIO, quiet: bool = False) -> Any:
+def aggregate_once(sweep_dir: Any, out: Path | None, stream: TextIO, quiet: bool = False,
+                   only: list[str] | None = None) -> Any:  # fmt: skip
     """``dashboards.aggregate``, unless the report on disk was built from the same inputs
     (``_report_cache``): then that report, read back. Progress goes to ``stream``."""
     from dashboards import aggregate
@@ -67,7 +69,7 @@ def aggregate_once(sweep_dir: Any, out: Path | None, stream: TextIO, quiet: bool
                       file=stream, flush=True)  # fmt: skip
             return kept
     with Stage(f"aggregating {sweep_dir.name}", stream, quiet):
-        result = aggregate(sweep_dir, out)
+        result = aggregate(sweep_dir, out, only=only)
     if local is not None:
         cache.remember(local, Path(result.report_dir))
     return result

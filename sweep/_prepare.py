@@ -144,11 +144,37 @@ def quarantine(
     note(f"ntkdiv: warning: {trial} {why}: moved to {target}; {then}")
 
 
-def prepare_store(spec: SweepSpec, trial_ids: list[str]) -> None:
+GRID_KEYS = ("base", "grid", "zip", "exclude")  # what decides a sweep's trials
+
+
+def grid_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for each grid-defining field of two specs that differs."""
+    return [f"{key}: {old.get(key)} -> {new.get(key)}" for key in GRID_KEYS
+            if old.get(key) != new.get(key)]  # fmt: skip
+
+
+def prepare_store(
+    spec: SweepSpec, trial_ids: list[str], note: Callable[[str], None] | None = None
+) -> None:
     """Write ``spec.yaml`` (creating the sweep directory) and mark the attempts still open in
-    ``trial_ids`` lost: one driver runs a sweep at a time, so their processes are gone."""
+    ``trial_ids`` lost: one driver runs a sweep at a time, so their processes are gone.
+
+    A spec.yaml from an earlier run with another grid is named in one warning through
+    ``note``: the store keeps those trials, the report covers this spec's own.
+    """
     sweep_dir = spec.sweep_dir()
-    st.write_spec(sweep_dir, yaml.safe_dump(spec_to_dict(spec), sort_keys=False))
+    new = spec_to_dict(spec)
+    try:
+        old = yaml.safe_load(st.spec_path(sweep_dir).read_text()) or {}
+    except FileNotFoundError:
+        old = None
+    changed = grid_changes(old, new) if isinstance(old, dict) else []
+    if changed and note is not None:
+        shown = "; ".join(changed)
+        note(f"ntkdiv: warning: the grid of sweep '{spec.name}' changed since its last run "
+             f"({shown[:400]}); the store keeps the earlier trials, this run's report covers "
+             f"this spec's {len(trial_ids)} trial(s) only")  # fmt: skip
+    st.write_spec(sweep_dir, yaml.safe_dump(new, sort_keys=False))
     for tid in trial_ids:
         st.close_open_attempts(st.trial_dir(sweep_dir, tid))
 

@@ -57,6 +57,7 @@ class SweepResult:
     trial_s: dict[str, float] = field(default_factory=dict)  # this run's trials: run_s of each
     failed: dict[str, str] = field(default_factory=dict)  # trial_id -> last line of the error
     tracking: MlflowGuard | None = None  # for the report, when the caller aggregates
+    trial_ids: list[str] = field(default_factory=list)  # the spec's own grid, for its report
 
 
 def run_sweep(
@@ -112,6 +113,7 @@ def run_sweep(
         spec.sweep_dir(), c, 0 if c.earlier + c.completed + c.diverged == c.total else 1,
         time.monotonic() - t_start, outcome.dispatch_start, outcome.dispatch_s,
         tracking.seconds, outcome.trial_s, outcome.failed, tracking,
+        [trial_id(config) for config in configs],
     )  # fmt: skip
 
 
@@ -131,7 +133,7 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
     tracking: MlflowGuard | None = None
     try:
         plan = plan_resources(spec, list(todo.values()), cluster, progress.message) if todo else {}
-        prepare_store(spec, list(states))
+        prepare_store(spec, list(states), progress.message)
         for text in warnings:
             progress.message(f"ntkdiv: warning: {text}")
         dispatch = Dispatch(spec.sweep_dir(), todo, outcome, note=progress.message)
