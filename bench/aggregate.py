@@ -1,7 +1,7 @@
 """Aggregator benchmark, and the synthetic stores with known answers that the tests also use.
 
 A synthetic trial is written exactly as a real one is: ``config.yaml``, ``summary.json`` and
-``trajectory.parquet`` in its trial directory through ``core/store.py``, which the aggregator
+``trajectory.parquet`` in its trial directory through ``core/store/``, which the aggregator
 reads where it lies. Only the numbers are constructed:
 drift_t follows a chosen law in width and time, so verdicts, exponents and t_exceed are known.
 
@@ -143,7 +143,7 @@ def _summary(tid: str, group: SyntheticGroup, rows: dict, bound: float) -> dict:
 
 
 def write_trial(sweep_dir: Path, group: SyntheticGroup, width: int, seed: int) -> str:
-    """Write one synthetic trial through ``core/store.py``; returns its id."""
+    """Write one synthetic trial through ``core/store/``; returns its id."""
     from core import config_to_yaml, store, trial_id
 
     config = _config(group, width, seed)

@@ -234,7 +234,7 @@ def _build(where: st.StorePath, n_trials: int) -> tuple[int, float]:
     jobs = [(g, m, s) for g in bench_groups(n_trials) for m in g.widths for s in g.seeds]
     t0 = time.perf_counter()
     where.mkdir()
-    # write_trial goes through core/store.py, which takes a StorePath wherever it takes a Path
+    # write_trial goes through core/store/, which takes a StorePath wherever it takes a Path
     with ThreadPoolExecutor(BUILD_THREADS) as pool:
         ids = list(pool.map(lambda job: write_trial(cast(Path, where), *job), jobs))
     return len(set(ids)), time.perf_counter() - t0
@@ -368,7 +368,7 @@ def section(result: dict[str, Any], met: dict[str, bool | None]) -> str:
         f"- Goal S3 / local <= {SWEEP_GOAL}: {word[met['sweep']]} ({result['ratio']:.3f}x).", "",
         f"Aggregate (`dashboards.aggregate` with figures, as `ntkdiv aggregate` runs it, in a "
         f"fresh process; {_runs(agg['repeats'])}) of the synthetic "
-        "trials of `ntkdiv bench aggregate`, written through `core/store.py` once to local disk "
+        "trials of `ntkdiv bench aggregate`, written through `core/store/` once to local disk "
         "and once to S3, read in place. read s: the listing, every summary and config, the "
         "trajectories' schema; trial pass s: the trajectories, one trial at a time:", "",
         table(head, agg_rows), "",

@@ -1,6 +1,6 @@
 """ntkdiv dashboards: the aggregator's verdicts and fits, figures and the HTML report.
 
-``aggregate(sweep_dir)`` reads a sweep store (``core/store.py``'s layout) and writes
+``aggregate(sweep_dir)`` reads a sweep store (``core/store/``'s layout) and writes
 ``<sweep_dir>/report``, which opens with the direct verdict (:class:`Direct`);
 ``study_crossing()`` re-reads the committed six-point width study at equal t. ``ntkdiv aggregate
 STORE`` is the command line. dashboards reads the store only: it imports neither Ray nor MLflow.

@@ -141,7 +141,7 @@ def aggregate(
     """Aggregate one sweep directory into verdicts, fits, figures and an HTML report.
 
     Args:
-        sweep_dir: ``<storage>/<sweep>`` (see ``core/store.py`` for the layout).
+        sweep_dir: ``<storage>/<sweep>`` (see ``core/store/`` for the layout).
         out_dir: the report directory (local); default ``<sweep_dir>/report``, or for a store
             in an object store ``./ntkdiv-report/<sweep>`` (MLflow keeps the team's copy).
         figures: draw the figures (off: tables and text only).

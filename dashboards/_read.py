@@ -1,4 +1,4 @@
-"""Reading a sweep store where it is written: ``<sweep>/trials/<trial_id>/`` (see core/store.py).
+"""Reading a sweep store where it is written: ``<sweep>/trials/<trial_id>/`` (see core/store/).
 
 - the summaries: one typed row per trial, from its summary.json and its config.yaml (dotted
   config columns); small, read whole;

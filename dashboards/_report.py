@@ -1,6 +1,6 @@
 """The report directory: a self-contained HTML page, the tables as Parquet and CSV, the figures.
 
-Files written (Parquet through ``core/store.py``, everything atomically):
+Files written (Parquet through ``core/store/``, everything atomically):
     report.html       opens with the direct verdict table (the answer), then the evidence;
                       images inlined as data: URIs, tables sortable by clicking a header
     verdict.parquet   one row per (group, width): direct verdict and drift verdict; + .csv

@@ -1,4 +1,4 @@
-"""Synthetic sweep stores with known answers, written through core/store.py (bench.aggregate)."""
+"""Synthetic sweep stores with known answers, written through core/store/ (bench.aggregate)."""
 
 from __future__ import annotations
 

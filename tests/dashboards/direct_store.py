@@ -1,7 +1,7 @@
 """Synthetic stores for the direct test: kernels that start inside the bound, and leave it or not.
 
 Each trial is written as ``core.run_trial`` writes one (config.yaml, summary.json,
-trajectory.parquet through ``core/store.py``), on the two antipodal circle points (FCN L = 2,
+trajectory.parquet through ``core/store/``), on the two antipodal circle points (FCN L = 2,
 bound 0.620, DESIGN §1). Only the numbers are constructed, so every verdict, t_leave and fit has
 a known answer:
 - gap_0 = gap0_c m^-1/2 (times a per-seed factor), the step jump = jump_c / m;
@@ -120,7 +120,7 @@ def _table(rows: dict, tid: str, track_jump: bool) -> pa.Table:
 
 
 def write_trial(sweep_dir: Path, g: DirectGroup, m: int, seed: int) -> str:
-    """Write one trial through ``core/store.py`` (and publish it where the store copies)."""
+    """Write one trial through ``core/store/`` (and publish it where the store copies)."""
     from core import config_from_dict, config_to_yaml, first_exceed, first_leave, store, trial_id
 
     config = config_from_dict({

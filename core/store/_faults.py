@@ -1,0 +1,255 @@
+"""Faults in the store: corrupt files checked and quarantined, and the sweep's lease (one
+driver at a time). Re-exported by :mod:`core.store`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._layout import ATTEMPTS, SUMMARY, TRIALS
+from ._path import FILE_MODE, StorePath, Where, locate, write_json
+
+# --- corrupt files: checked, then moved aside ------------------------------------------------
+
+QUARANTINE = "quarantine"
+CHECKPOINT = "checkpoint.pt"
+
+
+def corrupt_reason(path: Where) -> str | None:
+    """Why a trial file cannot be read (None: it reads, or it is not there).
+
+    ``*.json``: JSON that parses to a mapping (``summary.json`` with a ``status``,
+    ``attempts.json`` with an ``attempts`` list); ``*.parquet``: a readable Parquet footer (one
+    small read: the data pages are not checked). Other names are not checked.
+
+    Raises:
+        OSError: the store itself failed (not the file's content).
+    """
+    where = locate(path)
+    if where.name.endswith(".json"):
+        return read_json_checked(where)[1]
+    try:
+        if where.name.endswith(".parquet"):
+            pq.read_metadata(where.path, filesystem=where.fs)
+    except FileNotFoundError:
+        return None
+    except (ValueError, pa.ArrowInvalid) as err:  # not Parquet, truncated
+        return _first_line(err)
+    return None
+
+
+def read_json_checked(path: Where) -> tuple[dict[str, Any] | None, str | None]:
+    """(the file's mapping, None), or (None, why it is corrupt); (None, None) when absent.
+
+    Raises:
+        OSError: the store itself failed.
+    """
+    where = locate(path)
+    try:
+        value = json.loads(where.read_bytes())
+    except FileNotFoundError:
+        return None, None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        return None, _first_line(err)
+    problem = _json_problem(where.name, value)
+    return (None, problem) if problem else (value, None)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _json_problem(name: str, value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"a {type(value).__name__}, not a mapping"
+    if name == SUMMARY and not isinstance(value.get("status"), str):
+        return "no status"
+    if name == ATTEMPTS and not isinstance(value.get("attempts"), list):
+        return "no attempts list"
+    return None
+
+
+def quarantine_dir(tdir: Where) -> StorePath:
+    """Where a trial's corrupt files go: ``<sweep>/quarantine/<trial_id>`` for a trial of a sweep,
+    else ``<out_dir>/quarantine`` (a trial run on its own)."""
+    tdir = locate(tdir)
+    if tdir.parent.name == TRIALS:
+        return tdir.parent.parent / QUARANTINE / tdir.name
+    return tdir / QUARANTINE
+
+
+def quarantine(path: Where) -> StorePath:
+    """Move a corrupt trial file aside, never deleting it; returns where it went.
+
+    The target is ``quarantine_dir(trial)/<name>.<UTC time>``: a file quarantined twice keeps
+    both copies.
+    """
+    source = locate(path)
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    target = quarantine_dir(source.parent) / f"{source.name}.{stamp}"
+    source.move(target)
+    return target
+
+
+# --- the sweep's lease: one driver at a time -------------------------------------------------
+
+LEASE = "lease.json"
+HEARTBEAT_S = 10.0  # how often a live driver rewrites its lease
+STALE_BEATS = 3  # a lease whose heartbeat is this many beats old belongs to a dead driver
+LEASE_SETTLE_S = 1.0  # object stores: the pause before reading a written lease back
+
+
+class LeaseHeld(Exception):
+    """Another live driver holds the sweep's lease; ``lease`` is its lease.json."""
+
+    def __init__(self, lease: dict[str, Any]) -> None:
+        super().__init__(describe_lease(lease))
+        self.lease = lease
+
+
+def lease_path(sweep_dir: Where) -> StorePath:
+    return locate(sweep_dir) / LEASE
+
+
+def read_lease(sweep_dir: Where) -> dict[str, Any] | None:
+    """The sweep's lease.json; None when there is none or it is unreadable (a torn or foreign
+    file cannot name a live driver)."""
+    try:
+        value = json.loads(lease_path(sweep_dir).read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and "token" in value else None
+
+
+def describe_lease(lease: Mapping[str, Any]) -> str:
+    since = lease.get("since")
+    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+            if isinstance(since, (int, float)) else "?")  # fmt: skip
+    return f"host {lease.get('host')}, pid {lease.get('pid')}, since {when}"
+
+
+def lease_stale(lease: Mapping[str, Any], now: float | None = None) -> bool:
+    """A dead driver's lease: its heartbeat is ``STALE_BEATS`` beats old, or it names a process
+    of this host that no longer exists."""
+    now = time.time() if now is None else now
+    beat = lease.get("heartbeat")
+    every = float(lease.get("every_s") or HEARTBEAT_S)
+    if not isinstance(beat, (int, float)) or now - beat > STALE_BEATS * every:
+        return True
+    if lease.get("host") == socket.gethostname() and isinstance(lease.get("pid"), int):
+        return not _pid_alive(lease["pid"])
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    try:  # a zombie is dead
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def acquire_lease(
+    sweep_dir: Where, every_s: float = HEARTBEAT_S
+) -> tuple[dict[str, Any], dict | None]:
+    """Take the sweep's lease for this process: (the lease, the stale one it replaced or None).
+
+    Locally the lease file is created with an exclusive link, so of two drivers exactly one
+    wins; a stale lease is first renamed away (one rename succeeds). On an object store, which
+    has no exclusive create, the lease is written and read back after a pause: the last writer
+    holds it, and the other driver sees that and refuses.
+
+    Raises:
+        LeaseHeld: a live driver holds it.
+        OSError: the store failed.
+    """
+    where = lease_path(sweep_dir)
+    now = time.time()
+    lease = {"token": f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}",
+             "host": socket.gethostname(), "pid": os.getpid(), "since": now, "heartbeat": now,
+             "every_s": every_s}  # fmt: skip
+    old = read_lease(sweep_dir)
+    if old is not None and not lease_stale(old):
+        raise LeaseHeld(old)
+    if where.local:
+        _take_local(where, lease, old)
+    else:
+        write_json(where, lease)
+        time.sleep(LEASE_SETTLE_S)
+        held = read_lease(sweep_dir)
+        if held is None or held.get("token") != lease["token"]:
+            raise LeaseHeld(held or {})
+    return lease, old
+
+
+def _take_local(where: StorePath, lease: dict[str, Any], old: dict | None) -> None:
+    path = Path(where.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():  # stale or unreadable: move it away; of two takers one rename succeeds
+        _retire_local(path, lease["token"], old)
+    fd, tmp = tempfile.mkstemp(prefix=f".{LEASE}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(lease, fh, indent=2, sort_keys=True)
+        os.chmod(tmp, FILE_MODE)
+        os.link(tmp, path)  # fails when the file exists: exclusive
+    except FileExistsError:
+        raise LeaseHeld(read_lease(where.parent) or old or {}) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _retire_local(path: Path, token: str, old: Mapping[str, Any] | None) -> None:
+    """Rename the stale lease away; if what was renamed is a fresh lease (another driver took
+    over between our read and our rename), put it back and refuse."""
+    aside = path.with_name(f".{LEASE}.{token}.old")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return
+    try:
+        moved = json.loads(aside.read_bytes())
+    except ValueError:
+        moved = None
+    if isinstance(moved, dict) and old is not None and moved.get("token") != old.get("token"):
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+        aside.unlink(missing_ok=True)
+        raise LeaseHeld(moved)
+    aside.unlink(missing_ok=True)
+
+
+def refresh_lease(sweep_dir: Where, lease: dict[str, Any]) -> bool:
+    """Rewrite the heartbeat; False when the lease is no longer this driver's (taken over)."""
+    held = read_lease(sweep_dir)
+    if held is not None and held.get("token") != lease["token"]:
+        return False
+    lease["heartbeat"] = time.time()
+    write_json(lease_path(sweep_dir), lease)
+    return True
+
+
+def release_lease(sweep_dir: Where, lease: Mapping[str, Any]) -> None:
+    """Delete the lease if it is still this driver's."""
+    held = read_lease(sweep_dir)
+    if held is not None and held.get("token") == lease["token"]:
+        lease_path(sweep_dir).unlink(missing_ok=True)
