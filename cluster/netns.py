@@ -17,6 +17,7 @@ Needs root (``ip netns``, ``unshare --mount``); every node is stopped by the pid
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster._procs import StackError, alive, group_pids, spawn, stop, tail
+from cluster._procs import StackError, alive, descendants, group_pids, spawn, stop, tail
 from cluster._services import tool
 
 # each node: fresh /tmp and /dev/shm, then exec the node's command (its pid stays the same)
@@ -130,10 +131,15 @@ class Subnet:
         return subprocess.Popen(enter + argv, **popen)
 
     def kill(self, node: Node) -> list[int]:
-        """SIGKILL every process of ``node`` (its ray start's process group); returns the pids."""
-        pids = group_pids(node.pid) if node.pid else []
-        if pids:
-            os.killpg(node.pid, signal.SIGKILL)
+        """SIGKILL every process of ``node``: its ray start's process group and every process
+        below it (Ray's workers run in sessions of their own, outside that group; a worker
+        left alive would finish its task after its node "died"). Returns the pids."""
+        if not node.pid:
+            return []
+        pids = sorted(set(group_pids(node.pid)) | set(descendants(node.pid)))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         return pids
 
     def down(self) -> None:
