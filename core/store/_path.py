@@ -92,9 +92,7 @@ class StorePath:
             raise TypeError(f"{self} is in an object store, not a local path")
         return self.path
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Path):  # a local path compares with the same plain path
-            return self.local and self.path == str(other)
+    def __eq__(self, other: object) -> bool:  # a local one equals Path(self), not a Path
         return isinstance(other, StorePath) and str(self) == str(other)
 
     def __hash__(self) -> int:

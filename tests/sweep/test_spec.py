@@ -60,7 +60,7 @@ def test_base_path_is_relative_to_the_spec_file(tmp_path):
 def test_overrides_and_file_uri_storage(tmp_path):
     path = write_spec(tmp_path, spec_dict(tmp_path))
     spec = load_spec(path, storage=f"file://{tmp_path}/elsewhere", tracking_uri="sqlite:///x.db")
-    assert spec.sweep_dir() == tmp_path / "elsewhere" / "t"
+    assert spec.sweep_dir().path == str(tmp_path / "elsewhere" / "t")
     assert spec.mlflow.tracking_uri == "sqlite:///x.db"
     assert spec.experiment == "t"
 
