@@ -36,7 +36,10 @@ from core import store as st
 # the scalar trajectory columns the per-trial pass needs (never the list columns)
 SCALAR_COLUMNS = ("t", "drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "loss", "flips")
 CHUNK = 256  # files per scanned dataset: bounds the footers held at once
-REMOTE_READERS = 32  # summaries read at once from an object store (each read is one request)
+# every data page written with a CRC (core.store.write_table) is checked against it as it is read
+VERIFIED = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+)
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster per config
 # config columns that define groups and rows: numbers there must be numbers
 NUMERIC_KEYS = ("model.width", "model.depth", "train.lr", "data.n", "seed")
@@ -52,13 +55,9 @@ class Parquet:
 
     def dataset(self, files: list[str] | tuple[str, ...]) -> ds.Dataset:
         """A short-lived ``pyarrow.dataset`` over some of the files (drop it after use)."""
-        return ds.dataset(list(files), schema=self.schema, format="parquet",
+        return ds.dataset(list(files), schema=self.schema, format=VERIFIED,
                           filesystem=self.root.fs, partitioning=st.TRAJECTORY_PARTITIONING,
                           partition_base_dir=self.root.path)  # fmt: skip
-
-    def chunks(self) -> Iterator[ds.Dataset]:
-        for i in range(0, len(self.files), CHUNK):
-            yield self.dataset(self.files[i : i + CHUNK])
 
     def trial(self, trial_id: str) -> ds.Dataset:
         """The dataset of one trial's file."""
@@ -174,8 +173,7 @@ def read_trials(
     if only is not None:
         found = {tid: names for tid, names in found.items() if tid in set(only)}
     tdirs = [st.trial_dir(sweep_dir, tid) for tid in sorted(found)]
-    # file opens dominate on a shared filesystem, request latency on an object store
-    with ThreadPoolExecutor(2 if sweep_dir.local else REMOTE_READERS) as pool:
+    with ThreadPoolExecutor(st.readers(sweep_dir)) as pool:
         read = list(pool.map(_trial_row, tdirs, [found[t.name] for t in tdirs]))
     return _typed([row for has, row in read if has]), _typed([row for has, row in read if not has])
 
@@ -188,7 +186,7 @@ def _schemas(root: st.StorePath, files: list[str]) -> list[pa.Schema]:
     the requests overlap; pyarrow's own inspection reads them one after another)."""
     import pyarrow.parquet as pq
 
-    with ThreadPoolExecutor(2 if root.local else REMOTE_READERS) as pool:
+    with ThreadPoolExecutor(st.readers(root)) as pool:
         return list(pool.map(lambda path: pq.read_schema(path, filesystem=root.fs), files))
 
 
@@ -242,8 +240,9 @@ def open_trajectories(sweep_dir: st.Where, only: Collection[str] | None = None) 
         try:
             schema = _unified(root, files)
         except (pa.ArrowInvalid, OSError) as err:  # unreadable after all (the store itself)
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise DataError(f"trajectory files under {root}: an unreadable file: {first}") from None
+            raise DataError(
+                f"trajectory files under {root}: an unreadable file: {_first_line(err)}"
+            ) from None
     missing = [c for c in ("t", "drift") if c not in schema.names]
     if missing:
         raise DataError(f"trajectory files of {sweep_dir} have no column '{missing[0]}'")
@@ -255,22 +254,30 @@ def warn(text: str) -> None:
     print(f"ntkdiv: warning: {text}", file=sys.stderr, flush=True)
 
 
-def readable(root: st.StorePath, files: list[str]) -> list[str]:
-    """The files whose Parquet footer reads; each other one is named in a warning and left out
-    (a reader moves nothing: the next 'ntkdiv sweep' quarantines it and reruns its trial)."""
-    import pyarrow.parquet as pq
+def readable(root: st.StorePath, files: Collection[str]) -> list[str]:
+    """The files that decode whole, every page matching its CRC (``core.store``'s check); each
+    other one is named in a warning and left out (a reader moves nothing: the next
+    'ntkdiv sweep' quarantines it and reruns its trial).
 
+    Raises:
+        DataError: the store itself failed while reading (one line).
+    """
     good = []
     for path in files:
         try:
-            pq.read_metadata(path, filesystem=root.fs)
-        except (pa.ArrowInvalid, ValueError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            warn(f"corrupt {path} ({first}) skipped; the next 'ntkdiv sweep' moves it to "
-                 "quarantine/ and reruns its trial")  # fmt: skip
-        else:
+            problem = st.read_table_checked(st.StorePath(root.fs, path))[1]
+        except OSError as err:
+            raise DataError(f"store {root}: reading {path} failed: {_first_line(err)}") from None
+        if problem is None:
             good.append(path)
+        else:
+            warn(f"corrupt {path} ({problem}) skipped; the next 'ntkdiv sweep' moves it to "
+                 "quarantine/ and reruns its trial")  # fmt: skip
     return good
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def _located(where: st.Where) -> st.StorePath:
@@ -300,26 +307,39 @@ def iter_trajectories(
 
     Batches come in fragment order and a fragment is one trial's file, so a trial is complete
     when the fragment changes. Null entries become NaN. Columns absent from the files come back
-    as NaN arrays.
+    as NaN arrays. A file whose data is damaged under an intact footer (a page that fails its
+    CRC, or does not decode) is named in a warning and skipped, and the scan goes on.
+
+    Raises:
+        DataError: the store failed, or a file is unreadable for a reason of its own (one line).
     """
     present = [c for c in columns if c in data.schema.names]
-    for chunk in data.chunks():
-        yield from _trials_of(chunk.scanner(columns=present, use_threads=True), columns)
+    for i in range(0, len(data.files), CHUNK):
+        files = data.files[i : i + CHUNK]
+        done: set[str] = set()
+        try:
+            for tid, cols in _trials_of(data.dataset(files).scanner(columns=present), columns):
+                done.add(tid)
+                yield tid, cols
+        except (OSError, pa.ArrowException) as err:  # a damaged file, or the store: which?
+            left = [f for f in files if f.rsplit("/", 2)[-2] not in done]
+            good = readable(data.root, left)
+            if len(good) == len(left):  # no file is damaged: the scan failed for another reason
+                raise DataError(f"trajectory files unreadable: {_first_line(err)}") from None
+            if good:
+                yield from _trials_of(data.dataset(good).scanner(columns=present), columns)
 
 
 def _trials_of(scanner: ds.Scanner, columns: tuple[str, ...]):
     pending: list[pa.RecordBatch] = []
     current: str | None = None
-    try:
-        for tagged in scanner.scan_batches():
-            tid = ds.get_partition_keys(tagged.fragment.partition_expression)["trial_id"]
-            if tid != current and pending:
-                yield current, _columns(pending, columns)
-                pending = []
-            current = tid
-            pending.append(tagged.record_batch)
-    except (pa.ArrowTypeError, pa.ArrowInvalid) as err:
-        raise DataError(f"trajectory files unreadable: {str(err).splitlines()[0]}") from None
+    for tagged in scanner.scan_batches():
+        tid = ds.get_partition_keys(tagged.fragment.partition_expression)["trial_id"]
+        if tid != current and pending:
+            yield current, _columns(pending, columns)
+            pending = []
+        current = tid
+        pending.append(tagged.record_batch)
     if pending:
         yield current, _columns(pending, columns)
 

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -106,11 +107,15 @@ RERUN = "the trial will run again, from its checkpoint if it has one"
 
 def repair(sweep_dir: st.Where, note: Callable[[str], None] = print) -> dict[str, Any]:
     """Quarantine the corrupt files of every trial directory (see :func:`settle`); returns
-    trial_id -> its readable summary, or None. One listing; only the files it found are read
-    (``ntkdiv sync`` calls this too, so that MLflow never reads a corrupt file)."""
+    trial_id -> its readable summary, or None. One listing; only the files it found are read,
+    several trials at once (``ntkdiv sync`` calls this too, so that MLflow never reads a corrupt
+    file)."""
+    sweep_dir = st.locate(sweep_dir)
     files = st.trial_files(sweep_dir)
-    return {tid: _checked(st.trial_dir(sweep_dir, tid), names, note)
-            for tid, names in files.items()}  # fmt: skip
+    with ThreadPoolExecutor(st.readers(sweep_dir)) as pool:
+        checked = pool.map(lambda tid: _checked(st.trial_dir(sweep_dir, tid), files[tid], note),
+                           files)  # fmt: skip
+        return dict(zip(files, checked, strict=True))
 
 
 def _checked(tdir: st.StorePath, names: dict[str, int], note: Callable[[str], None]) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from core import DONE, ConfigError, TrialConfig, apply_overrides, config_from_di
 from core import store as st
 
 from ._dispatch import system_failure
-from ._prepare import check_inputs, check_storage, prepare_store
+from ._prepare import check_inputs, check_storage, prepare_store, sweep_lease
 from ._resources import plan_resources
 from ._search_spec import (
     PruneMonitor,
@@ -232,10 +233,15 @@ def run_search(
     prune: bool = True,
     num_cpus: int | None = None,
     stream: TextIO | None = None,
+    wait: bool = False,
 ) -> SearchResult:
-    """Run (or resume) the search of ``spec``; see the module docstring."""
+    """Run (or resume) the search of ``spec``; see the module docstring.
+
+    Raises:
+        SweepBusy: another live driver (a search or a sweep of the same name) holds the sweep's
+            lease, and ``wait`` is False.
+    """
     from . import _ray
-    from ._optuna import Study
 
     t0 = time.monotonic()
     stream = stream or sys.stderr
@@ -245,6 +251,21 @@ def run_search(
 
     def note(text: str) -> None:
         print(text, file=stream, flush=True)
+
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:  # a bad address is bad input: refused before the lease creates the sweep dir
+        _ray.check_reachable(target)
+    with sweep_lease(spec.sweep_dir(), note, wait):  # one driver per sweep directory
+        trials = _search(spec, search, address, prune, num_cpus, note)
+    return SearchResult(study_name(spec, search), search.storage, spec.sweep_dir(),
+                        search.objective, trials, time.monotonic() - t0)  # fmt: skip
+
+
+def _search(spec: SweepSpec, search: SearchSpec, address: str | None, prune: bool,
+            num_cpus: int | None, note) -> list[dict[str, Any]]:  # fmt: skip
+    """Steps 2-3 of the module docstring, under the sweep's lease: the study's trials."""
+    from . import _ray
+    from ._optuna import Study
 
     cluster = _ray.connect(address, num_cpus)  # before MLflow: a bad address leaves no trace
     tracking = MlflowGuard(spec, note)
@@ -265,9 +286,7 @@ def run_search(
             _progress(driver, note)
     finally:
         _ray.shutdown()
-    result = SearchResult(name, search.storage, spec.sweep_dir(), search.objective,
-                          study.trials(), time.monotonic() - t0)  # fmt: skip
-    return result
+    return study.trials()
 
 
 def _progress(driver: _Driver, note) -> None:
@@ -358,6 +377,6 @@ def _dashboard_arg(storage: str) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     """``ntkdiv search SPEC``: exit 0 when the study finished its trials."""
     spec = load_spec(args.spec, storage=args.storage, tracking_uri=args.tracking_uri)
-    result = run_search(spec, address=args.address, prune=not args.no_prune)
+    result = run_search(spec, address=args.address, prune=not args.no_prune, wait=args.wait)
     report(result, sys.stdout)
     return 0

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="override the spec's storage")
     p.add_argument("--tracking-uri", default=None, help="override the spec's MLflow URI")
     p.add_argument("--no-prune", action="store_true", help="turn exact pruning off")
+    p.add_argument("--wait", action="store_true",
+                   help="when another driver runs this sweep directory, wait for it to finish "
+                        "instead of refusing")  # fmt: skip
 
     p = sub.add_parser("aggregate", help="verdict tables, fits, figures and the HTML report")
     p.add_argument("store", help="a sweep directory, or a storage root holding sweeps")

@@ -29,8 +29,8 @@ def corrupt_reason(path: Where) -> str | None:
     """Why a trial file cannot be read (None: it reads, or it is not there).
 
     ``*.json``: JSON that parses to a mapping (``summary.json`` with a ``status``,
-    ``attempts.json`` with an ``attempts`` list); ``*.parquet``: a readable Parquet footer (one
-    small read: the data pages are not checked). Other names are not checked.
+    ``attempts.json`` with an ``attempts`` list); ``*.parquet``: the whole table decodes, and
+    every data page matches its CRC (:func:`read_table_checked`). Other names are not checked.
 
     Raises:
         OSError: the store itself failed (not the file's content).
@@ -38,14 +38,31 @@ def corrupt_reason(path: Where) -> str | None:
     where = locate(path)
     if where.name.endswith(".json"):
         return read_json_checked(where)[1]
-    try:
-        if where.name.endswith(".parquet"):
-            pq.read_metadata(where.path, filesystem=where.fs)
-    except FileNotFoundError:
-        return None
-    except (ValueError, pa.ArrowInvalid) as err:  # not Parquet, truncated
-        return _first_line(err)
+    if where.name.endswith(".parquet"):
+        return read_table_checked(where)[1]
     return None
+
+
+def read_table_checked(path: Where) -> tuple[pa.Table | None, str | None]:
+    """(the Parquet file's table, None), or (None, why it is corrupt); (None, None) when absent.
+
+    The bytes are read first and decoded from memory, so that a failing store (an OSError while
+    reading) is never mistaken for a damaged file: any error while decoding is the file's.
+    Pages written with a CRC (``core.store.write_table`` writes one) are verified; a flipped
+    bit in their data is found, where plain decoding would return other numbers.
+
+    Raises:
+        OSError: the store itself failed.
+    """
+    where = locate(path)
+    try:
+        data = where.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    try:
+        return pq.read_table(pa.BufferReader(data), page_checksum_verification=True), None
+    except (OSError, ValueError, pa.ArrowException) as err:  # truncated, not Parquet, bad CRC
+        return None, _first_line(err)
 
 
 def read_json_checked(path: Where) -> tuple[dict[str, Any] | None, str | None]:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -31,6 +32,28 @@ def truncate(path: Path, keep: int = 20) -> bytes:
     data = path.read_bytes()[:keep]
     path.write_bytes(data)
     return data
+
+
+def damage_data(path: Path, column: str = "t") -> bytes:
+    """Flip one bit in a column's data pages, leaving the footer intact (what a bad sector
+    leaves), at the first place where plain Parquet decoding still succeeds, returning other
+    numbers: the silent case. Returns the new content."""
+    meta = pq.read_metadata(path).row_group(0)
+    chunk = next(meta.column(i) for i in range(meta.num_columns)
+                 if meta.column(i).path_in_schema == column)  # fmt: skip
+    good, clean = path.read_bytes(), pq.read_table(path)
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    for offset in range(start, start + chunk.total_compressed_size):
+        data = bytearray(good)
+        data[offset] ^= 0x01
+        path.write_bytes(bytes(data))
+        try:
+            got = pq.read_table(path)
+            if got.schema.equals(clean.schema) and not got.equals(clean):
+                return bytes(data)
+        except (OSError, pa.ArrowException):  # this flip breaks decoding: loud; try the next
+            continue
+    raise AssertionError(f"no silent flip found in {column} of {path}")
 
 
 def quarantined(sweep_dir: Path) -> dict[str, bytes]:
@@ -59,6 +82,21 @@ def test_corrupt_reason_names_what_is_wrong(tmp_path):
     assert "magic bytes" in (st.corrupt_reason(tdir / st.TRAJECTORY) or "")
     (tdir / st.SUMMARY).write_bytes(b"\xff\xfe")  # not UTF-8
     assert st.corrupt_reason(tdir / st.SUMMARY)
+
+
+def test_damaged_data_under_an_intact_footer_is_found(tmp_path):
+    """Parquet alone decodes a flipped byte in a data page into other numbers; the page CRCs
+    that the store writes catch it."""
+    path = tmp_path / st.TRAJECTORY
+    t = [0.001 * 1.1**k for k in range(300)]
+    st.write_trajectory(path, st.trajectory_table({"step": list(range(300)), "t": t}))
+    assert st.corrupt_reason(path) is None
+    damage_data(path)
+    assert pq.read_metadata(path).num_rows == 300  # the footer still reads
+    assert pq.read_table(path)["t"].to_pylist() != t  # plain decoding: silently other numbers
+    assert "CRC" in (st.corrupt_reason(path) or "")
+    table, problem = st.read_table_checked(path)
+    assert table is None and "CRC" in (problem or "")
 
 
 def test_quarantine_moves_aside_and_keeps_every_copy(tmp_path):
@@ -125,6 +163,33 @@ def test_aggregate_skips_corrupt_files_with_one_line_each_and_moves_nothing(tmp_
     assert {a, c} <= set(trials["trial_id"])
     assert (sweep_dir / "trials" / a / st.SUMMARY).read_bytes() == summary  # left in place
     assert (sweep_dir / "trials" / b / st.TRAJECTORY).read_bytes() == GARBAGE
+
+
+def test_a_trajectory_with_damaged_data_is_skipped_by_aggregate_and_rerun_by_sweep(tmp_path, cli):
+    from sweep._prepare import Settled, settle
+
+    sweep_dir, (a, b, c) = _store_of_three(tmp_path)
+    clean = pq.read_table(tmp_path / "store" / "t" / "trials" / a / st.TRAJECTORY)
+    damaged = damage_data(sweep_dir / "trials" / a / st.TRAJECTORY, "drift")
+    code, _, err = cli("aggregate", sweep_dir, "--out", tmp_path / "report")
+    assert code == 0 and "Traceback" not in err, err
+    (line,) = [ln for ln in err.splitlines() if "warning" in ln]
+    assert f"{a}/trajectory.parquet" in line and "CRC" in line, line
+    drift = pq.read_table(tmp_path / "report" / "trials.parquet").to_pandas()
+    assert set(drift.loc[drift["drift_sup"].notna(), "trial_id"]) >= {b, c}
+    assert (sweep_dir / "trials" / a / st.TRAJECTORY).read_bytes() == damaged  # left in place
+    spec = parse_spec(spec_dict(tmp_path, grid={"model.width": [16, 32], "seed": [0, 1]},
+                                exclude=[{"model.width": 32, "seed": 1}]))  # fmt: skip
+    lines: list[str] = []
+    states = settle(sweep_dir, expand(spec), 3, lines.append)
+    assert states == {a: Settled.PENDING, b: Settled.DONE, c: Settled.DONE}
+    assert quarantined(sweep_dir)[f"{a}/trajectory.parquet"] == damaged
+    assert any(f"trials/{a}/trajectory.parquet is corrupt" in ln and "CRC" in ln for ln in lines)
+    rerun = run_trial(expand(spec)[0] if trial_id(expand(spec)[0]) == a else
+                      next(x for x in expand(spec) if trial_id(x) == a),
+                      sweep_dir / "trials" / a)  # fmt: skip
+    assert rerun["status"] == "completed"
+    assert pq.read_table(sweep_dir / "trials" / a / st.TRAJECTORY).equals(clean)
 
 
 def test_settle_quarantines_corrupt_files_and_reruns_their_trials(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from core import run_trial
-from core.store import read_json
+from core.store import LEASE, acquire_lease, read_json, release_lease
 from sweep._search import config_for, run_search
 from sweep._search_spec import objective_value
 from sweep._spec import load_spec
@@ -62,6 +62,7 @@ def test_pruning_is_exact_and_trials_run_in_parallel(tmp_path):
         assert final >= best, (t["number"], final, best)
         assert t["user_attrs"]["objective_bound"] <= final + 1e-12  # a true lower bound
     _assert_overlap(result.sweep_dir)
+    assert not (Path(result.sweep_dir) / LEASE).exists()  # the search released its lease
 
 
 def _assert_overlap(sweep_dir: Path) -> None:
@@ -131,6 +132,23 @@ def test_bad_search_space_creates_no_study(tmp_path, monkeypatch, capsys, space,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["search.yaml"]
+
+
+def test_a_search_refuses_while_another_driver_holds_the_sweep(tmp_path, monkeypatch, capsys):
+    """One driver per sweep directory, searches included: the second names the first and
+    ``--wait``, and touches nothing (no study, no trial, no MLflow run)."""
+    monkeypatch.chdir(tmp_path)
+    spec_path = write_spec(tmp_path)
+    sweep_dir = tmp_path / "store" / "search-smoke"
+    lease, _ = acquire_lease(sweep_dir)  # this live process plays the other driver
+    try:
+        assert main(["search", str(spec_path)]) == 2
+    finally:
+        release_lease(sweep_dir, lease)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"pid {os.getpid()}, since 20" in line and "--wait" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["search.yaml", "store"]
+    assert [p.name for p in sweep_dir.iterdir()] == []
 
 
 def test_compute_saved_counts_only_pruned_steps():
