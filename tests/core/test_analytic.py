@@ -238,7 +238,10 @@ def test_seed_average_matches_analytic_within_three_standard_errors(arch, L, alp
     assert float(z.max()) < 3.0, f"max |mean - K| / se = {float(z.max()):.2f}"
 
 
-@pytest.mark.parametrize(("arch", "L", "alpha"), MC_CASES)
+@pytest.mark.parametrize(
+    ("arch", "L", "alpha"),
+    [c if c[0] == "fcn" else pytest.param(*c, marks=pytest.mark.slow) for c in MC_CASES],
+)  # the ResNets at m = 4096 take 13-22 s each on 2 cores: the full suite runs them
 def test_finite_width_error_shrinks_with_width(arch, L, alpha):
     """The max relative error (mean over 4 seeds) falls >= 2x from m = 256 to m = 4096."""
     X = circle()

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from bench.aggregate import SyntheticGroup, write_sweep
 from core import store
+from sweep.cli import main
 from tests.conftest import free_port
 
 NTKDIV = Path(sys.executable).with_name("ntkdiv")
@@ -30,14 +31,6 @@ def _sweep(path: Path, **kw) -> Path:
     write_sweep(path, [SyntheticGroup(widths=(64, 256), seeds=(0, 1), epochs=200,
                                       log_points=30, **kw)])  # fmt: skip
     return path
-
-
-def test_aggregate_prints_verdicts_and_writes_report(tmp_path):
-    sweep = _sweep(tmp_path / "s")
-    proc = _run(str(sweep), "--out", str(tmp_path / "out"))
-    assert proc.returncode == 0, proc.stderr
-    assert "exceeds-by-training" in proc.stdout and "Conclusions:" in proc.stdout
-    assert (tmp_path / "out" / "report.html").is_file()
 
 
 def test_storage_root_aggregates_each_sweep(tmp_path):
@@ -58,11 +51,13 @@ def _one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
         assert w in lines[0]
 
 
-def test_not_a_store_exits_2_with_one_line(tmp_path):
-    _one_line_error(_run(str(tmp_path / "missing")), "does not exist")
+def test_not_a_store_exits_2_with_one_line(tmp_path, capsys):
+    _one_line_error(_run(str(tmp_path / "missing")), "does not exist")  # the console script
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("hello")
-    _one_line_error(_run(str(tmp_path / "plain")), "not a sweep store")
+    code = main(["aggregate", str(tmp_path / "plain")])  # in this process: the same main
+    got = subprocess.CompletedProcess([], code, *capsys.readouterr())
+    _one_line_error(got, "not a sweep store")
     assert not (tmp_path / "plain" / "report").exists()
 
 
@@ -76,13 +71,17 @@ def test_mixed_schemas_exit_2_with_one_line(tmp_path):
     shutil.rmtree(sweep)
 
 
-def test_tracking_uri_attaches_report_to_parent_run(tmp_path, mlflow_server):
+def test_aggregate_prints_verdicts_and_attaches_the_report_to_the_parent_run(
+    tmp_path, mlflow_server
+):
     from mlflow import MlflowClient
 
     sweep = _sweep(tmp_path / f"agg-{uuid.uuid4().hex[:8]}")
     store.atomic_write_text(sweep / "spec.yaml", f"name: {sweep.name}\nexperiment: {sweep.name}\n")
-    proc = _run(str(sweep), "--tracking-uri", mlflow_server)
+    proc = _run(str(sweep), "--out", str(tmp_path / "out"), "--tracking-uri", mlflow_server)
     assert proc.returncode == 0, proc.stderr
+    assert "exceeds-by-training" in proc.stdout and "Conclusions:" in proc.stdout
+    assert (tmp_path / "out" / "report.html").is_file()
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name(sweep.name)
     runs = client.search_runs([exp.experiment_id], f"tags.`ntkdiv.sweep` = '{sweep.name}'")
