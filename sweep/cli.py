@@ -60,6 +60,16 @@ def _overrides(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _driver(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that drive a sweep directory (sweep, search)."""
+    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
+    p.add_argument("--storage", default=None, help="override the spec's storage")
+    p.add_argument("--tracking-uri", default=None, help="override the spec's MLflow URI")
+    p.add_argument("--wait", action="store_true",
+                   help="when another driver runs this sweep directory, wait for it to finish "
+                        "instead of refusing")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ntkdiv", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -77,17 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run a sweep spec on Ray (resumes by itself)")
     p.add_argument("spec", help="sweep spec YAML")
-    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
-    p.add_argument("--storage", default=None, help="override the spec's storage")
-    p.add_argument("--tracking-uri", default=None, help="override the spec's MLflow URI")
+    _driver(p)
     p.add_argument("--no-aggregate", action="store_true", help="skip the final verdict")
     p.add_argument("--quiet", action="store_true", help="no live progress")
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun trials whose own code failed more often than the spec's retries "
                         "allow (their earlier attempts stay in attempts.json)")  # fmt: skip
-    p.add_argument("--wait", action="store_true",
-                   help="when another driver runs this sweep, wait for it to finish instead of "
-                        "refusing")  # fmt: skip
 
     p = sub.add_parser("sync", help="backfill MLflow from a sweep's store")
     p.add_argument("store", help="a sweep directory <storage>/<sweep>")
@@ -109,13 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="Optuna search over a spec's search space")
     p.add_argument("spec", help="search spec YAML (a sweep spec with a search: section)")
-    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
-    p.add_argument("--storage", default=None, help="override the spec's storage")
-    p.add_argument("--tracking-uri", default=None, help="override the spec's MLflow URI")
+    _driver(p)
     p.add_argument("--no-prune", action="store_true", help="turn exact pruning off")
-    p.add_argument("--wait", action="store_true",
-                   help="when another driver runs this sweep directory, wait for it to finish "
-                        "instead of refusing")  # fmt: skip
 
     p = sub.add_parser("aggregate", help="verdict tables, fits, figures and the HTML report")
     p.add_argument("store", help="a sweep directory, or a storage root holding sweeps")

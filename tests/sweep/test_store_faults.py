@@ -80,17 +80,26 @@ def test_corrupt_trial_files_are_quarantined_and_only_their_trials_rerun(tmp_pat
 # --- two drivers -----------------------------------------------------------------------------
 
 
+def long_base(epochs: int, every: int) -> dict:
+    """A trial that runs long enough (width 256, depth 3) to be caught mid-flight."""
+    return tiny_base(model={"width": 256, "depth": 3}, train={"epochs": epochs},
+                     track={"log_points": 20}, checkpoint={"every": every})  # fmt: skip
+
+
+def start_sweep(tmp_path: Path, spec: dict) -> tuple[list[str], subprocess.Popen]:
+    """``ntkdiv sweep`` of this spec started in the background: (its argv, the process)."""
+    argv = [*NTKDIV, "sweep", str(write_spec(tmp_path, spec)), "--no-aggregate", "--quiet"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    return argv, proc
+
+
 def test_a_second_driver_refuses_with_one_line_or_waits(tmp_path):
-    base = tiny_base(model={"width": 256, "depth": 3}, train={"epochs": 4000},
-                     track={"log_points": 20}, checkpoint={"every": 500})  # fmt: skip
-    spec = spec_dict(tmp_path, base=base, grid={"seed": [0, 1, 2]},
+    spec = spec_dict(tmp_path, base=long_base(4000, 500), grid={"seed": [0, 1, 2]},
                      resources={"cpus_per_trial": 1},
                      mlflow={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})  # fmt: skip
-    path = write_spec(tmp_path, spec)
     sweep_dir = tmp_path / "store" / "t"
-    argv = [*NTKDIV, "sweep", str(path), "--no-aggregate", "--quiet"]
-    first = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)  # fmt: skip
+    argv, first = start_sweep(tmp_path, spec)
     try:
         wait_for(lambda: attempts(sweep_dir, next(iter(_trial_ids(sweep_dir)), "-")), 120,
                  "the first driver's first trial")  # fmt: skip
@@ -177,16 +186,11 @@ def fill(disk: Path) -> Path:
 
 
 def test_a_disk_that_fills_mid_sweep_stops_the_driver_with_one_line(tmp_path, small_disk):
-    base = tiny_base(model={"width": 256, "depth": 3}, train={"epochs": 3000},
-                     track={"log_points": 20}, checkpoint={"every": 100})  # fmt: skip
-    spec = spec_dict(tmp_path, base=base, grid={"seed": [0, 1, 2, 3, 4, 5]}, retries=0,
-                     storage=str(small_disk / "store"),
+    spec = spec_dict(tmp_path, base=long_base(3000, 100), grid={"seed": [0, 1, 2, 3, 4, 5]},
+                     retries=0, storage=str(small_disk / "store"),
                      resources={"cpus_per_trial": 1})  # fmt: skip
-    path = write_spec(tmp_path, spec)
     sweep_dir = small_disk / "store" / "t"
-    argv = [*NTKDIV, "sweep", str(path), "--no-aggregate", "--quiet"]
-    driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)  # fmt: skip
+    argv, driver = start_sweep(tmp_path, spec)
     try:
         wait_for(lambda: len(summaries(sweep_dir)) >= 2, 300, "two finished trials")
         filler = fill(small_disk)
@@ -236,14 +240,9 @@ def test_a_trial_out_of_retries_reruns_with_retry_failed(tmp_path, cli):
 def test_a_killed_worker_does_not_spend_the_trials_retries(tmp_path):
     """With retries = 0 a worker SIGKILLed mid-trial is a system failure (the attempt is closed
     by the driver): the next run reruns the trial, which is not out of retries."""
-    base = tiny_base(model={"width": 256, "depth": 3}, train={"epochs": 6000},
-                     track={"log_points": 20}, checkpoint={"every": 200})  # fmt: skip
-    spec = spec_dict(tmp_path, base=base, grid={"seed": [0]}, retries=0)
-    path = write_spec(tmp_path, spec)
+    spec = spec_dict(tmp_path, base=long_base(6000, 200), grid={"seed": [0]}, retries=0)
     sweep_dir = tmp_path / "store" / "t"
-    argv = [*NTKDIV, "sweep", str(path), "--no-aggregate", "--quiet"]
-    driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)  # fmt: skip
+    argv, driver = start_sweep(tmp_path, spec)
     try:
         (victim,) = wait_for(lambda: [p.parent.name for p in
                                       (sweep_dir / "trials").glob("*/checkpoint.pt")], 180,
