@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +84,18 @@ def save_checkpoint(path: str | Path | StorePath, state: LoopState, tracker: Tra
 
 
 def load_checkpoint(path: str | Path | StorePath, state: LoopState, tracker: Tracker) -> None:
-    """Restore params, theta_0, step and tracker state in place from ``path``."""
+    """Restore params, theta_0, step and tracker state in place from ``path``.
+
+    Raises:
+        ValueError: a record of the checkpoint fails its CRC-32. ``torch.load`` alone would load
+            a flipped bit in a tensor's data silently, and the trial would resume from other
+            parameters; ``torch.save`` writes the CRCs that this checks.
+    """
     data = io.BytesIO(locate(path).read_bytes())
+    with zipfile.ZipFile(data) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise ValueError(f"record {bad} fails its CRC-32")
     payload = torch.load(data, map_location="cpu", weights_only=True)
     with torch.no_grad():
         for p, saved in zip(state.params, payload["params"], strict=True):

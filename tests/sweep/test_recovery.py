@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from core import ConfigError, run_trial, trial_id
 from core import store as st
@@ -115,20 +118,40 @@ def test_quarantine_moves_aside_and_keeps_every_copy(tmp_path):
     assert Path(str(st.quarantine(alone / "checkpoint.pt"))).parent == alone / "quarantine"
 
 
+def flip_in_largest_record(path: Path) -> bytes:
+    """Flip one bit in the middle of the largest record of a ``torch.save`` zip (a tensor's
+    data), leaving the archive's structure intact; returns the new content."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    name_len, extra_len = struct.unpack(
+        "<HH", data[info.header_offset + 26 : info.header_offset + 30]
+    )
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.file_size // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
 def test_corrupt_checkpoint_is_quarantined_and_the_trial_starts_from_scratch(tmp_path):
     config = expand(parse_spec(spec_dict(tmp_path, grid={"seed": [0]})))[0]
     clean = run_trial(config, tmp_path / "clean")
-    for name, bad in (("truncated", None), ("garbage", GARBAGE)):
+    for name, bad in (("truncated", None), ("garbage", GARBAGE), ("bit flip", b"")):
         out = tmp_path / "sweep" / "trials" / name
         run_trial(config, out)
         ckpt = out / "checkpoint.pt"
-        content = truncate(ckpt, 200) if bad is None else bad
-        ckpt.write_bytes(content)
+        if bad == b"":  # torch.load alone loads it, with one parameter changed
+            content = flip_in_largest_record(ckpt)
+            assert torch.load(ckpt, weights_only=True)["step"] > 0
+        else:
+            content = truncate(ckpt, 200) if bad is None else bad
+            ckpt.write_bytes(content)
         (out / st.SUMMARY).unlink()  # as if the trial had been interrupted
         summary = run_trial(config, out)
         assert summary["status"] == "completed" and summary["resumed_from_step"] is None
         assert summary["steps"] == clean["steps"]
         assert "corrupt checkpoint.pt" in summary["quarantined"][0]
+        assert bad != b"" or "CRC" in summary["quarantined"][0]
         (kept,) = (tmp_path / "sweep" / "quarantine" / name).iterdir()
         assert kept.read_bytes() == content  # moved aside, never deleted
         got = pq.read_table(out / st.TRAJECTORY)
