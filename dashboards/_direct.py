@@ -18,6 +18,10 @@ Rows where no seed starts inside say why:
   tracked), so the direct test cannot be certified;
 - ``unresolvable`` / ``no-data``: as for the drift verdict (``_verdict``).
 
+Each row also names the direct verdict of the other loss at the same width and otherwise the same
+config (``other_loss_direct``, :func:`add_other_loss`): cross-entropy leaving the bound tells the
+losses apart only where the squared-loss control stays within it at that width.
+
 Every unresolved row of a group carries the width that would resolve it (:func:`resolving_width`):
 gap_0 ~ A m^a and jump ~ B m^b fitted across widths (a, b fitted from >= 3 widths, else the
 theoretical -1/2 and -1 with the prefactor from the data, said so), solved for gap_0 < bound and
@@ -184,4 +188,20 @@ def add_direct(rows: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
             res = resolving_width(sub, float(sub["bound"].median()))
             for col, v in res.items():
                 out.loc[at, col] = v
-    return out
+    return add_other_loss(out)
+
+
+PAIR_KEYS = tuple(k for k in ROW_KEYS if k not in ("loss", "lr"))  # what a control shares
+
+
+def add_other_loss(rows: pd.DataFrame) -> pd.DataFrame:
+    """``other_loss_direct``: the direct verdict of the rows with another loss and the same
+    arch, depth, data, variant and width ("; "-joined when there are several; "" when none)."""
+    other = []
+    for r in rows.itertuples(index=False):
+        same = np.ones(len(rows), dtype=bool)
+        for k in PAIR_KEYS:
+            same &= (rows[k] == getattr(r, k)).to_numpy()
+        same &= (rows["loss"] != r.loss).to_numpy()
+        other.append("; ".join(sorted(set(rows.loc[same, "direct"].astype(str)))))
+    return rows.assign(other_loss_direct=other)

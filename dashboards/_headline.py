@@ -17,6 +17,10 @@ def _g(v: float) -> str:
     return "-" if v is None or not math.isfinite(float(v)) else f"{float(v):.3g}"
 
 
+def _other(r) -> str:
+    return getattr(r, "other_loss_direct", "") or "-"
+
+
 def _t_leave(r) -> str:
     if r.direct != "leaves-bound":
         return "-"
@@ -28,16 +32,19 @@ def _t_leave(r) -> str:
 
 def direct_markdown(verdict: pd.DataFrame) -> str:
     """One row per (loss, width) of a verdict table: trials, gap_0, per-flip jump, the direct
-    verdict, t_leave (median [min, max] over seeds; and from when every seed's gap stays at or
-    above the bound to its horizon, t_stay) and the shortest horizon reached."""
+    verdict and the other loss's at the same width, t_leave (median [min, max] over seeds; and
+    from when every seed's gap stays at or above the bound to its horizon, t_stay) and the
+    shortest horizon reached."""
     head = ("| loss (lr) | width | trials (inside) | bound | gap_0 median | jump per flip | "
-            "direct verdict | t_leave median [range] | horizon t |")  # fmt: skip
-    lines = [head, "|" + "---|" * 9]
+            "direct verdict | other loss, same width | t_leave median [range] | "
+            "horizon t |")  # fmt: skip
+    lines = [head, "|" + "---|" * 10]
     rows = verdict[verdict["n_direct"] > 0].sort_values(["depth", "loss", "width"])
     for r in rows.itertuples():
         lines.append(
             f"| {LOSS.get(r.loss, r.loss)} ({r.lr:g}) | {int(r.width)} | "
             f"{int(r.n_direct)} ({int(r.n_inside)}) | {_g(r.bound)} | {_g(r.gap_init_med)} | "
-            f"{_g(r.flip_jump_max_med)} | {r.direct} | {_t_leave(r)} | {_g(r.t_horizon)} |"
+            f"{_g(r.flip_jump_max_med)} | {r.direct} | {_other(r)} | {_t_leave(r)} | "
+            f"{_g(r.t_horizon)} |"
         )
     return "\n".join(lines)

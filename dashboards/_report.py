@@ -209,6 +209,7 @@ def direct_table(verdict: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "group": _group_label(verdict), "width": verdict["width"],
         "direct": verdict["direct"],
+        "other loss": verdict.get("other_loss_direct", pd.Series("", index=verdict.index)),
         "seeds inside": [f"{int(a)}/{int(b)}" for a, b in
                          zip(verdict["n_inside"], verdict["n_direct"], strict=True)],
         "t_leave median [range]": [span(r) for r in verdict.itertuples()],

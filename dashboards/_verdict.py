@@ -126,7 +126,26 @@ def _direct_part(ok: pd.DataFrame) -> str:
             why = UNDECIDED.get(str(verdict), "")
             parts.append(f"undecided at m = {ws} ({verdict}{': ' + why if why else ''})")
     parts.sort(key=lambda part: part.startswith("undecided"))  # the answers first
-    return "; ".join(parts) + "."
+    return "; ".join(parts) + "." + _control_part(ok)
+
+
+def _control_part(ok: pd.DataFrame) -> str:
+    """Where this loss and the other one both left the bound at a width, that width does not
+    tell the losses apart: say so, with the widths where they do differ."""
+    if "other_loss_direct" not in ok:
+        return ""
+    left = ok[ok["direct"] == "leaves-bound"]
+    other = left["other_loss_direct"].astype(str)
+    both = left[other.str.contains("leaves-bound|split")]
+    apart = left[other == "stays-within"]
+    if both.empty:
+        return (f" The other loss stayed within the bound at m = {_widths(apart['width'])}."
+                if not apart.empty else "")  # fmt: skip
+    text = (f" At m = {_widths(both['width'])} the other loss left the bound too (in some or "
+            "all seeds), so that width does not tell the losses apart")  # fmt: skip
+    if not apart.empty:
+        text += f"; at m = {_widths(apart['width'])} the other loss stayed within it"
+    return text + "."
 
 
 def _resolve_part(ok: pd.DataFrame) -> str:

@@ -159,16 +159,35 @@ def describe_lease(lease: Mapping[str, Any]) -> str:
 
 
 def lease_stale(lease: Mapping[str, Any], now: float | None = None) -> bool:
-    """A dead driver's lease: its heartbeat is ``STALE_BEATS`` beats old, or it names a process
-    of this host that no longer exists."""
+    """A dead driver's lease, by this host's clock: its heartbeat is ``STALE_BEATS`` beats old
+    (or, from another host, as far in the future: the clocks disagree), or it names a process
+    of this host that no longer exists. For another host's lease this is only a suspicion, which
+    :func:`acquire_lease` confirms by watching the heartbeat (:func:`still_beating`)."""
     now = time.time() if now is None else now
     beat = lease.get("heartbeat")
-    every = float(lease.get("every_s") or HEARTBEAT_S)
-    if not isinstance(beat, (int, float)) or now - beat > STALE_BEATS * every:
+    limit = STALE_BEATS * _every(lease)
+    if not isinstance(beat, (int, float)) or now - beat > limit:
         return True
-    if lease.get("host") == socket.gethostname() and isinstance(lease.get("pid"), int):
-        return not _pid_alive(lease["pid"])
-    return False
+    if lease.get("host") == socket.gethostname():
+        return isinstance(lease.get("pid"), int) and not _pid_alive(lease["pid"])
+    return beat - now > limit
+
+
+def _every(lease: Mapping[str, Any]) -> float:
+    every = lease.get("every_s")
+    return float(every) if isinstance(every, (int, float)) and every > 0 else HEARTBEAT_S
+
+
+def still_beating(sweep_dir: Where, lease: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Watch another host's lease for 1.5 of its beats on this host's monotonic clock: the
+    lease as it is now if its heartbeat changed meanwhile (its driver lives, whatever the two
+    clocks say) or another driver took it; None if it stood still (its driver is dead)."""
+    time.sleep(1.5 * _every(lease))
+    now = read_lease(sweep_dir)
+    if now is None:
+        return None
+    same = (now.get("token"), now.get("heartbeat")) == (lease.get("token"), lease.get("heartbeat"))
+    return None if same else now
 
 
 def _pid_alive(pid: int) -> bool:
@@ -190,6 +209,11 @@ def acquire_lease(
 ) -> tuple[dict[str, Any], dict | None]:
     """Take the sweep's lease for this process: (the lease, the stale one it replaced or None).
 
+    A lease that looks stale by this host's clock is taken over at once when its driver ran on
+    this host (same clock; or its pid is gone); another host's is watched for 1.5 beats first
+    and taken over only if its heartbeat stood still, so that clocks that disagree never hand a
+    live driver's sweep to a second one.
+
     Locally the lease file is created with an exclusive link, so of two drivers exactly one
     wins; a stale lease is first renamed away (one rename succeeds). On an object store, which
     has no exclusive create, the lease is written and read back after a pause: the last writer
@@ -207,6 +231,10 @@ def acquire_lease(
     old = read_lease(sweep_dir)
     if old is not None and not lease_stale(old):
         raise LeaseHeld(old)
+    if old is not None and old.get("host") != socket.gethostname():  # its clock is not ours
+        alive = still_beating(sweep_dir, old)
+        if alive is not None:
+            raise LeaseHeld(alive)
     if where.local:
         _take_local(where, lease, old)
     else:

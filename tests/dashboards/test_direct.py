@@ -24,7 +24,11 @@ SPLIT = DirectGroup(depth=5, widths=(2048, 4096), never=[(2048, 1)], t_max=1e20,
 UNTRACKED = DirectGroup(depth=6, widths=(4096,), seeds=(0, 1), track_jump=False, t_max=1e3)
 DIVERGED = DirectGroup(depth=7, widths=(4096,), status={(4096, 0): "diverged"}, t_max=1e20,
                        leave_a=10.0)  # fmt: skip
-GROUPS = (CE, MSE, OUTSIDE, FLIPS, SPLIT, UNTRACKED, DIVERGED)
+# a width too narrow to tell the losses apart: squared loss leaves there too (at m = 1024 only)
+CE_PAIR = DirectGroup(depth=8, widths=(1024, 4096), t_max=1e20)
+MSE_PAIR = DirectGroup(depth=8, widths=(1024, 4096), t_max=1e20, loss="mse", lr=0.05,
+                       leave_a=14.0, never=[(4096, s) for s in (0, 1, 2)])  # fmt: skip
+GROUPS = (CE, MSE, OUTSIDE, FLIPS, SPLIT, UNTRACKED, DIVERGED, CE_PAIR, MSE_PAIR)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +72,25 @@ def test_kernel_that_never_leaves_stays_within_and_says_how_far(result):
     text = result.conclusions
     para = next(p for k, p in text.items() if "mse" in k and "L=2" in k)
     assert "did not leave the bound by t = 1e+40" in para
+
+
+def test_each_row_names_the_other_losss_verdict_at_its_width(result):
+    assert list(_rows(result, CE)["other_loss_direct"]) == [Direct.STAYS.value] * 4
+    assert list(_rows(result, MSE)["other_loss_direct"]) == [Direct.LEAVES.value] * 4
+    pair = _rows(result, CE_PAIR)
+    assert list(pair["direct"]) == [Direct.LEAVES.value] * 2
+    assert list(pair["other_loss_direct"]) == [Direct.LEAVES.value, Direct.STAYS.value]
+    assert list(_rows(result, OUTSIDE)["other_loss_direct"]) == ["", ""]  # no control ran
+    para = next(p for k, p in result.conclusions.items() if "cross_entropy" in k and "L=8" in k)
+    assert (
+        "At m = 1024 the other loss left the bound too (in some or all seeds), so that width "
+        "does not tell the losses apart; at m = 4096 the other loss stayed within it."
+    ) in para
+    para = next(p for k, p in result.conclusions.items() if "cross_entropy" in k and "L=2" in k)
+    assert (
+        "The other loss stayed within the bound at m = " in para
+        and "left the bound too" not in para
+    )
 
 
 def test_starts_outside_names_the_theoretical_resolving_width(result):

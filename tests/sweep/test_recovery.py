@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -267,11 +268,41 @@ def test_lease_refuses_a_live_driver_and_takes_over_a_dead_one(tmp_path):
     st.write_json(sweep_dir / st.LEASE, other)  # another host's driver, heartbeat fresh: alive
     with pytest.raises(st.LeaseHeld, match="host elsewhere, pid 1"):
         st.acquire_lease(sweep_dir)
-    stale = now - st.STALE_BEATS * st.HEARTBEAT_S - 1
-    st.write_json(sweep_dir / st.LEASE, {**other, "heartbeat": stale})  # three beats missed
-    lease, old = st.acquire_lease(sweep_dir)
+    every = 0.2  # short beats: the takeover watches 1.5 of them
+    stale = now - st.STALE_BEATS * every - 1
+    st.write_json(sweep_dir / st.LEASE, {**other, "heartbeat": stale, "every_s": every})
+    lease, old = st.acquire_lease(sweep_dir)  # three beats missed, and none came while watched
     assert old is not None and old["host"] == "elsewhere"
     assert not st.refresh_lease(sweep_dir, {**lease, "token": "someone else"})
+
+
+@pytest.mark.parametrize("skew_s", [-3600.0, 3600.0])
+def test_a_live_driver_on_a_host_with_another_clock_keeps_its_lease(tmp_path, skew_s):
+    """Another host's clock an hour behind (or ahead): by ours its heartbeat looks an hour old
+    (or an hour early), yet it keeps beating, so the lease is not taken over."""
+    sweep_dir, every = tmp_path / "s", 0.2
+    lease = {"token": "far", "host": "elsewhere", "pid": 1, "since": time.time() + skew_s,
+             "heartbeat": time.time() + skew_s, "every_s": every}  # fmt: skip
+    st.write_json(sweep_dir / st.LEASE, lease)
+    stop = threading.Event()
+
+    def beat() -> None:  # the other driver, on its own clock
+        while not stop.wait(every):
+            st.write_json(sweep_dir / st.LEASE, {**lease, "heartbeat": time.time() + skew_s})
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    try:
+        assert st.lease_stale(st.read_lease(sweep_dir) or {})  # the clocks alone would say dead
+        with pytest.raises(st.LeaseHeld, match="host elsewhere, pid 1"):
+            st.acquire_lease(sweep_dir)
+    finally:
+        stop.set()
+        beating.join()
+    time.sleep(2 * every)  # it stopped: now its heartbeat stands still
+    mine, old = st.acquire_lease(sweep_dir)
+    assert old is not None and old["token"] == "far"
+    assert st.read_lease(sweep_dir) == mine
 
 
 def test_an_unreadable_lease_is_replaced(tmp_path):
