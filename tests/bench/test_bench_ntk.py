@@ -16,15 +16,20 @@ def test_quick_run_reports_consistent_figures(capsys):
     rows = _rows(section, ntk.HEADER)
     assert [r[0] for r in rows] == ["fcn", "resnet"]
     for r in rows:
-        per_map, jac, speedup, mem_map, mem_jac, mem_ratio = map(float, r[4:10])
-        assert per_map > 0 and jac > 0 and mem_map > 0 and mem_jac > 0, r
+        per_map, jac, speedup = map(float, r[4:7])
+        assert per_map > 0 and jac > 0, r
         assert speedup == pytest.approx(jac / per_map, rel=0.05), r  # the ratio of the two
-        assert mem_ratio == pytest.approx(mem_map / mem_jac, rel=0.05), r
+        if "<" in r[7] + r[8]:  # a peak below the measurement's resolution: no ratio from it
+            assert r[9] == "-", r
+        else:
+            mem_map, mem_jac, mem_ratio = map(float, r[7:10])
+            assert mem_map >= ntk.MEM_FLOOR_MIB and mem_jac >= ntk.MEM_FLOOR_MIB, r
+            assert mem_ratio == pytest.approx(mem_map / mem_jac, rel=0.05), r
     for r in _rows(section, ntk.TRAIN_HEADER):
         ntk_s, step_s, ratio = map(float, r[4:7])
         assert ntk_s > 0 and step_s > 0 and ratio == pytest.approx(ntk_s / step_s, rel=0.05), r
     met = "NOT met" not in section.split("Goal >= 20x")[1].split("\n")[0]
-    assert met == all(float(r[6]) >= 20 and float(r[9]) <= 0.1 for r in rows)  # judged, not printed
+    assert met == all(float(r[6]) >= 20 and r[9] != "-" and float(r[9]) <= 0.1 for r in rows)
 
 
 def _rows(section: str, header: list[str]) -> list[list[str]]:
