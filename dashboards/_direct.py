@@ -39,7 +39,7 @@ import pandas as pd
 from core import TrialStatus
 
 from ._fits import EXTRAPOLATION, JUMP_FRACTION, JUMP_KEY, fit_power_law, refusal, starts_inside
-from ._tables import GROUP_KEYS, ROW_KEYS
+from ._tables import GROUP_KEYS, PAIR_KEYS, ROW_KEYS
 
 
 class Direct(str, Enum):
@@ -189,9 +189,6 @@ def add_direct(rows: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
             for col, v in res.items():
                 out.loc[at, col] = v
     return add_other_loss(out)
-
-
-PAIR_KEYS = tuple(k for k in ROW_KEYS if k not in ("loss", "lr"))  # what a control shares
 
 
 def add_other_loss(rows: pd.DataFrame) -> pd.DataFrame:

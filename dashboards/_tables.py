@@ -25,6 +25,8 @@ USABLE = (TrialStatus.COMPLETED.value,)  # the only status whose trajectories co
 
 GROUP_KEYS = ("arch", "depth", "loss", "lr", "data", "variant")
 ROW_KEYS = (*GROUP_KEYS, "width")
+PAIR_KEYS = tuple(k for k in ROW_KEYS if k not in ("loss", "lr"))  # what two losses' rows share
+CONTROL_LOSS = "mse"  # the theorem's control: under squared loss K_t stays within O(m^-1/2)
 CONFIG_KEYS = {"model.arch": "arch", "model.depth": "depth", "train.loss": "loss",
                "train.lr": "lr", "model.width": "width", "seed": "seed"}  # fmt: skip
 # config fields that never split a group: replicates, where it ran, what was tracked
