@@ -91,12 +91,12 @@ def load_checkpoint(path: str | Path | StorePath, state: LoopState, tracker: Tra
             a flipped bit in a tensor's data silently, and the trial would resume from other
             parameters; ``torch.save`` writes the CRCs that this checks.
     """
-    data = io.BytesIO(locate(path).read_bytes())
-    with zipfile.ZipFile(data) as archive:
+    raw = locate(path).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
         bad = archive.testzip()
     if bad is not None:
         raise ValueError(f"record {bad} fails its CRC-32")
-    payload = torch.load(data, map_location="cpu", weights_only=True)
+    payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     with torch.no_grad():
         for p, saved in zip(state.params, payload["params"], strict=True):
             p.copy_(saved)
