@@ -34,9 +34,9 @@ def end_line(stream: TextIO) -> None:
 
 def _redraw(stream: TextIO, text: str, width: int) -> int:
     """Draw ``text`` over the open line of a terminal; the new width."""
+    _dangling.add(id(stream))  # first: a Ctrl-C during the write still ends the line
     stream.write("\r" + text.ljust(width))
     stream.flush()
-    _dangling.add(id(stream))
     return len(text)
 
 
