@@ -31,7 +31,7 @@ from ._config import (
 )
 from ._data import Dataset, make_dataset
 from ._empirical import EmpiricalNTK, empirical_ntk, jacobian_ntk, ntk_with_patterns
-from ._errors import ConfigError, DataError, NtkdivError, StoreError
+from ._errors import ConfigError, DataError, NtkdivError, StoreError, first_line
 from ._flow import loss_gradient
 from ._models import build_model
 from ._overrides import (
@@ -114,6 +114,7 @@ __all__ = [
     "encode_value",
     "first_exceed",
     "first_leave",
+    "first_line",
     "flatten",
     "format_validation",
     "gpu_memory_bytes",

@@ -21,7 +21,7 @@ from . import store
 from ._analytic import NTKReference, ntk_reference
 from ._config import TrialConfig, trial_id
 from ._data import Dataset, make_dataset
-from ._errors import ConfigError, DataError
+from ._errors import ConfigError, DataError, first_line
 from ._flow import FlowRun, integrate
 from ._models import build_model
 from ._overrides import config_from_dict, config_to_yaml
@@ -163,9 +163,11 @@ def _resume(ckpt: store.StorePath, state: LoopState, tracker: Tracker) -> str | 
     except OSError:
         raise
     except Exception as err:  # noqa: BLE001 - torch.load raises many types for a bad file
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         target = store.quarantine(ckpt)
-        text = f"corrupt checkpoint.pt ({first}) moved to {target}; the trial started from scratch"
+        text = (
+            f"corrupt checkpoint.pt ({first_line(err)}) moved to {target}; the trial "
+            "started from scratch"
+        )
         log.warning(text)
         return text
     return None

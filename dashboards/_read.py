@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import yaml
 
-from core import DataError, encode_value
+from core import DataError, encode_value, first_line
 from core import store as st
 
 # the scalar trajectory columns the per-trial pass needs (never the list columns)
@@ -241,7 +241,7 @@ def open_trajectories(sweep_dir: st.Where, only: Collection[str] | None = None) 
             schema = _unified(root, files)
         except (pa.ArrowInvalid, OSError) as err:  # unreadable after all (the store itself)
             raise DataError(
-                f"trajectory files under {root}: an unreadable file: {_first_line(err)}"
+                f"trajectory files under {root}: an unreadable file: {first_line(err)}"
             ) from None
     missing = [c for c in ("t", "drift") if c not in schema.names]
     if missing:
@@ -267,17 +267,13 @@ def readable(root: st.StorePath, files: Collection[str]) -> list[str]:
         try:
             problem = st.read_table_checked(st.StorePath(root.fs, path))[1]
         except OSError as err:
-            raise DataError(f"store {root}: reading {path} failed: {_first_line(err)}") from None
+            raise DataError(f"store {root}: reading {path} failed: {first_line(err)}") from None
         if problem is None:
             good.append(path)
         else:
             warn(f"corrupt {path} ({problem}) skipped; the next 'ntkdiv sweep' moves it to "
                  "quarantine/ and reruns its trial")  # fmt: skip
     return good
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def _located(where: st.Where) -> st.StorePath:
@@ -325,7 +321,7 @@ def iter_trajectories(
             left = [f for f in files if f.rsplit("/", 2)[-2] not in done]
             good = readable(data.root, left)
             if len(good) == len(left):  # no file is damaged: the scan failed for another reason
-                raise DataError(f"trajectory files unreadable: {_first_line(err)}") from None
+                raise DataError(f"trajectory files unreadable: {first_line(err)}") from None
             if good:
                 yield from _trials_of(data.dataset(good).scanner(columns=present), columns)
 

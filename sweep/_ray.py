@@ -29,7 +29,7 @@ from typing import Any
 import ray
 import ray.exceptions
 
-from core import ConfigError
+from core import ConfigError, first_line
 from core import store as st
 
 PROBE_TIMEOUT_S = 120.0  # waiting for a GPU node to answer (an autoscaler may be adding one)
@@ -149,6 +149,14 @@ class Cluster:
     gpus: float  # GPUs offered now (an autoscaling cluster may add more)
 
 
+def check_address(address: str | None) -> None:
+    """:func:`check_reachable` for ``address``, else ``RAY_ADDRESS``, when either is set (a
+    local cluster needs no check): a bad address is refused before anything is created."""
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        check_reachable(target)
+
+
 def check_reachable(address: str) -> None:
     """Fail fast: Ray itself retries an unreachable GCS for minutes."""
     if address.startswith(("http://", "https://")):
@@ -188,9 +196,9 @@ def connect(address: str | None = None, num_cpus: int | None = None,
         try:
             ray.init(address=target, logging_level=logging.WARNING)
         except Exception as err:  # noqa: BLE001 - Ray raises several types; one line for the user
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(
-                f"--address / RAY_ADDRESS = {target!r}: cannot connect ({first}); with token "
+                f"--address / RAY_ADDRESS = {target!r}: cannot connect ({first_line(err)}); "
+                "with token "
                 "authentication set RAY_AUTH_MODE=token"
             ) from None
     else:

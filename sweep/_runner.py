@@ -17,13 +17,12 @@ and MLflow is backfilled from it. Aggregation is the caller's (``sweep._commands
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from core import ConfigError, StoreError, TrialConfig, trial_id
+from core import ConfigError, StoreError, TrialConfig, first_line, trial_id
 from core import store as st
 
 from ._dispatch import Dispatch, Outcome
@@ -95,9 +94,7 @@ def run_sweep(
     configs = expand(spec)
     warnings = check_inputs(configs)
     check_storage(spec)
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target:  # a bad address is bad input: refused before the lease creates the sweep dir
-        _ray.check_reachable(target)
+    _ray.check_address(address)  # bad input: refused before the lease creates the sweep dir
     progress = Progress(Counts(total=len(configs)), stream or sys.stderr, quiet)
     outcome = Outcome(progress.counts)
     try:
@@ -153,7 +150,7 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
 
 def store_failed(spec: SweepSpec, outcome: Outcome, err: OSError) -> StoreError:
     """One line: what failed, what is kept, what to type once the store answers again."""
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    first = first_line(err, limit=1000)
     c = outcome.counts
     kept = c.earlier + c.completed + c.diverged
     return StoreError(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -252,9 +251,7 @@ def run_search(
     def note(text: str) -> None:
         print(text, file=stream, flush=True)
 
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target:  # a bad address is bad input: refused before the lease creates the sweep dir
-        _ray.check_reachable(target)
+    _ray.check_address(address)  # bad input: refused before the lease creates the sweep dir
     with sweep_lease(spec.sweep_dir(), note, wait):  # one driver per sweep directory
         trials = _search(spec, search, address, prune, num_cpus, note)
     return SearchResult(study_name(spec, search), search.storage, spec.sweep_dir(),

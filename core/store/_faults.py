@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._errors import first_line
 from ._layout import ATTEMPTS, SUMMARY, TRIALS
 from ._path import FILE_MODE, StorePath, Where, locate, write_json
 
@@ -62,7 +63,7 @@ def read_table_checked(path: Where) -> tuple[pa.Table | None, str | None]:
     try:
         return pq.read_table(pa.BufferReader(data), page_checksum_verification=True), None
     except (OSError, ValueError, pa.ArrowException) as err:  # truncated, not Parquet, bad CRC
-        return None, _first_line(err)
+        return None, first_line(err)
 
 
 def read_json_checked(path: Where) -> tuple[dict[str, Any] | None, str | None]:
@@ -77,13 +78,9 @@ def read_json_checked(path: Where) -> tuple[dict[str, Any] | None, str | None]:
     except FileNotFoundError:
         return None, None
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        return None, _first_line(err)
+        return None, first_line(err)
     problem = _json_problem(where.name, value)
     return (None, problem) if problem else (value, None)
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def _json_problem(name: str, value: Any) -> str | None:
