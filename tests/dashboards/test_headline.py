@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -25,3 +26,26 @@ def test_the_table_says_what_each_row_rests_on():
     assert table.count("\n") == 1 + int((frame["n_direct"] > 0).sum())
     for verdict in frame.loc[frame["n_direct"] > 0, "direct"]:
         assert f"| {verdict} |" in table
+
+
+TOLERANCE = REPO / "docs" / "results" / "direct-tolerance" / "trials.parquet"
+
+
+def _short(v: float) -> str:
+    """1.73e11 for 1.7306e+11; "-" for a missing value."""
+    if v is None or not math.isfinite(float(v)):
+        return "-"
+    mantissa, exponent = f"{float(v):.2e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def test_results_md_quotes_the_tolerance_study_from_its_aggregate():
+    """Every t_leave and t_stay of the "How sure t_leave is" table is the committed aggregate's,
+    flow_tol from 1e-3 down to 1.25e-4."""
+    trials = pd.read_parquet(TOLERANCE)
+    text = (REPO / "docs" / "results.md").read_text()
+    for seed, sub in trials.groupby("seed"):
+        sub = sub.sort_values("train.flow_tol", ascending=False)
+        leave = " / ".join(_short(v) for v in sub["t_leave"])
+        stay = " / ".join(_short(v) for v in sub["t_stay"])
+        assert f"| {seed} | {leave} | {stay} |" in text, (seed, leave, stay)
