@@ -183,6 +183,7 @@ def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str,
     X_probe = data.X_probe.to(device, dtype) if data.X_probe.shape[0] else None
     # --- resume -----------------------------------------------------------------------------
     ckpt = out_dir / "checkpoint.pt"
+    store.remove_partial_writes(out_dir)  # a killed writer's leftovers; this run writes here now
     resumed_from, quarantined = None, None
     if resume and ckpt.exists():
         quarantined = _resume(ckpt, state, tracker)

@@ -8,8 +8,9 @@ Failures come in two kinds:
   and the new attempt resumes from the trial's checkpoint in the store;
 - exceptions in trial code: caught in the task, recorded as a ``failed`` summary with the
   traceback, never retried in the same sweep run (``retry_exceptions=False``);
-- an OSError (the store: a full disk, an object store that stopped answering) is a system
-  failure too: the task raises it, and it never counts against the trial's own retries.
+- an OSError (the store: a full disk, an object store that stopped answering) is the store's
+  failure, not the trial's: the task raises it, the driver stops the sweep with one line
+  (:func:`result` raises it), and the trial's own retries are untouched.
 
 Every attempt is recorded in ``<trial_dir>/attempts.json`` (start, end, node, pid, status; see
 ``core.store``), which the driver reads to count retries and which tests read to see when trials
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import traceback
@@ -32,6 +34,7 @@ import ray.exceptions
 from core import ConfigError, first_line
 from core import store as st
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of Ray's task names in its error text
 PROBE_TIMEOUT_S = 120.0  # waiting for a GPU node to answer (an autoscaler may be adding one)
 
 
@@ -128,12 +131,20 @@ def result(handle: Any) -> dict[str, Any]:
 
     Raises:
         SystemFailure: the task died for good (one line saying how).
+        OSError: the task raised one (the store failed under it): one line, the error and the
+            task.
     """
     try:
         return ray.get(handle)
     except ray.exceptions.RayError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise SystemFailure(f"{type(err).__name__}: {first}") from None
+        lines = [ANSI.sub("", ln).strip() for ln in str(err).strip().splitlines()]
+        lines = [ln for ln in lines if ln]
+        if isinstance(err, ray.exceptions.RayTaskError) and isinstance(err, OSError):
+            # the task raised an OSError (Ray keeps its type): the store failed under the trial,
+            # and the driver stops as when its own write fails (kept: what finished)
+            where = f"{lines[-1]}, in {lines[0]}" if lines else "OSError in a trial task"
+            raise OSError(where) from None
+        raise SystemFailure(f"{type(err).__name__}: {lines[0] if lines else ''}") from None
 
 
 # --- the cluster ---------------------------------------------------------------------------

@@ -103,7 +103,8 @@ def run_sweep(
                             num_gpus, retry_failed)  # fmt: skip
     except OSError as err:  # the store itself: stop cleanly, keep what finished
         progress.close()
-        raise store_failed(spec, outcome, err) from None
+        c = outcome.counts
+        raise store_failed(spec.sweep_dir(), c.earlier + c.completed + c.diverged, err) from None
     tracking.retry_sync()
     c = outcome.counts
     return SweepResult(
@@ -148,15 +149,16 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
     return tracking
 
 
-def store_failed(spec: SweepSpec, outcome: Outcome, err: OSError) -> StoreError:
-    """One line: what failed, what is kept, what to type once the store answers again."""
+def store_failed(sweep_dir: st.StorePath, kept: int | None, err: OSError,
+                 command: str = "sweep") -> StoreError:  # fmt: skip
+    """One line: what failed, what is kept (``kept`` None: not counted), what to type once the
+    store answers again."""
     first = first_line(err, limit=1000)
-    c = outcome.counts
-    kept = c.earlier + c.completed + c.diverged
+    count = "" if kept is None else f"{kept} "
     return StoreError(
-        f"the store {spec.sweep_dir()} failed mid-sweep ({first}); the sweep stopped, and the "
-        f"{kept} finished trial(s) are kept there; free space or bring the store back, then run "
-        "the same 'ntkdiv sweep' again: it resumes the rest from their checkpoints"
+        f"the store {sweep_dir} failed mid-{command} ({first}); the {command} stopped, and the "
+        f"{count}finished trial(s) are kept there; free space or bring the store back, then run "
+        f"the same 'ntkdiv {command}' again: it resumes the rest from their checkpoints"
     )
 
 

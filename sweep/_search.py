@@ -25,12 +25,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from core import DONE, ConfigError, TrialConfig, apply_overrides, config_from_dict, trial_id
+from core import (
+    DONE,
+    ConfigError,
+    StoreError,
+    TrialConfig,
+    apply_overrides,
+    config_from_dict,
+    trial_id,
+)
 from core import store as st
 
 from ._dispatch import system_failure
 from ._prepare import check_inputs, check_storage, prepare_store, sweep_lease
 from ._resources import plan_resources
+from ._runner import store_failed
 from ._search_spec import (
     PruneMonitor,
     SearchSpec,
@@ -151,10 +160,10 @@ class _Driver:
         self.pending[handle] = _Running(tid, [number], config, len(st.read_attempts(tdir)))
 
     def resubmit_running(self) -> None:
-        """Trials a killed driver left RUNNING: run them again (they resume), tell them once."""
-        for t in self.study.trials():
-            if t["state"] == "RUNNING":
-                self.submit(t["number"], t["params"])
+        """Trials a killed driver left RUNNING: ask them again and run them (they resume from
+        their checkpoints)."""
+        for number, params in self.study.requeue_lost(self.space):
+            self.submit(number, params)
 
     def fill(self) -> None:
         while len(self.pending) < self.search.parallel and self.asked() < self.search.n_trials:
@@ -239,6 +248,7 @@ def run_search(
     Raises:
         SweepBusy: another live driver (a search or a sweep of the same name) holds the sweep's
             lease, and ``wait`` is False.
+        StoreError: the store failed mid-search (what finished is kept).
     """
     from . import _ray
 
@@ -252,8 +262,13 @@ def run_search(
         print(text, file=stream, flush=True)
 
     _ray.check_address(address)  # bad input: refused before the lease creates the sweep dir
-    with sweep_lease(spec.sweep_dir(), note, wait):  # one driver per sweep directory
-        trials = _search(spec, search, address, prune, num_cpus, note)
+    try:
+        with sweep_lease(spec.sweep_dir(), note, wait):  # one driver per sweep directory
+            trials = _search(spec, search, address, prune, num_cpus, note)
+    except StoreError:
+        raise
+    except OSError as err:  # the store failed before the search started (taking the lease)
+        raise store_failed(spec.sweep_dir(), None, err, "search") from None
     return SearchResult(study_name(spec, search), search.storage, spec.sweep_dir(),
                         search.objective, trials, time.monotonic() - t0)  # fmt: skip
 
@@ -266,13 +281,13 @@ def _search(spec: SweepSpec, search: SearchSpec, address: str | None, prune: boo
 
     cluster = _ray.connect(address, num_cpus)  # before MLflow: a bad address leaves no trace
     tracking = MlflowGuard(spec, note)
+    status, study, parent = "FINISHED", None, None
     try:
+        study = Study.open(study_name(spec, search), _storage_url(search),
+                           direction(search.objective), search.sampler, search.seed)  # fmt: skip
         trials = [p.name for p in st.trial_dirs(spec.sweep_dir())]
         prepare_store(spec, trials)  # spec.yaml, and the attempts a lost driver left open
-        name = study_name(spec, search)
-        study = Study.open(name, _storage_url(search), direction(search.objective),
-                           search.sampler, search.seed)  # fmt: skip
-        tracking.ensure_parent(spec_to_dict(spec))
+        parent = tracking.ensure_parent(spec_to_dict(spec))
         driver = _Driver(spec, search, study, cluster, tracking, prune, note)
         driver.write_best()
         driver.resubmit_running()
@@ -281,7 +296,17 @@ def _search(spec: SweepSpec, search: SearchSpec, address: str | None, prune: boo
             driver.collect()
             driver.fill()
             _progress(driver, note)
+    except OSError as err:  # the store itself: stop cleanly, keep what finished
+        status = "FAILED"
+        kept = None if study is None else sum(t["state"] in ("COMPLETE", "PRUNED")
+                                              for t in study.trials())  # fmt: skip
+        raise store_failed(spec.sweep_dir(), kept, err, "search") from None
+    except BaseException as err:  # Ctrl-C or anything else: the parent run says so
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        raise
     finally:
+        if parent is not None:
+            tracking.finish(status)  # the next run sets it RUNNING again
         _ray.shutdown()
     return study.trials()
 

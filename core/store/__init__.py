@@ -106,6 +106,7 @@ from ._path import (
     locate,
     read_json,
     readers,
+    remove_partial_writes,
     write_json,
     write_table,
 )
@@ -166,6 +167,7 @@ __all__ = [
     "read_trajectory",
     "refresh_lease",
     "release_lease",
+    "remove_partial_writes",
     "search_file",
     "spec_path",
     "trajectory_files",

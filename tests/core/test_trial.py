@@ -85,6 +85,23 @@ def test_finished_trial_is_not_recomputed(tmp_path):
     assert (tmp_path / "trajectory.parquet").stat().st_mtime_ns == mtime
 
 
+def test_a_killed_writers_leftovers_are_removed_when_the_trial_runs_again(tmp_path):
+    import tempfile
+
+    # what a writer SIGKILLed between its temporary file and the rename leaves behind
+    leftovers = []
+    for name, size in (("checkpoint.pt", 1 << 20), ("summary.json", 100)):
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=tmp_path)
+        os.write(fd, b"\0" * size)
+        os.close(fd)
+        leftovers.append(Path(tmp))
+    (tmp_path / "notes.tmp").write_text("not ours")  # not a temporary name of the store
+    summary = run_trial(config_from_dict(small()), tmp_path)
+    assert summary["status"] == "completed"
+    assert not any(p.exists() for p in leftovers)
+    assert (tmp_path / "notes.tmp").exists()
+
+
 def _write_yaml(path: Path, raw: dict) -> Path:
     import yaml
 

@@ -1,6 +1,6 @@
-"""The sweep's MLflow parent run never stays RUNNING: an interrupted sweep marks it KILLED, the
-next run sets it RUNNING and finishes it, and ``ntkdiv sync`` ends it too (real Ray, a real
-sqlite MLflow store, the console script)."""
+"""The MLflow parent run of a sweep or a search never stays RUNNING: an interrupted run marks it
+KILLED, the next run sets it RUNNING and finishes it, and ``ntkdiv sync`` ends it too (real Ray,
+a real sqlite MLflow store, the console script)."""
 
 from __future__ import annotations
 
@@ -66,3 +66,31 @@ def test_interrupted_sweep_marks_its_parent_killed_and_the_next_run_finishes_it(
                             text=True, timeout=300)  # fmt: skip
     assert synced.returncode == 0, synced.stderr
     assert parent_status(fresh, "parent") == "FINISHED"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_interrupted_search_marks_its_parent_killed_and_the_next_run_finishes_it(tmp_path):
+    from tests.sweep.test_search import write_spec
+
+    db = tmp_path / "mlflow.db"
+    spec = write_spec(tmp_path, epochs=3000, n_trials=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}  # fmt: skip
+    argv = [NTKDIV, "search", str(spec)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    trials = tmp_path / "store" / "search-smoke" / "trials"
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists() and any(trials.glob("*/checkpoint.pt")):
+            break
+        time.sleep(0.3)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=180) == 130
+    assert parent_status(db, "search-smoke") == "KILLED"
+    again = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert parent_status(db, "search-smoke") == "FINISHED"

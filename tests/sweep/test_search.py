@@ -93,12 +93,32 @@ def test_killed_driver_resumes_without_losing_or_doubling_trials(tmp_path):
     proc.wait()
     before = _studied(tmp_path)
     assert 2 <= len([s for _, s in before if s != "RUNNING"]) < 6, before
+    lost = [n for n, s in before if s == "RUNNING"]
     assert main(["search", str(spec_path)]) == 0
     after = _studied(tmp_path)
-    assert [n for n, _ in after] == list(range(6))  # none lost, none asked twice
-    assert all(s in ("COMPLETE", "PRUNED", "FAIL") for _, s in after), after
     assert dict(after).items() >= {n: s for n, s in before if s != "RUNNING"}.items()
+    # each lost trial was failed and asked again with its parameters, exactly once
+    trials = _optuna_trials(tmp_path)
+    again = {t.user_attrs["replaces"]: t for t in trials if "replaces" in t.user_attrs}
+    assert sorted(again) == lost
+    for number in lost:
+        assert trials[number].state.name == "FAIL"
+        assert again[number].params == trials[number].params
+        assert again[number].user_attrs["trial_id"] == trials[number].user_attrs["trial_id"]
+    live = [t for t in trials if t.number not in again]
+    assert len(live) == 6  # none lost, none asked twice
+    assert all(t.state.name in ("COMPLETE", "PRUNED", "FAIL") for t in live), live
+    # the resumed sampler did not replay its first draws
+    assert len({tuple(sorted(t.params.items())) for t in live}) == 6
     _assert_one_mlflow_run_per_trial(tmp_path)
+
+
+def _optuna_trials(tmp_path: Path) -> list:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
 def _assert_one_mlflow_run_per_trial(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core import store as st
 from tests.sweep.conftest import attempts, spec_dict, summaries, tiny_base, write_spec
@@ -151,12 +152,13 @@ def test_the_lease_of_a_killed_driver_is_taken_over_with_a_warning(tmp_path, cli
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB tmpfs mounted for the test (root only), unmounted after it."""
+    """A 24 MiB tmpfs mounted for the test (root only), unmounted after it: room for a few
+    checkpoints of long_base (2.1 MB each) and their temporary copies."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
     where = tmp_path / "disk"
     where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)],
                              capture_output=True, text=True)  # fmt: skip
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
@@ -217,6 +219,38 @@ def test_a_disk_that_fills_mid_sweep_stops_the_driver_with_one_line(tmp_path, sm
     for tid in set(done) - set(finished):  # a system failure spent none of retries = 0
         assert st.failures(sweep_dir / "trials" / tid) == 0
         assert attempts(sweep_dir, tid)[-1]["status"] == "completed"
+
+
+def test_a_disk_that_fills_mid_search_stops_it_with_one_line(tmp_path, small_disk):
+    from tests.sweep.test_search import write_spec as search_spec
+
+    path = search_spec(tmp_path, epochs=3000, n_trials=4)
+    raw = yaml.safe_load(path.read_text())
+    raw["storage"] = str(small_disk / "store")
+    raw["base"]["model"]["depth"] = 3
+    raw["search"]["space"]["model.width"] = {"type": "int", "low": 200, "high": 256}
+    path.write_text(yaml.safe_dump(raw))
+    argv = [*NTKDIV, "search", str(path)]
+    driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    trials = small_disk / "store" / "search-smoke" / "trials"
+    try:
+        wait_for(lambda: any(trials.glob("*/checkpoint.pt")), 300, "a checkpoint")
+        filler = fill(small_disk)
+        _, err = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 1, err
+    assert "Traceback" not in err
+    (line,) = errors(err)
+    assert "No space left on device" in line and "failed mid-search" in line, line
+    assert "'ntkdiv search' again" in line
+
+    filler.unlink()  # space freed: the same command finishes the study
+    rerun = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(summaries(small_disk / "store" / "search-smoke")) == 4
 
 
 # --- whose failure it is ---------------------------------------------------------------------
