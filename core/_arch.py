@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 
+from ._config import MAX_DEPTH
 from ._errors import ConfigError
 from ._layers import Dense, Layer, Relu, Rescale, Residual, param_shapes
 
 ARCHS = ("fcn", "resnet")
-MAX_DEPTH = 1000  # far beyond the seed's 3; depth 10^6 would hang the kernel recursion
 
 
 def fcn(depth: int) -> tuple[Layer, ...]:

@@ -31,8 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._arch import MAX_DEPTH
-
+MAX_DEPTH = 1000  # far beyond the seed's 3; depth 10^6 would hang the kernel recursion
 MAX_EPOCHS = 10**9  # beyond this t = step * lr loses integer exactness in float64 bookkeeping
 MAX_TRACKED = 200_000  # tracked rows per trial; more would make a trajectory of gigabytes
 MAX_SEED = 2**63 - 1  # torch.Generator takes 64-bit seeds; the store's seed column is int64

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from core import DONE, ConfigError, NtkdivError, TrialConfig, lr_warning, prepare, trial_id
+import core
+from core import DONE, ConfigError, NtkdivError, TrialConfig, trial_id
 from core import store as st
 
 from ._spec import SweepSpec, spec_to_dict
@@ -50,8 +51,8 @@ def check_inputs(configs: list[TrialConfig]) -> list[str]:
         key = repr((config.data, m.arch, m.depth, m.alpha, config.train.loss,
                     config.track.kernel_pairs))  # fmt: skip
         if key not in seen:
-            seen[key] = prepare(config)[1]
-        text = lr_warning(config, seen[key])
+            seen[key] = core.prepare(config)[1]  # the first use of core's torch side
+        text = core.lr_warning(config, seen[key])
         if text:
             warnings[text] = warnings.get(text, 0) + 1
     return [f"{w} ({n} trial{'s' if n > 1 else ''})" for w, n in warnings.items()]

@@ -6,7 +6,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from core import ConfigError, TrialConfig, gpu_memory_bytes, trial_id
+import core
+from core import ConfigError, TrialConfig, trial_id
 
 from ._spec import SweepSpec
 
@@ -58,7 +59,7 @@ def _gpu_memory(spec: SweepSpec) -> int:
 
 
 def _auto_share(config: TrialConfig, memory: int, note: Callable[[str], None]) -> float:
-    estimate = gpu_memory_bytes(config)
+    estimate = core.gpu_memory_bytes(config)
     if estimate > memory:
         note(f"trial {trial_id(config)} (width {config.model.width}) needs about "
              f"{estimate / 2**30:.1f} GiB, more than a GPU's {memory / 2**30:.1f} GiB: "

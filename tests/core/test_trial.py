@@ -199,7 +199,7 @@ def test_cross_entropy_keeps_a_well_classified_points_loss_and_gradient():
 
 
 def test_t_leave_and_t_stay_bracket_a_jittering_crossing():
-    from core._trial import first_leave, last_leave
+    from core._crossings import first_leave, last_leave
 
     rows = {"t": [0.0, 1.0, 10.0, 100.0, 1000.0, 1e4], "gap": [0.1, 0.5, 1.1, 0.9, 1.2, 1.5]}
     assert first_leave(rows, 1.0) == pytest.approx(10 ** (5 / 6))  # 0.5 -> 1.1 over 1..10
