@@ -14,7 +14,7 @@ RESOLUTION_SAFETY = 1000.0  # kernel entries sum O(P) products: rounding grows w
 
 def resolution(dtype: str, max_abs_k: float) -> float:
     """Smallest kernel difference that can be told from rounding: eps(dtype) * max|K| * 1000."""
-    eps = np.finfo(np.dtype(dtype)).eps  # the same eps as torch's float32 and float64
+    eps = float(np.finfo(np.dtype(dtype)).eps)  # a Python float, as torch.finfo's: float64 maths
     return float(eps * max_abs_k * RESOLUTION_SAFETY)
 
 
