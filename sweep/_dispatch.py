@@ -49,6 +49,7 @@ class Dispatch:
     def submit(self, plan: dict[str, tuple[float, float]], retries: int) -> None:
         """Start every trial's task with its (CPUs, GPUs) from ``plan``."""
         from . import _ray  # Ray loads when trials are dispatched
+
         self.outcome.dispatch_start = time.time()
         for tid, config in self.configs.items():
             cpus, gpus = plan[tid]
@@ -63,6 +64,7 @@ class Dispatch:
     def collect(self, tracking: MlflowGuard, progress: Progress) -> None:
         """Wait for every submitted trial; log each as it finishes."""
         from . import _ray  # Ray loads when trials are dispatched
+
         if not self.handles:
             return
         progress.update(force=True)
@@ -80,6 +82,7 @@ class Dispatch:
 
     def _finish(self, handle: Any, tracking: MlflowGuard) -> None:
         from . import _ray  # Ray loads when trials are dispatched
+
         tid = self.handles.pop(handle)
         tdir = st.trial_dir(self.sweep_dir, tid)
         try:

@@ -27,6 +27,23 @@ def parent_status(db: Path, name: str) -> str:
     return runs[0].info.status
 
 
+def interrupt_at_a_checkpoint(argv: list[str], cwd: Path, env: dict, trials: Path) -> None:
+    """Start ``argv``; once MLflow's database and a trial's checkpoint exist, press Ctrl-C (its
+    process group) and expect exit 130."""
+    db = cwd / "mlflow.db"
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists() and any(trials.glob("*/checkpoint.pt")):
+            break
+        time.sleep(0.3)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    time.sleep(2)  # the parent run exists once MLflow is open, right after submission
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=180) == 130
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_interrupted_sweep_marks_its_parent_killed_and_the_next_run_finishes_it(tmp_path):
@@ -42,18 +59,8 @@ def test_interrupted_sweep_marks_its_parent_killed_and_the_next_run_finishes_it(
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}  # fmt: skip
     argv = [NTKDIV, "sweep", "spec.yaml", "--no-aggregate"]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     trials = tmp_path / "store" / "parent" / "trials"
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists() and any(trials.glob("*/checkpoint.pt")):
-            break
-        time.sleep(0.3)
-    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    time.sleep(2)  # the parent run exists once MLflow is open, right after submission
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=180) == 130
+    interrupt_at_a_checkpoint(argv, tmp_path, env, trials)
     assert not list(trials.glob("*/summary.json")), "the trials finished before the interrupt"
     assert parent_status(db, "parent") == "KILLED"
     again = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -78,17 +85,7 @@ def test_interrupted_search_marks_its_parent_killed_and_the_next_run_finishes_it
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}  # fmt: skip
     argv = [NTKDIV, "search", str(spec)]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    trials = tmp_path / "store" / "search-smoke" / "trials"
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists() and any(trials.glob("*/checkpoint.pt")):
-            break
-        time.sleep(0.3)
-    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=180) == 130
+    interrupt_at_a_checkpoint(argv, tmp_path, env, tmp_path / "store" / "search-smoke" / "trials")
     assert parent_status(db, "search-smoke") == "KILLED"
     again = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)  # fmt: skip

@@ -187,23 +187,32 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def test_a_disk_that_fills_mid_sweep_stops_the_driver_with_one_line(tmp_path, small_disk):
-    spec = spec_dict(tmp_path, base=long_base(3000, 100), grid={"seed": [0, 1, 2, 3, 4, 5]},
-                     retries=0, storage=str(small_disk / "store"),
-                     resources={"cpus_per_trial": 1})  # fmt: skip
-    sweep_dir = small_disk / "store" / "t"
-    argv, driver = start_sweep(tmp_path, spec)
+def fill_and_stop(driver: subprocess.Popen, disk: Path, ready, what: str) -> tuple[Path, str]:
+    """Once ``ready()`` holds, fill the disk and wait for the driver: it must stop with exit 1
+    and one error line about the full disk. Returns (the filler file, that line)."""
     try:
-        wait_for(lambda: len(summaries(sweep_dir)) >= 2, 300, "two finished trials")
-        filler = fill(small_disk)
-        out, err = driver.communicate(timeout=300)
+        wait_for(ready, 300, what)
+        filler = fill(disk)
+        _, err = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 1, err
     assert "Traceback" not in err
     (line,) = errors(err)
-    assert "No space left on device" in line and "failed mid-sweep" in line
+    assert "No space left on device" in line, line
+    return filler, line
+
+
+def test_a_disk_that_fills_mid_sweep_stops_the_driver_with_one_line(tmp_path, small_disk):
+    spec = spec_dict(tmp_path, base=long_base(3000, 100), grid={"seed": [0, 1, 2, 3, 4, 5]},
+                     retries=0, storage=str(small_disk / "store"),
+                     resources={"cpus_per_trial": 1})  # fmt: skip
+    sweep_dir = small_disk / "store" / "t"
+    argv, driver = start_sweep(tmp_path, spec)
+    ready = lambda: len(summaries(sweep_dir)) >= 2  # noqa: E731
+    filler, line = fill_and_stop(driver, small_disk, ready, "two finished trials")
+    assert "failed mid-sweep" in line
     finished = {t: len(attempts(sweep_dir, t)) for t, s in summaries(sweep_dir).items()
                 if s["status"] == "completed"}  # fmt: skip
     assert len(finished) >= 2
@@ -234,17 +243,9 @@ def test_a_disk_that_fills_mid_search_stops_it_with_one_line(tmp_path, small_dis
     driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)  # fmt: skip
     trials = small_disk / "store" / "search-smoke" / "trials"
-    try:
-        wait_for(lambda: any(trials.glob("*/checkpoint.pt")), 300, "a checkpoint")
-        filler = fill(small_disk)
-        _, err = driver.communicate(timeout=300)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    assert driver.returncode == 1, err
-    assert "Traceback" not in err
-    (line,) = errors(err)
-    assert "No space left on device" in line and "failed mid-search" in line, line
+    ready = lambda: any(trials.glob("*/checkpoint.pt"))  # noqa: E731
+    filler, line = fill_and_stop(driver, small_disk, ready, "a checkpoint")
+    assert "failed mid-search" in line, line
     assert "'ntkdiv search' again" in line
 
     filler.unlink()  # space freed: the same command finishes the study
