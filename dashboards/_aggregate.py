@@ -23,7 +23,7 @@ from core import DataError
 from core import store as st
 
 from . import _figures as F
-from ._direct import add_direct
+from ._direct import add_direct, contested_widths
 from ._fits import JUMP_KEY, fit_table, starts_inside
 from ._read import SweepStore, dense_trajectory, iter_trajectories, open_store
 from ._regimes import regime_tables, side_by_side
@@ -166,7 +166,7 @@ def aggregate(
         raise DataError(f"sweep {sweep_dir} has {len(trials)} trial(s), none with a readable "
                         "config; nothing to aggregate (see its trials/ directory)")  # fmt: skip
     verdict = add_direct(add_verdicts(rows), trials)
-    fits = fit_table(trials)
+    fits = fit_table(trials, contested_widths(verdict))
     regimes, crossing, growth = regime_tables(trials)
     paragraphs, notes = conclusions(verdict, fits, regimes), _notes(trials)
     timings["tables"] = time.perf_counter() - t0 - sum(timings.values())

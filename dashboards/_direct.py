@@ -39,7 +39,7 @@ import pandas as pd
 from core import TrialStatus
 
 from ._fits import EXTRAPOLATION, JUMP_FRACTION, JUMP_KEY, fit_power_law, refusal, starts_inside
-from ._tables import GROUP_KEYS, PAIR_KEYS, ROW_KEYS
+from ._tables import CONTROL_LOSS, GROUP_KEYS, PAIR_KEYS, ROW_KEYS
 
 
 class Direct(str, Enum):
@@ -189,6 +189,15 @@ def add_direct(rows: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
             for col, v in res.items():
                 out.loc[at, col] = v
     return add_other_loss(out)
+
+
+def contested_widths(rows: pd.DataFrame) -> frozenset:
+    """The :data:`PAIR_KEYS` tuples (config but the loss, and width) whose squared-loss control
+    row left the bound (``leaves-bound`` or ``split``): there leaving does not tell the losses
+    apart. The same rows that ``other_loss_direct`` names, from the same verdicts."""
+    ctl = rows[(rows["loss"] == CONTROL_LOSS)
+               & rows["direct"].isin([Direct.LEAVES.value, Direct.SPLIT.value])]  # fmt: skip
+    return frozenset(ctl[list(PAIR_KEYS)].itertuples(index=False, name=None))
 
 
 def add_other_loss(rows: pd.DataFrame) -> pd.DataFrame:

@@ -231,20 +231,11 @@ def _t_leave_row(keys: dict, sub: pd.DataFrame, horizon: float, contested: froze
     return row
 
 
-def contested_widths(usable: pd.DataFrame) -> frozenset:
-    """The :data:`PAIR_KEYS` tuples (config but the loss, and width) where a squared-loss trial
-    that started inside the bound left it."""
-    ctl = usable[usable["loss"] == CONTROL_LOSS]
-    if ctl.empty:
-        return frozenset()
-    left = ctl[_inside(ctl) & np.isfinite(ctl["t_leave"].to_numpy(float))]
-    return frozenset(left[list(PAIR_KEYS)].itertuples(index=False, name=None))
-
-
-def fit_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """Fits of every group over its usable trials; one row per (group, quantity)."""
+def fit_table(trials: pd.DataFrame, contested: frozenset = frozenset()) -> pd.DataFrame:
+    """Fits of every group over its usable trials; one row per (group, quantity). ``contested``:
+    the :data:`PAIR_KEYS` tuples where the squared-loss control left the bound
+    (``dashboards._direct.contested_widths`` of the verdict table), left out of t_leave(m)."""
     usable = trials[trials["usable"]]
-    contested = contested_widths(usable)
     rows: list[dict] = []
     for keys, sub in usable.groupby(list(GROUP_KEYS), dropna=False, sort=True):
         rows += group_fits(dict(zip(GROUP_KEYS, keys, strict=True)), sub, contested)

@@ -81,6 +81,12 @@ def test_each_row_names_the_other_losss_verdict_at_its_width(result):
     assert list(pair["direct"]) == [Direct.LEAVES.value] * 2
     assert list(pair["other_loss_direct"]) == [Direct.LEAVES.value, Direct.STAYS.value]
     assert list(_rows(result, OUTSIDE)["other_loss_direct"]) == ["", ""]  # no control ran
+    f = result.fits  # the t_leave(m) fit leaves out the width where the control left too
+    fit = f[(f["quantity"] == "t_leave") & (f["depth"] == 8) & (f["loss"] == CE.loss)].iloc[0]
+    assert fit["note"].startswith("m = 1024 left out: the squared-loss control left"), fit["note"]
+    assert "refused: 1 width(s)" in fit["note"]  # m = 4096 alone is left
+    fit = f[(f["quantity"] == "t_leave") & (f["depth"] == 2) & (f["loss"] == CE.loss)].iloc[0]
+    assert "left out" not in fit["note"]
     para = next(p for k, p in result.conclusions.items() if "cross_entropy" in k and "L=8" in k)
     assert (
         "At m = 1024 the other loss left the bound too (in some or all seeds), so that width "
