@@ -79,9 +79,20 @@ class Chromium:
         assert proc.returncode == 0, f"chromium exited {proc.returncode} on {url}:\n{err[-2000:]}"
         return out
 
-    def dump_dom(self, url: str) -> str:
-        """The page's DOM, serialized after scripts ran (the main frame only, not iframes)."""
-        return self._run(url, "--dump-dom")
+    def dump_dom(self, url: str, ready: Callable[[str], bool] | None = None) -> str:
+        """The page's DOM, serialized after scripts ran (the main frame only, not iframes).
+
+        Args:
+            ready: a test on the DOM; a dump that fails it (a busy machine: the page had not
+                rendered its last part within the budget) is taken again, up to ``CAPTURES``
+                times, and the last one is returned either way.
+        """
+        dom = ""
+        for _ in range(CAPTURES if ready else 1):
+            dom = self._run(url, "--dump-dom")
+            if ready is None or ready(dom):
+                break
+        return dom
 
     def screenshot(
         self, url: str, png: Path, ready: Callable[[np.ndarray], bool] | None = None

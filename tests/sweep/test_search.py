@@ -40,9 +40,15 @@ def write_spec(tmp_path: Path, epochs: int = 300, n_trials: int = 6, **search) -
 
 
 def _studied(tmp_path: Path) -> list[tuple]:
+    """(number, state) of every trial in the study's sqlite file; none while Optuna is still
+    creating its tables (the file exists a moment before them)."""
     con = sqlite3.connect(tmp_path / "optuna.db")
     try:
         return con.execute("select number, state from trials order by number").fetchall()
+    except sqlite3.OperationalError as err:
+        if "no such table" in str(err):
+            return []
+        raise
     finally:
         con.close()
 
