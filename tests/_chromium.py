@@ -90,7 +90,8 @@ class Chromium:
         dom = ""
         for attempt in range(CAPTURES if ready else 1):
             longer = dataclasses.replace(self, budget_ms=self.budget_ms * 2**attempt)
-            dom = longer._run(url, "--dump-dom")
+            # paint before reading: charts drawn when they scroll into view are drawn then
+            dom = longer._run(url, "--run-all-compositor-stages-before-draw", "--dump-dom")
             if ready is None or ready(dom):
                 break
         return dom
