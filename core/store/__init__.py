@@ -26,10 +26,12 @@ Layout::
 
 A trial's files are written once, where its task runs, and read where they are: nothing copies
 them. Every file appears whole or not at all: on a POSIX filesystem it is written to a temporary
-name in the same directory and renamed; on an object store an object appears whole when its
-upload completes. A trial writes its data first and ``summary.json`` last, so a summary means a
-whole trial. ``dashboards`` reads ``trials/*/`` with ``pyarrow.dataset`` on the same filesystem
-(:func:`trajectory_files`, :data:`TRAJECTORY_PARTITIONING`) and the summaries as JSON.
+name in the same directory and renamed (a writer killed in between leaves the temporary file;
+the trial removes such leftovers when it runs again, :func:`remove_partial_writes`); on an
+object store an object appears whole when its upload completes. A trial writes its data first
+and ``summary.json`` last, so a summary means a whole trial. ``dashboards`` reads ``trials/*/``
+with ``pyarrow.dataset`` on the same filesystem (:func:`trajectory_files`,
+:data:`TRAJECTORY_PARTITIONING`) and the summaries as JSON.
 """
 
 from __future__ import annotations
