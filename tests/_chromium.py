@@ -84,14 +84,13 @@ class Chromium:
 
         Args:
             ready: a test on the DOM; a dump that fails it (a busy machine: the page had not
-                rendered its last part within the budget) is taken again with twice the budget,
-                up to ``CAPTURES`` times, and the last one is returned either way.
+                rendered its last part within the budget) is taken again, up to ``CAPTURES``
+                times, and the last one is returned either way.
         """
         dom = ""
-        for attempt in range(CAPTURES if ready else 1):
-            longer = dataclasses.replace(self, budget_ms=self.budget_ms * 2**attempt)
+        for _ in range(CAPTURES if ready else 1):
             # paint before reading: charts drawn when they scroll into view are drawn then
-            dom = longer._run(url, "--run-all-compositor-stages-before-draw", "--dump-dom")
+            dom = self._run(url, "--run-all-compositor-stages-before-draw", "--dump-dom")
             if ready is None or ready(dom):
                 break
         return dom

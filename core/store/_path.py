@@ -220,20 +220,16 @@ def atomic_write_bytes(path: str | Path | StorePath, data: bytes) -> None:
     locate(path).write_bytes(data)
 
 
-def remove_partial_writes(directory: str | Path | StorePath) -> int:
+def remove_partial_writes(directory: str | Path | StorePath) -> None:
     """Delete the temporary files that writers killed mid-write left in ``directory`` (a
-    SIGKILL skips the cleanup of :meth:`StorePath.write_bytes`); returns how many. Call it only
+    SIGKILL skips the cleanup of :meth:`StorePath.write_bytes`). Call it only
     where no other process writes (a trial's directory when its attempt starts): a checkpoint's
     leftover is as large as the checkpoint, and a few of them fill a small disk. Object stores
     leave none (an upload appears whole or not at all)."""
     where = locate(directory)
-    if not where.local or not Path(where.path).is_dir():
-        return 0
-    removed = 0
-    for leftover in Path(where.path).glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    if where.local:  # a missing directory globs to nothing
+        for leftover in Path(where.path).glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path | StorePath, text: str) -> None:

@@ -153,3 +153,25 @@ def test_encode_value():
     assert encode_value({"a": 1}) == '{"a": 1}'
     assert encode_value(0.1) == 0.1 and encode_value("parity") == "parity"
     assert encode_value(None) is None and encode_value(None, keep_none=False) == "null"
+
+
+def test_core_exports_resolve_and_commands_load_torch_only_when_needed():
+    """Every name in ``core.__all__`` resolves, the lazy ones to their module's object; and
+    reading configs and the store does not import torch (a fresh interpreter)."""
+    import importlib
+    import subprocess
+    import sys
+
+    import core
+
+    for name in core.__all__:
+        value = getattr(core, name)
+        if name in core._LAZY:
+            module = importlib.import_module(core._LAZY[name], "core")
+            assert value is getattr(module, name), name
+    probe = (
+        "import sys, core, core.store, dashboards, sweep.cli, sweep._runner, sweep._search; "
+        "core.config_from_dict; print('torch' in sys.modules, 'ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
