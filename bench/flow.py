@@ -65,7 +65,8 @@ def _gd_step(model, X, y, lr=0.1) -> None:
     loss = data_loss(model(X), y, "cross_entropy")
     grads = torch.autograd.grad(loss, params)
     with torch.no_grad():
-        torch._foreach_add_(params, grads, alpha=-lr)
+        for p, g in zip(params, grads, strict=True):
+            p.add_(g, alpha=-lr)
 
 
 def tracked_step_costs(width: int, depth: int, n: int, repeats: int) -> list[float]:

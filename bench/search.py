@@ -19,7 +19,7 @@ SPEC = Path(__file__).parents[1] / "sweeps" / "search_smoke.yaml"
 
 
 def _spec(root: Path, prune: bool, n_trials: int):
-    from sweep._spec import parse_spec
+    from sweep import parse_spec
 
     raw = yaml.safe_load(SPEC.read_text())
     tag = "prune" if prune else "noprune"
@@ -30,7 +30,7 @@ def _spec(root: Path, prune: bool, n_trials: int):
 
 
 def _one(root: Path, prune: bool, n_trials: int) -> list:
-    from sweep._search import run_search
+    from sweep import run_search
 
     with contextlib.redirect_stderr(io.StringIO()):
         result = run_search(_spec(root, prune, n_trials), prune=prune, num_cpus=2)

@@ -155,8 +155,7 @@ class SweepRuns:
 def _smoke_once(raw: dict[str, Any], storage: str, db: Path) -> tuple[float, st.StorePath, int]:
     """One smoke sweep into ``storage``, MLflow to a new sqlite file: (wall s, sweep dir,
     trials)."""
-    from sweep._runner import run_sweep
-    from sweep._spec import parse_spec
+    from sweep import parse_spec, run_sweep
 
     mlflow = {"tracking_uri": f"sqlite:///{db}", "enabled": True, "experiment": db.stem}
     res = run_sweep(parse_spec({**raw, "storage": storage, "mlflow": mlflow}), num_cpus=SLOTS,

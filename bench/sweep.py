@@ -31,7 +31,7 @@ SLOTS = 2  # a local cluster of 2 CPUs, 1 CPU per trial
 
 
 def _spec(root: Path, name: str, base: dict, seeds: int, mlflow: bool = False) -> Any:
-    from sweep._spec import parse_spec
+    from sweep import parse_spec
 
     mlflow_section = {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "enabled": mlflow}
     return parse_spec({"name": name, "base": base, "grid": {"seed": list(range(seeds))},
@@ -58,7 +58,7 @@ def per_trial_overhead(attempts: list[dict[str, Any]]) -> list[float]:
 
 
 def _sweep(spec: Any) -> tuple[Any, list[dict[str, Any]]]:
-    from sweep._runner import run_sweep
+    from sweep import run_sweep
 
     res = run_sweep(spec, num_cpus=SLOTS, quiet=True)
     assert res.exit_code == 0, f"benchmark sweep {spec.name} failed: {res.failed}"
@@ -112,8 +112,7 @@ def wall_time(root: Path, n: int, seconds: float) -> dict[str, float]:
 def mlflow_overhead(root: Path, raw: dict[str, Any], uri: str, repeats: int) -> dict[str, Any]:
     """The sweep ``raw`` with MLflow off and on (to ``uri``), alternated ``repeats`` times, each
     into a new store; medians of the wall times (Ray start included) and their ratio."""
-    from sweep._runner import run_sweep
-    from sweep._spec import parse_spec
+    from sweep import parse_spec, run_sweep
 
     walls: dict[bool, list[float]] = {False: [], True: []}
     logging: list[float] = []
@@ -136,7 +135,7 @@ def mlflow_overhead(root: Path, raw: dict[str, Any], uri: str, repeats: int) -> 
 
 
 def _smoke() -> dict[str, Any]:
-    from sweep._spec import load_spec
+    from sweep import load_spec
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml")
     return spec.model_dump()

@@ -13,7 +13,10 @@ RESOLUTION_SAFETY = 1000.0  # kernel entries sum O(P) products: rounding grows w
 
 
 def resolution(dtype: str, max_abs_k: float) -> float:
-    """Smallest kernel difference that can be told from rounding: eps(dtype) * max|K| * 1000."""
+    """Smallest kernel difference that can be told from rounding: eps(dtype) * max|K| * 1000;
+    nan for a dtype that no trial runs in (a store should hold float32 or float64 only)."""
+    if dtype not in ("float32", "float64"):
+        return math.nan
     eps = float(np.finfo(np.dtype(dtype)).eps)  # a Python float, as torch.finfo's: float64 maths
     return float(eps * max_abs_k * RESOLUTION_SAFETY)
 

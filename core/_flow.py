@@ -153,7 +153,8 @@ def apply_step(ev: Evaluation, params: list[Tensor], h: float) -> None:
             if b is not None:
                 b.add_(Gr.sum(0), alpha=-h)
         if ev.decay is not None:
-            torch._foreach_add_(params, ev.decay, alpha=-h)
+            for p, d in zip(params, ev.decay, strict=True):
+                p.add_(d, alpha=-h)
 
 
 def step_error(before: Evaluation, after: Evaluation, h: float) -> float:

@@ -46,9 +46,9 @@ def kernel_pairs(n: int, full_max_n: int, chosen: list[tuple[int, int]] | None) 
 def param_distance(params: list[torch.Tensor], theta0: list[torch.Tensor]) -> tuple[float, float]:
     """(||theta - theta_0||_inf, ||theta - theta_0||_2) over all trained parameters."""
     with torch.no_grad():
-        diffs = torch._foreach_sub(params, theta0)
+        diffs = [p - p0 for p, p0 in zip(params, theta0, strict=True)]
     inf = max(float(d.abs().max()) for d in diffs)
-    l2 = math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(diffs)))
+    l2 = math.sqrt(sum(float(torch.linalg.vector_norm(d)) ** 2 for d in diffs))
     return inf, l2
 
 

@@ -178,10 +178,10 @@ def train(
             break
         grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
-            if cfg.weight_decay > 0:  # gradient of (wd/2) |theta - c|^2
-                decay = torch._foreach_sub(params, center) if center is not None else params
-                grads = torch._foreach_add(grads, decay, alpha=cfg.weight_decay)
-            torch._foreach_add_(params, grads, alpha=-lr)
+            for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+                if cfg.weight_decay > 0:  # gradient of (wd/2) |theta - c|^2
+                    g = g.add(p if center is None else p - center[i], alpha=cfg.weight_decay)
+                p.add_(g, alpha=-lr)
         step += 1
         state.step, state.t = step, step * lr
         if jump_from is not None:  # the kernel's one-step jump, sampled here

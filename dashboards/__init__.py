@@ -9,10 +9,9 @@ STORE`` is the command line. dashboards reads the store only: it imports neither
 from ._aggregate import AggregateResult, aggregate
 from ._direct import Direct
 from ._headline import direct_markdown
-from ._tables import RESOLUTION_SAFETY, resolution
+from ._read import find_sweeps
 from ._verdict import Verdict
 from ._widthstudy import study_crossing, study_markdown, study_table
 
-__all__ = ["RESOLUTION_SAFETY", "AggregateResult", "Direct", "Verdict", "aggregate",
-           "direct_markdown", "resolution", "study_crossing", "study_markdown",
-           "study_table"]  # fmt: skip
+__all__ = ["AggregateResult", "Direct", "Verdict", "aggregate", "direct_markdown", "find_sweeps",
+           "study_crossing", "study_markdown", "study_table"]  # fmt: skip

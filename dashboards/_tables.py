@@ -14,14 +14,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from core import RESOLUTION_SAFETY as RESOLUTION_SAFETY  # re-exported
 from core import (
-    TrialStatus,
+    USABLE,  # the only status whose trajectories count
     first_leave,  # core's one home of t_leave (interpolated in log t)
+    resolution,  # core's one home of the resolution (summary.json holds the same figure)
 )
-from core import resolution as core_resolution
-
-USABLE = (TrialStatus.COMPLETED.value,)  # the only status whose trajectories count
 
 GROUP_KEYS = ("arch", "depth", "loss", "lr", "data", "variant")
 ROW_KEYS = (*GROUP_KEYS, "width")
@@ -46,17 +43,6 @@ SUMMARY_NUMBERS = (*STATS, "t_leave", "t_stay", "bound", "lambda0", "max_K", "re
                    "f_abs_min_final", "theta_inf_final", "loss_final", "wall_s",
                    "horizon_t")  # fmt: skip
 DIVERGED = ("diverged", "overflow")  # "overflow" is the legacy name of diverged
-
-
-EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
-
-
-def resolution(dtype: str, max_abs_k: float) -> float:
-    """core's resolution, eps(dtype) * max|K| * RESOLUTION_SAFETY (the same figure as
-    summary.json), or nan for a dtype a store should not hold."""
-    if dtype not in EPS:
-        return math.nan
-    return core_resolution(dtype, max_abs_k)
 
 
 def checkpoint_name(t: float) -> str:
@@ -239,7 +225,7 @@ def trial_table(summary: pd.DataFrame, unpublished: pd.DataFrame, traj: pd.DataF
     if len(traj):
         frame = frame.merge(traj, on="trial_id", how="left")
     _fill_from_trajectory(frame)
-    frame["usable"] = frame["published"] & frame["status"].isin(USABLE)
+    frame["usable"] = frame["published"] & frame["status"].isin(list(USABLE))
     # a null first passage with a measured trajectory means "never within the horizon": +inf
     never = frame["usable"] & frame["t_exceed"].isna() & frame["drift_sup"].notna()
     frame["t_exceed"] = frame["t_exceed"].astype(float).mask(never, math.inf)

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from ._direct import RESOLVED
-from ._tables import GROUP_KEYS, RESOLUTION_SAFETY, resolution
+from ._tables import GROUP_KEYS
 
-__all__ = ["RESOLUTION_SAFETY", "Verdict", "add_verdicts", "conclusions", "decide", "resolution"]
+__all__ = ["Verdict", "add_verdicts", "conclusions", "decide"]
 
 
 class Verdict(str, Enum):

@@ -118,7 +118,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         0 done; 3 the reports were written but MLflow could not be reached (bad input raises
         a ``NtkdivError``: exit 2).
     """
-    from dashboards._read import find_sweeps
+    from dashboards import find_sweeps
 
     sweeps = find_sweeps(args.store)
     out = Path(args.out) if args.out else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from core import DONE, TrialConfig, TrialStatus
@@ -41,6 +42,7 @@ class Dispatch:
     sweep_dir: st.StorePath
     configs: dict[str, TrialConfig]
     outcome: Outcome
+    ray: ModuleType  # the Ray adapter, sweep._ray (imported once Ray is needed)
     before: dict[str, int] = field(default_factory=dict)
     handles: dict[Any, str] = field(default_factory=dict)  # handle -> trial_id
     last_scan: float = 0.0
@@ -48,8 +50,6 @@ class Dispatch:
 
     def submit(self, plan: dict[str, tuple[float, float]], retries: int) -> None:
         """Start every trial's task with its (CPUs, GPUs) from ``plan``."""
-        from . import _ray  # Ray loads when trials are dispatched
-
         self.outcome.dispatch_start = time.time()
         for tid, config in self.configs.items():
             cpus, gpus = plan[tid]
@@ -57,19 +57,17 @@ class Dispatch:
             self.before[tid] = len(self._attempts(tdir))
             m = config.model
             name = f"trial {tid} {m.arch} m={m.width} {config.train.loss}"
-            handle = _ray.submit(config.model_dump(mode="json"), tdir, num_cpus=cpus,
+            handle = self.ray.submit(config.model_dump(mode="json"), tdir, num_cpus=cpus,
                                  num_gpus=gpus, retries=retries, name=name)  # fmt: skip
             self.handles[handle] = tid
 
     def collect(self, tracking: MlflowGuard, progress: Progress) -> None:
         """Wait for every submitted trial; log each as it finishes."""
-        from . import _ray  # Ray loads when trials are dispatched
-
         if not self.handles:
             return
         progress.update(force=True)
         while self.handles:
-            ready, _ = _ray.wait(list(self.handles), WAIT_S)
+            ready, _ = self.ray.wait(list(self.handles), WAIT_S)
             for handle in ready:
                 self._finish(handle, tracking)
             every = RUNNING_SCAN_S * max(1.0, len(self.handles) / 500)  # files on a shared FS
@@ -81,13 +79,11 @@ class Dispatch:
         progress.close()
 
     def _finish(self, handle: Any, tracking: MlflowGuard) -> None:
-        from . import _ray  # Ray loads when trials are dispatched
-
         tid = self.handles.pop(handle)
         tdir = st.trial_dir(self.sweep_dir, tid)
         try:
-            summary = _ray.result(handle)
-        except _ray.SystemFailure as err:
+            summary = self.ray.result(handle)
+        except self.ray.SystemFailure as err:
             summary = system_failure(tdir, self.configs[tid], self.before[tid], str(err),
                                      self.note)  # fmt: skip
         for moved in summary.get("quarantined") or []:

@@ -196,7 +196,8 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     """Connect to ``address`` (else ``RAY_ADDRESS``), or start a local cluster.
 
     A local cluster is started explicitly (``address="local"``), never by attaching to whatever
-    cluster the machine ran last; it listens on 127.0.0.1 and dies with this process.
+    cluster the machine ran last; it dies with this process, and listens on 127.0.0.1 when
+    ``sweep._runner.ray_adapter`` imported Ray.
 
     Raises:
         ConfigError: nothing answers at the address, or Ray refuses the connection.
@@ -217,8 +218,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
         # would precede every sweep, so it is silenced (the token lives in ~/.ray/auth_token).
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus,
-                 include_dashboard=False, logging_level=logging.WARNING,
-                 _node_ip_address="127.0.0.1")  # fmt: skip
+                 include_dashboard=False, logging_level=logging.WARNING)  # fmt: skip
     res = ray.cluster_resources()
     return Cluster(target or "local", target is None, float(res.get("CPU", 0.0)),
                    float(res.get("GPU", 0.0)))  # fmt: skip

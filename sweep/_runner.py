@@ -17,9 +17,11 @@ and MLflow is backfilled from it. Aggregation is the caller's (``sweep._commands
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TextIO
 
 from core import ConfigError, StoreError, TrialConfig, first_line, trial_id
@@ -83,8 +85,6 @@ def run_sweep(
         SweepBusy: another live driver holds the sweep's lease (and ``wait`` is False).
         StoreError: the store failed mid-sweep (what finished is kept).
     """
-    from . import _ray
-
     t_start = time.monotonic()
     if spec.search is not None and not spec.grid:  # its sweep dir belongs to the search
         raise ConfigError(
@@ -94,7 +94,7 @@ def run_sweep(
     configs = expand(spec)
     warnings = check_inputs(configs)
     check_storage(spec)
-    _ray.check_address(address)  # bad input: refused before the lease creates the sweep dir
+    ray_adapter(address).check_address(address)  # refused before the lease makes the sweep dir
     progress = Progress(Counts(total=len(configs)), stream or sys.stderr, quiet)
     outcome = Outcome(progress.counts)
     try:
@@ -119,8 +119,7 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
          outcome: Outcome, address: str | None, num_cpus: int | None, num_gpus: int | None,
          retry_failed: bool) -> MlflowGuard:  # fmt: skip
     """Steps 2-5 of the module docstring, under the sweep's lease; the MLflow guard used."""
-    from . import _ray
-
+    _ray = ray_adapter(address)
     states = settle(spec.sweep_dir(), configs, None if retry_failed else spec.retries,
                     progress.message)  # fmt: skip
     todo = {trial_id(c): c for c in configs if states[trial_id(c)] is Settled.PENDING}
@@ -134,7 +133,7 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
         prepare_store(spec, list(states), progress.message)
         for text in warnings:
             progress.message(f"ntkdiv: warning: {text}")
-        dispatch = Dispatch(spec.sweep_dir(), todo, outcome, note=progress.message)
+        dispatch = Dispatch(spec.sweep_dir(), todo, outcome, _ray, note=progress.message)
         dispatch.submit(plan, spec.retries)  # workers start while MLflow gets ready
         tracking = MlflowGuard(spec, progress.message)  # creates a sqlite database: not earlier
         tracking.ensure_parent(spec_to_dict(spec))
@@ -147,6 +146,21 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
     finally:
         _ray.shutdown()
     return tracking
+
+
+def ray_adapter(address: str | None) -> ModuleType:
+    """The Ray adapter (``sweep._ray``), importing Ray now.
+
+    A sweep or search without ``--address`` or ``RAY_ADDRESS`` starts its own cluster: Ray's
+    documented variable ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ``ray`` is imported,
+    keeps every server of it on 127.0.0.1 (docs/cluster.md, "What listens where"). A process that
+    imported ``ray`` before gets Ray's own choice of address.
+    """
+    if address is None and not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from . import _ray
+
+    return _ray
 
 
 def store_failed(sweep_dir: st.StorePath, kept: int | None, err: OSError,

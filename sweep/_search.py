@@ -28,7 +28,6 @@ from typing import Any, TextIO
 from core import (
     DONE,
     ConfigError,
-    StoreError,
     TrialConfig,
     apply_overrides,
     config_from_dict,
@@ -39,7 +38,7 @@ from core import store as st
 from ._dispatch import system_failure
 from ._prepare import check_inputs, check_storage, prepare_store, sweep_lease
 from ._resources import plan_resources
-from ._runner import store_failed
+from ._runner import ray_adapter, store_failed
 from ._search_spec import (
     PruneMonitor,
     SearchSpec,
@@ -112,10 +111,11 @@ class _Running:
 class _Driver:
     """Ask, submit, collect, tell: the search loop's state."""
 
-    def __init__(self, spec, search, study, cluster, tracking, prune, note) -> None:
+    def __init__(self, spec, search, study, ray, cluster, tracking, prune, note) -> None:
         from ._optuna import distribution
 
         self.spec, self.search, self.study, self.cluster = spec, search, study, cluster
+        self.ray = ray  # the Ray adapter, sweep._ray
         self.tracking, self.prune, self.note = tracking, prune, note
         self.sweep_dir = spec.sweep_dir()
         self.space = {k: distribution(p.type, p.low, p.high, p.choices)
@@ -135,8 +135,6 @@ class _Driver:
     # --- submitting -------------------------------------------------------------------------
 
     def submit(self, number: int, params: dict[str, Any]) -> None:
-        from . import _ray
-
         try:
             config = config_for(self.spec, params)
         except ConfigError as err:
@@ -154,10 +152,20 @@ class _Driver:
         monitor = (PruneMonitor(self.best_path, bound, self.search.objective)
                    if self.prune else None)  # fmt: skip
         tdir = st.trial_dir(self.sweep_dir, tid)
-        handle = _ray.submit(config.model_dump(mode="json"), tdir,
+        handle = self.ray.submit(config.model_dump(mode="json"), tdir,
                              num_cpus=cpus, num_gpus=gpus, retries=self.spec.retries,
                              monitor=monitor, name=f"search-{number}")  # fmt: skip
         self.pending[handle] = _Running(tid, [number], config, len(st.read_attempts(tdir)))
+
+    def run(self) -> None:
+        """Trials a lost driver left running first, then ask and tell until the study is full."""
+        self.write_best()
+        self.resubmit_running()
+        self.fill()
+        while self.pending:
+            self.collect()
+            self.fill()
+            self.progress()
 
     def resubmit_running(self) -> None:
         """Trials a killed driver left RUNNING: ask them again and run them (they resume from
@@ -173,17 +181,24 @@ class _Driver:
     def asked(self) -> int:
         return len(self.study.trials())
 
+    def progress(self) -> None:
+        states = [t["state"] for t in self.study.trials()]
+        done = sum(s in ("COMPLETE", "PRUNED", "FAIL") for s in states)
+        text = (f"search: {done}/{self.search.n_trials} done ({states.count('PRUNED')} pruned, "
+                f"{states.count('FAIL')} failed), {len(self.pending)} running")  # fmt: skip
+        if self.last_line != text:
+            self.last_line = text
+            self.note(text)
+
     # --- collecting -------------------------------------------------------------------------
 
     def collect(self) -> None:
-        from . import _ray
-
-        finished, _ = _ray.wait(list(self.pending), WAIT_S)
+        finished, _ = self.ray.wait(list(self.pending), WAIT_S)
         for handle in finished:
             run = self.pending.pop(handle)
             try:
-                summary = _ray.result(handle)
-            except _ray.SystemFailure as err:
+                summary = self.ray.result(handle)
+            except self.ray.SystemFailure as err:
                 tdir = st.trial_dir(self.sweep_dir, run.tid)
                 summary = system_failure(tdir, run.config, run.before, str(err))
             self.finish(run, summary)
@@ -248,10 +263,8 @@ def run_search(
     Raises:
         SweepBusy: another live driver (a search or a sweep of the same name) holds the sweep's
             lease, and ``wait`` is False.
-        StoreError: the store failed mid-search (what finished is kept).
+        StoreError: the store failed (what finished is kept).
     """
-    from . import _ray
-
     t0 = time.monotonic()
     stream = stream or sys.stderr
     search = load_search(spec)
@@ -261,41 +274,20 @@ def run_search(
     def note(text: str) -> None:
         print(text, file=stream, flush=True)
 
+    _ray = ray_adapter(address)
     _ray.check_address(address)  # bad input: refused before the lease creates the sweep dir
-    try:
-        with sweep_lease(spec.sweep_dir(), note, wait):  # one driver per sweep directory
-            trials = _search(spec, search, address, prune, num_cpus, note)
-    except StoreError:
-        raise
-    except OSError as err:  # the store failed before the search started (taking the lease)
-        raise store_failed(spec.sweep_dir(), None, err, "search") from None
-    return SearchResult(study_name(spec, search), search.storage, spec.sweep_dir(),
-                        search.objective, trials, time.monotonic() - t0)  # fmt: skip
-
-
-def _search(spec: SweepSpec, search: SearchSpec, address: str | None, prune: bool,
-            num_cpus: int | None, note) -> list[dict[str, Any]]:  # fmt: skip
-    """Steps 2-3 of the module docstring, under the sweep's lease: the study's trials."""
-    from . import _ray
     from ._optuna import Study
 
-    cluster = _ray.connect(address, num_cpus)  # before MLflow: a bad address leaves no trace
-    tracking = MlflowGuard(spec, note)
-    status, study, parent = "FINISHED", None, None
+    name, study, parent, status = study_name(spec, search), None, None, "FINISHED"
     try:
-        study = Study.open(study_name(spec, search), _storage_url(search),
-                           direction(search.objective), search.sampler, search.seed)  # fmt: skip
-        trials = [p.name for p in st.trial_dirs(spec.sweep_dir())]
-        prepare_store(spec, trials)  # spec.yaml, and the attempts a lost driver left open
-        parent = tracking.ensure_parent(spec_to_dict(spec))
-        driver = _Driver(spec, search, study, cluster, tracking, prune, note)
-        driver.write_best()
-        driver.resubmit_running()
-        driver.fill()
-        while driver.pending:
-            driver.collect()
-            driver.fill()
-            _progress(driver, note)
+        with sweep_lease(spec.sweep_dir(), note, wait):  # one driver per sweep directory
+            cluster = _ray.connect(address, num_cpus)  # before MLflow: a bad address, no trace
+            tracking = MlflowGuard(spec, note)
+            study = Study.open(name, _storage_url(search), direction(search.objective),
+                               search.sampler, search.seed)  # fmt: skip
+            prepare_store(spec, [p.name for p in st.trial_dirs(spec.sweep_dir())])
+            parent = tracking.ensure_parent(spec_to_dict(spec))
+            _Driver(spec, search, study, _ray, cluster, tracking, prune, note).run()
     except OSError as err:  # the store itself: stop cleanly, keep what finished
         status = "FAILED"
         kept = None if study is None else sum(t["state"] in ("COMPLETE", "PRUNED")
@@ -308,17 +300,8 @@ def _search(spec: SweepSpec, search: SearchSpec, address: str | None, prune: boo
         if parent is not None:
             tracking.finish(status)  # the next run sets it RUNNING again
         _ray.shutdown()
-    return study.trials()
-
-
-def _progress(driver: _Driver, note) -> None:
-    states = [t["state"] for t in driver.study.trials()]
-    done = sum(s in ("COMPLETE", "PRUNED", "FAIL") for s in states)
-    text = (f"search: {done}/{driver.search.n_trials} done ({states.count('PRUNED')} pruned, "
-            f"{states.count('FAIL')} failed), {len(driver.pending)} running")  # fmt: skip
-    if driver.last_line != text:
-        driver.last_line = text
-        note(text)
+    return SearchResult(name, search.storage, spec.sweep_dir(), search.objective, study.trials(),
+                        time.monotonic() - t0)  # fmt: skip
 
 
 def load_search(spec: SweepSpec) -> SearchSpec:

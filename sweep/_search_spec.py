@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core import ConfigError, first_exceed, known_keys
+from core import ConfigError, did_you_mean, first_exceed, known_keys
 from core import store as st
 
 
@@ -67,11 +67,7 @@ class SearchSpec(_Frozen):
         keys = known_keys()
         for key in self.space:
             if key not in keys:
-                import difflib
-
-                close = difflib.get_close_matches(key, keys, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ValueError(f"unknown config key '{key}' in space{hint}")
+                raise ValueError(f"unknown config key '{key}' in space{did_you_mean(key, keys)}")
         return self
 
 
@@ -79,15 +75,14 @@ def parse_search(raw: Any) -> SearchSpec:
     """Validate a spec's ``search:`` mapping; errors name the field and value."""
     from pydantic import ValidationError
 
+    from ._spec import spec_error
+
     if not isinstance(raw, dict):
         raise ConfigError("sweep spec field 'search' must be a mapping with a 'space'")
     try:
         return SearchSpec.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        where = f"search.{loc}" if loc else "search"
-        raise ConfigError(f"sweep spec field '{where}': {first['msg']}") from None
+        raise spec_error(err, SearchSpec, "search") from None
 
 
 def direction(objective: str) -> str:

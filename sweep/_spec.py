@@ -26,6 +26,7 @@ import itertools
 import json
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,21 +139,38 @@ class SweepSpec(_Frozen):
 # --- loading -------------------------------------------------------------------------------
 
 
-def _spec_error(err: ValidationError) -> ConfigError:
+def spec_error(err: ValidationError, model: type[BaseModel] | None = None,
+               prefix: str = "") -> ConfigError:  # fmt: skip
+    """A spec's first validation error as one line naming the field (its location below
+    ``prefix``, a section's name) and the value; an unknown key gets a did-you-mean from the
+    fields of its section. ``model``: the model validated (default :class:`SweepSpec`)."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    loc = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "") or "<root>"
     if first["type"] == "extra_forbidden":
-        parent = first["loc"][:-1]
-        model: type[BaseModel] = SweepSpec
-        for part in parent:  # the section the unknown key sits in
-            model = model.model_fields[str(part)].annotation  # type: ignore[assignment]
-        hint = did_you_mean(str(first["loc"][-1]), list(model.model_fields))
+        hint = did_you_mean(str(first["loc"][-1]), _fields(model or SweepSpec, first["loc"][:-1]))
         return ConfigError(f"sweep spec field '{loc}': unknown key{hint}")
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
         return ConfigError(f"sweep spec field '{loc}': missing; add it to the spec")
-    seen = shown(first.get("input"))
-    return ConfigError(f"sweep spec field '{loc or '<root>'}' = {seen}: {msg}")
+    if not first["loc"]:  # a rule over the whole section: its fields name themselves
+        return ConfigError(f"sweep spec field '{loc}': {msg}")
+    return ConfigError(f"sweep spec field '{loc}' = {shown(first.get('input'))}: {msg}")
+
+
+def _fields(model: Any, path: tuple[Any, ...]) -> list[str]:
+    """The field names of the section at ``path`` below ``model`` (a dict's keys are skipped)."""
+    for part in path:
+        if typing.get_origin(model) is dict:
+            model = typing.get_args(model)[1]
+        elif _is_model(model) and part in model.model_fields:
+            model = model.model_fields[str(part)].annotation
+        else:
+            return []
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _is_model(model: Any) -> bool:
+    return isinstance(model, type) and issubclass(model, BaseModel)
 
 
 def parse_spec(raw: Any, spec_dir: Path | None = None) -> SweepSpec:
@@ -168,7 +186,7 @@ def parse_spec(raw: Any, spec_dir: Path | None = None) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
-        raise _spec_error(err) from None
+        raise spec_error(err) from None
     if isinstance(spec.base, str):
         spec = spec.model_copy(update={"base": _read_base(spec.base, spec_dir)})
     check_grid(spec)

@@ -13,8 +13,8 @@ from core import store as st
 
 
 def spec_defaults(sweep_dir: st.Where) -> dict[str, Any]:
-    """``tracking_uri`` and ``experiment`` from ``<sweep_dir>/spec.yaml`` (top level or under
-    ``mlflow:``), with the raw spec under ``spec``; empty when there is no spec.yaml."""
+    """``tracking_uri`` and ``experiment`` from the ``mlflow:`` section of the sweep's
+    ``spec.yaml``, with the raw spec under ``spec``; empty when there is no spec.yaml."""
     path = st.spec_path(sweep_dir)
     if not path.is_file():
         return {}
@@ -22,8 +22,8 @@ def spec_defaults(sweep_dir: st.Where) -> dict[str, Any]:
     section = raw["mlflow"] if isinstance(raw.get("mlflow"), dict) else {}
     return {
         "spec": raw,
-        "tracking_uri": section.get("tracking_uri") or raw.get("tracking_uri"),
-        "experiment": section.get("experiment") or raw.get("experiment"),
+        "tracking_uri": section.get("tracking_uri"),
+        "experiment": section.get("experiment"),
     }
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -150,7 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core import NtkdivError
 
     try:
-        local_ray_on_loopback(getattr(args, "address", ""))
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(args) or 0)
     except NtkdivError as err:  # bad input: 2; a store that failed mid-run (StoreError): 1
@@ -159,14 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(interrupted(argv, args.command), file=sys.stderr, flush=True)
         return 130
-
-
-def local_ray_on_loopback(address: str | None) -> None:
-    """A sweep or search without ``--address`` or ``RAY_ADDRESS`` starts its own Ray cluster:
-    keep every Ray server of it on 127.0.0.1. Ray's documented variable, read when ``ray`` is
-    imported, keeps the loopback node address (docs/cluster.md, "What listens where")."""
-    if address is None and not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def interrupted(argv: Sequence[str], command: str) -> str:

@@ -1,8 +1,6 @@
 """A local Ray cluster made by ``ray.init`` (the sweep's own, sweep/_ray.py) listens on loopback
-only, checked with ``ss -ltnp`` while a task has run. ``_node_ip_address="127.0.0.1"`` alone is
-not enough: Ray swaps a loopback node address for the machine's reachable one unless
-RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0 when ``ray`` is imported (Ray's documented environment
-variable; its private constant is not touched)."""
+only, checked with ``ss -ltnp`` while a task has run: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0 when
+``ray`` is imported (Ray's documented environment variable; no private argument or constant)."""
 
 from __future__ import annotations
 
@@ -25,14 +23,12 @@ import json, logging, os, sys
 if sys.argv[1] == "env":
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported
 if sys.argv[1] == "sweep":  # what `ntkdiv sweep` without --address does, then its connect
-    from sweep.cli import local_ray_on_loopback
-    local_ray_on_loopback(None)
-    from sweep import _ray
-    _ray.connect(None, 1)
+    from sweep._runner import ray_adapter
+    ray_adapter(None).connect(None, 1)
 import ray
 if sys.argv[1] == "env":
     ray.init(address="local", num_cpus=1, include_dashboard=False,
-             logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+             logging_level=logging.WARNING)
 node_ip = ray.get(ray.remote(lambda: ray.util.get_node_ip_address()).remote())
 print(json.dumps({"node_ip": node_ip}), flush=True)
 sys.stdin.readline()
@@ -52,9 +48,7 @@ def local_cluster_sockets(mode: str) -> tuple[str, list[tuple[str, int, int]]]:
         assert line, proc.stderr.read()[-3000:]
         node_ip = json.loads(line)["node_ip"]
         sockets = listening(set(descendants(proc.pid)))
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        proc.wait(timeout=120)
+        proc.communicate("\n", timeout=120)  # the script shuts Ray down and exits
     finally:
         if proc.poll() is None:
             proc.kill()

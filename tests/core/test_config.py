@@ -156,19 +156,24 @@ def test_encode_value():
 
 
 def test_core_exports_resolve_and_commands_load_torch_only_when_needed():
-    """Every name in ``core.__all__`` resolves, the lazy ones to their module's object; and
-    reading configs and the store does not import torch (a fresh interpreter)."""
+    """Every name in ``core.__all__`` and ``sweep.__all__`` resolves, the lazy ones to their
+    module's object; and reading configs and the store does not import torch (a fresh
+    interpreter)."""
     import importlib
     import subprocess
     import sys
 
     import core
+    import sweep
 
-    for name in core.__all__:
-        value = getattr(core, name)
-        if name in core._LAZY:
-            module = importlib.import_module(core._LAZY[name], "core")
-            assert value is getattr(module, name), name
+    for package in (core, sweep):
+        for name in package.__all__:
+            value = getattr(package, name)
+            if name in package._LAZY:
+                module = importlib.import_module(package._LAZY[name], package.__name__)
+                assert value is getattr(module, name), name
+    with pytest.raises(AttributeError):
+        sweep.no_such_name  # noqa: B018
     probe = (
         "import sys, core, core.store, dashboards, sweep.cli, sweep._runner, sweep._search; "
         "core.config_from_dict; print('torch' in sys.modules, 'ray' in sys.modules)"

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from core import build_model, config_from_dict, empirical_ntk, make_dataset
-from dashboards import RESOLUTION_SAFETY, resolution
+from core import (
+    RESOLUTION_SAFETY,
+    build_model,
+    config_from_dict,
+    empirical_ntk,
+    make_dataset,
+    resolution,
+)
 
 MARGIN = 100.0  # measured rounding must sit this far below the resolution (1-3 eps measured)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bench.aggregate import CIRCLE_BOUND, CIRCLE_MAX_K, log_growth
-from core import tracked_steps
-from dashboards import RESOLUTION_SAFETY, Verdict
+from core import RESOLUTION_SAFETY, tracked_steps
+from dashboards import Verdict
 from dashboards._verdict import decide
 from tests.tolerance import EXACT_F64, assert_close
 
