@@ -162,8 +162,8 @@ def slope_interval(boots: dict[float, np.ndarray], ts: list[float]) -> tuple[flo
     if len(ts) < 2 or any(t not in boots for t in ts):
         return math.nan, math.nan
     curves = np.stack([boots[t] for t in ts], axis=1)  # (B, len(ts))
-    finite = np.isfinite(curves).all(axis=1)
-    if finite.mean() < 0.9:  # many replicates say "never": no slope
+    finite = (np.isfinite(curves) & (curves > 0)).all(axis=1)  # as slope_in_t: m* > 0 only
+    if finite.mean() < 0.9:  # many replicates say "never" (or no positive width): no slope
         return math.nan, math.nan
     lt = np.log10(np.asarray(ts))
     slopes = np.polyfit(lt, np.log10(curves[finite]).T, 1)[0]

@@ -81,3 +81,60 @@ def test_results_md_quotes_the_direct_more_study_from_its_aggregate():
     assert f"t = {_short(two.loc['cross_entropy', 't_leave'])}" in text
     assert f"drift {two.loc['mse', 'drift_sup']:.2f}" in text
     assert f"{two.loc['cross_entropy', 'steps']:,d} steps" in text
+
+
+FITS = REPO / "docs" / "results" / "direct" / "fits.parquet"
+TRIALS = REPO / "docs" / "results" / "direct" / "trials.parquet"
+
+
+def _e(v: float, digits: int = 1) -> str:
+    """3.2e13 for 3.1974e+13 (``digits`` after the point)."""
+    mantissa, exponent = f"{float(v):.{digits}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def test_readme_quotes_the_t_leave_fit_and_the_widest_rows_from_the_aggregate():
+    """README's "How t_leave grows with m" and its m = 4096 / 8192 sentences: the fit, its
+    interval, the crossing of t = 1e40 and the per-seed figures are the committed aggregate's."""
+    text = " ".join((REPO / "README.md").read_text().split())
+    fits = pd.read_parquet(FITS).set_index(["loss", "quantity"])
+    fit = fits.loc[("cross_entropy", "t_leave")]
+    per_doubling = [fit[k] * math.log10(2) for k in ("exponent", "exponent_lo", "exponent_hi")]
+    assert f"m^{fit['exponent']:.0f} [{fit['exponent_lo']:.0f}, {fit['exponent_hi']:.0f}]" in text
+    assert f"r2 = {fit['r2']:.2f}" in text
+    assert "{:.1f} [{:.1f}, {:.1f}] decades of t per doubling".format(*per_doubling) in text
+    assert f"m ~ {_e(fit['crossing_width'], 0).replace('.', '')}" in text  # 7e4
+    assert fit["n_widths"] == 3 and fit["crossing_width"] < fit["max_width"] * 10
+    t = pd.read_parquet(TRIALS)
+    ce, mse = t[t["loss"] == "cross_entropy"], t[t["loss"] == "mse"]
+    wide = ce[ce["width"] == 8192]
+    assert f"t = {_e(wide['t_leave'].min())} to {_e(wide['t_leave'].max())}" in text
+    assert wide["t_leave"].min() > ce.loc[ce["width"] == 4096, "t_leave"].max()  # "each later"
+    ratio = lambda sub, w: (sub["gap_sup"] / sub["bound"])[sub["width"] == w].max()  # noqa: E731
+    assert f"up to {ratio(ce, 4096):.0f}x the bound (m = 4096) and {ratio(ce, 8192):.1f}x" in text
+    assert f"never passed {ratio(mse, 4096):.2f} (m = 4096) and {ratio(mse, 8192):.2f}" in text
+    minutes = wide["wall_s"] / 60
+    assert f"took {minutes.min():.0f}-{minutes.max():.0f} min each" in text
+    one = ce[(ce["width"] == 2048) & (ce["gap_init"] < ce["bound"])]
+    assert len(one) == 1
+    assert f"started at {100 * float(one['gap_init'].iloc[0] / one['bound'].iloc[0]):.0f}%" in text
+
+
+def test_results_md_quotes_the_widest_width_from_the_aggregate():
+    """docs/results.md's m = 8192 paragraph and its t_leave(m) fit are the aggregate's."""
+    text = " ".join((REPO / "docs" / "results.md").read_text().split())
+    fit = pd.read_parquet(FITS).set_index(["loss", "quantity"]).loc[("cross_entropy", "t_leave")]
+    assert f"m^{fit['exponent']:.0f} [{fit['exponent_lo']:.0f}, {fit['exponent_hi']:.0f}]" in text
+    t = pd.read_parquet(TRIALS)
+    wide = t[t["width"] == 8192].sort_values("seed")
+    ce, mse = wide[wide["loss"] == "cross_entropy"], wide[wide["loss"] == "mse"]
+    leave = ", ".join(f"{v:.2e}".replace("e+", "e") for v in ce["t_leave"][:-1])
+    assert f"t = {leave} and {ce['t_leave'].iloc[-1]:.2e}".replace("e+", "e") in text
+    ratio = ce["gap_sup"] / ce["bound"]
+    assert f"{ratio.min():.1f}-{ratio.max():.1f}x the bound by t = 1e40" in text
+    ratio = mse["gap_sup"] / mse["bound"]
+    assert f"never passed {ratio.min():.2f}-{ratio.max():.2f} of the bound" in text
+    held = mse["stationary_t"]
+    assert f"held from t = {held.min():.1f}-{held.max():.1f} on" in text
+    assert f"{ce['steps'].min():,d}-{ce['steps'].max():,d} accepted steps" in text
+    assert f"{wide['wall_s'].sum() / 60:.0f} min of trial time for the six" in text
