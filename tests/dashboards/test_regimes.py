@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -112,6 +113,20 @@ def test_crossing_refuses_two_widths_and_rising_drift():
 
 def test_slope_interval_needs_every_decade():
     assert math.isnan(slope_interval({1.0: np.ones(10)}, [1.0, 10.0])[0])
+
+
+def test_slope_interval_leaves_out_replicates_without_a_positive_crossing_width():
+    """A replicate whose m* is 0 (an underflowed crossing) has no log: it is left out, as the
+    point estimate leaves it out; over 10% such replicates give no interval."""
+    flat = np.full(40, 300.0)
+    boots = {1.0: flat.copy(), 10.0: flat.copy(), 100.0: flat.copy()}
+    boots[10.0][0] = 0.0  # 1 of 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no log10(0)
+        lo, hi = slope_interval(boots, [1.0, 10.0, 100.0])
+    assert abs(lo) < 1e-12 and abs(hi) < 1e-12
+    boots[10.0][:5] = 0.0  # 5 of 40
+    assert math.isnan(slope_interval(boots, [1.0, 10.0, 100.0])[0])
 
 
 def test_growth_interval_has_no_ends_for_one_seed():
