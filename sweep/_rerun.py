@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from core import TrialConfig, config_from_dict, run_trial
+from core import store as st
 
 RTOL = {"float64": 1e-6, "float32": 1e-3}
 COMPARED = (
@@ -27,18 +28,9 @@ COMPARED = (
 )  # fmt: skip
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return float(value)  # "inf" strings are how summary.json stores infinities
-    except (TypeError, ValueError):
-        return None
-
-
 def same(a: Any, b: Any, rtol: float | None) -> bool:
     """Equal: bitwise when ``rtol`` is None (NaN equals NaN), else within ``rtol`` relatively."""
-    x, y = _number(a), _number(b)
+    x, y = st.json_number(a), st.json_number(b)
     if x is None or y is None:
         return a == b
     if math.isnan(x) or math.isnan(y):

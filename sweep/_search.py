@@ -359,16 +359,11 @@ def _candidates(done, result: SearchResult, out: TextIO) -> None:
     for t in below:
         tdir = st.trial_dir(result.sweep_dir, t["user_attrs"]["trial_id"])
         summary = st.read_summary(tdir) or {}
-        horizon = summary.get("horizon_t") or summary["steps"] * _lr(tdir)
-        print(f"candidate: trial {t['number']} kept drift_sup below the bound up to t = "
-              f"{horizon:g}; the horizon leaves open whether it crosses later, and a finite "
-              "width cannot show the limit", file=out)  # fmt: skip
-
-
-def _lr(tdir: st.StorePath) -> float:
-    import yaml
-
-    return float(yaml.safe_load((tdir / st.CONFIG).read_text())["train"]["lr"])
+        horizon = st.json_number(summary.get("horizon_t"))
+        reach = "within its run" if horizon is None else f"up to t = {horizon:g}"
+        print(f"candidate: trial {t['number']} kept drift_sup below the bound {reach}; the "
+              "horizon leaves open whether it crosses later, and a finite width cannot show the "
+              "limit", file=out)  # fmt: skip
 
 
 def _short(value: Any) -> str:

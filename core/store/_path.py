@@ -256,6 +256,17 @@ def read_json(path: str | Path | StorePath) -> dict[str, Any]:
     return json.loads(locate(path).read_bytes())
 
 
+def json_number(value: Any) -> float | None:
+    """A number as :func:`write_json` stored it: ints and floats, and the ``"inf"`` / ``"-inf"``
+    strings it writes for infinities, as a float; None for anything else (None, booleans,
+    other strings)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)) or value in ("inf", "-inf", "nan"):
+        return float(value)
+    return None
+
+
 def write_table(path: str | Path | StorePath, table: pa.Table) -> None:
     """Atomic Parquet write of one table, with a CRC per data page: a reader that verifies them
     (:func:`core.store.read_table_checked`) tells damaged data from good data, which Parquet

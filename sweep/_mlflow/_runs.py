@@ -74,17 +74,6 @@ def run_name(config: Mapping[str, Any] | None, tid: str) -> str:
             f"-s{config.get('seed')}-{tid[:6]}")  # fmt: skip
 
 
-def _as_float(value: Any) -> float | None:
-    """A metric value from JSON (``"inf"`` strings are how the store writes infinities)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if value in ("inf", "-inf", "nan"):
-        return float(value)
-    return None
-
-
 def _param_value(value: Any) -> str:
     return str(encode_value(value, keep_none=False))[:MAX_PARAM_LEN]
 
@@ -116,7 +105,7 @@ def trial_entities(
         params = [Param(k, _param_value(v)) for k, v in flatten(config_from_dict(config)).items()]
     rows: list[list[Metric]] = []
     if (tdir / st.TRAJECTORY).is_file():
-        bound = _as_float(summary.get("bound"))
+        bound = st.json_number(summary.get("bound"))
         rows = history_rows(st.read_trajectory(tdir / st.TRAJECTORY), after_step, bound)
     metrics, tags = summary_entities(summary, generation)
     tags.append(RunTag("ntkdiv.logged", digest))
@@ -220,7 +209,7 @@ def trial_times(tdir: st.Where, summary: Mapping[str, Any]) -> tuple[int | None,
     ms = lambda s: int(round(s * 1000))  # noqa: E731
     if starts and ends:
         return ms(min(starts)), ms(max(max(ends), min(starts)))
-    wall = _as_float(summary.get("wall_s"))
+    wall = st.json_number(summary.get("wall_s"))
     end = _written_at(tdir)
     if end is None or wall is None or not math.isfinite(wall):
         return (ms(min(starts)) if starts else None), None
@@ -243,7 +232,7 @@ def summary_entities(summary: Mapping[str, Any], gen: int) -> tuple[list[Metric]
     now = int(time.time() * 1000)
     metrics = []
     for key, value in summary.items():
-        v = _as_float(value)
+        v = st.json_number(value)
         if v is not None and key not in HISTORY_KEYS:
             metrics.append(Metric(key, v, now, gen))
     tags = [RunTag("ntkdiv.status", str(summary.get("status"))),

@@ -5,6 +5,7 @@ Real components: a local Ray cluster, an Optuna sqlite study, the Parquet store,
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import signal
@@ -19,7 +20,7 @@ import yaml
 
 from core import run_trial
 from core.store import LEASE, acquire_lease, read_json, release_lease
-from sweep._search import config_for, run_search
+from sweep._search import config_for, report, run_search
 from sweep._search_spec import objective_value
 from sweep._spec import load_spec
 from sweep.cli import main
@@ -69,6 +70,17 @@ def test_pruning_is_exact_and_trials_run_in_parallel(tmp_path):
         assert t["user_attrs"]["objective_bound"] <= final + 1e-12  # a true lower bound
     _assert_overlap(result.sweep_dir)
     assert not (Path(result.sweep_dir) / LEASE).exists()  # the search released its lease
+    out = io.StringIO()
+    report(result, out)
+    text = out.getvalue()
+    assert f"study {result.study_name} (min_drift_ratio): {len(result.trials)} trials" in text
+    assert "compute saved by pruning: " in text and "  #1 trial " in text
+    assert "ntkdiv rerun " in text  # the best trials' MLflow runs, to rerun locally
+    below = [t["number"] for t in result.trials if t["state"] == "COMPLETE" and t["value"] < 1]
+    for number in below:
+        assert f"candidate: trial {number} kept drift_sup below the bound up to t = " in text
+    if not below:
+        assert "no trial stayed below lambda0/(2 n^2) within its horizon" in text
 
 
 def _assert_overlap(sweep_dir: Path) -> None:
