@@ -52,7 +52,7 @@ def test_interrupted_sweep_marks_its_parent_killed_and_the_next_run_finishes_it(
             "mlflow": {"tracking_uri": f"sqlite:///{db}"},
             "base": {"model": {"arch": "fcn", "width": 16, "depth": 2},
                      "data": {"kind": "circle", "n": 4},
-                     "train": {"loss": "cross_entropy", "lr": 0.1, "epochs": 4000},
+                     "train": {"loss": "cross_entropy", "lr": 0.1, "epochs": 20000},
                      "track": {"log_points": 20}, "checkpoint": {"every": 200}},
             "grid": {"seed": [0, 1]}}  # fmt: skip
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))
