@@ -96,7 +96,9 @@ class Study:
 
     def requeue_lost(self, space: dict[str, BaseDistribution]) -> list[tuple[int, dict[str, Any]]]:
         """Fail every trial left RUNNING by a lost driver and ask its parameters again:
-        (number, params) of each new trial, to submit (the same config resumes its checkpoint)."""
+        (number, params) of each new trial, to submit (the same config resumes its checkpoint).
+        A driver killed while Optuna wrote a trial's parameters leaves only some of them; that
+        trial was never dispatched, and the new one draws the missing ones."""
         again = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.number in self.live:
