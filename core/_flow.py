@@ -47,7 +47,7 @@ from ._config import TrainConfig
 from ._empirical import EmpiricalNTK, _block_features, _Features, _kernel_block
 from ._models import SeedNet
 from ._tracker import Tracker, exploded
-from ._train import LoopState, data_loss, soft_targets
+from ._train import LoopState, data_loss, decay_gradient, soft_targets
 
 Tensor = torch.Tensor
 
@@ -191,20 +191,6 @@ def remaining_move(ev: Evaluation, target: Tensor, loss: str) -> float:
     return float(torch.linalg.vector_norm(r.double())) / math.sqrt(lam)
 
 
-def _decay(cfg: TrainConfig, theta0: list[Tensor]) -> Callable[[list[Tensor]], list[Tensor]] | None:
-    """The gradient of (wd/2) |theta - c|^2 per tensor, c = theta_0 or 0; None without decay."""
-    if cfg.weight_decay <= 0:
-        return None
-    wd, center = cfg.weight_decay, cfg.weight_decay_center
-
-    def grad(params: list[Tensor]) -> list[Tensor]:
-        if center == "init":
-            return [wd * (p.detach() - c) for p, c in zip(params, theta0, strict=True)]
-        return [wd * p.detach() for p in params]
-
-    return grad
-
-
 def _finite(ev: Evaluation) -> bool:
     return math.isfinite(ev.loss) and bool(torch.isfinite(ev.f).all())
 
@@ -242,7 +228,7 @@ def integrate(run: FlowRun, state: LoopState) -> LoopState:
     # --- set up -------------------------------------------------------------------------------
     cfg, tracker, params = run.cfg, run.tracker, state.params
     target = soft_targets(run.y.to(run.X.dtype), cfg.label_smoothing)  # (n,)
-    decay = _decay(cfg, state.theta0)
+    decay = decay_gradient(cfg, state.theta0)
     ev = evaluate(run.model, run.X, target, cfg.loss, params, decay)
     h = state.h if state.h > 0 else cfg.lr
     last_ckpt, evaluations = time.monotonic(), 0

@@ -30,6 +30,29 @@ def soft_targets(y: torch.Tensor, smoothing: float) -> torch.Tensor:
     return y * (1.0 - smoothing) + 0.5 * smoothing
 
 
+Tensors = list[torch.Tensor]
+
+
+def decay_gradient(cfg: TrainConfig, theta0: Tensors) -> Callable[..., Tensors] | None:
+    """The gradient of (wd/2) |theta - c|^2 per tensor, c = theta_0 or 0; None without decay.
+
+    ``grad(params)`` is the decay term alone (gradient flow contracts it with the Jacobian);
+    ``grad(params, grads)`` adds it to the loss gradients in one fused ``add`` per tensor, the
+    gradient-descent step's form (so its trajectories keep their bits)."""
+    if cfg.weight_decay <= 0:
+        return None
+    wd, init = cfg.weight_decay, cfg.weight_decay_center == "init"
+
+    def grad(params: Tensors, grads: Tensors | None = None) -> Tensors:
+        out = []
+        for i, p in enumerate(params):
+            x = p.detach() - theta0[i] if init else p.detach()
+            out.append(wd * x if grads is None else grads[i].add(x, alpha=wd))
+        return out
+
+    return grad
+
+
 def data_loss(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
     """Summed training loss.
 
@@ -144,7 +167,7 @@ def train(
     # --- set up -------------------------------------------------------------------------------
     params, theta0, lr = state.params, state.theta0, cfg.lr
     target = soft_targets(y, cfg.label_smoothing)  # (n,)
-    center = theta0 if cfg.weight_decay_center == "init" else None
+    decay = decay_gradient(cfg, theta0)
     last_ckpt = time.monotonic()
     step = state.step
     ahead: tuple[int, EmpiricalNTK | None] | None = None  # K at the step after a tracked one
@@ -176,11 +199,11 @@ def train(
                 break
         if step >= cfg.epochs:
             break
-        grads = torch.autograd.grad(loss, params)
+        grads = list(torch.autograd.grad(loss, params))
         with torch.no_grad():
-            for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-                if cfg.weight_decay > 0:  # gradient of (wd/2) |theta - c|^2
-                    g = g.add(p if center is None else p - center[i], alpha=cfg.weight_decay)
+            if decay is not None:
+                grads = decay(params, grads)
+            for p, g in zip(params, grads, strict=True):
                 p.add_(g, alpha=-lr)
         step += 1
         state.step, state.t = step, step * lr
