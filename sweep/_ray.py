@@ -214,9 +214,6 @@ def connect(address: str | None = None, num_cpus: int | None = None,
                 "authentication set RAY_AUTH_MODE=token"
             ) from None
     else:
-        # Ray enables token authentication for a new local cluster and says so; the notice
-        # would precede every sweep, so it is silenced (the token lives in ~/.ray/auth_token).
-        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus,
                  include_dashboard=False, logging_level=logging.WARNING)  # fmt: skip
     res = ray.cluster_resources()

@@ -153,11 +153,14 @@ def ray_adapter(address: str | None) -> ModuleType:
 
     A sweep or search without ``--address`` or ``RAY_ADDRESS`` starts its own cluster: Ray's
     documented variable ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ``ray`` is imported,
-    keeps every server of it on 127.0.0.1 (docs/cluster.md, "What listens where"). A process that
-    imported ``ray`` before gets Ray's own choice of address.
+    keeps every server of it on 127.0.0.1 (docs/cluster.md, "What listens where"), and
+    ``RAY_AUTH_MODE=token`` (unless set otherwise) states the mode Ray picks for a new local
+    cluster anyway, token authentication, so Ray does not print a notice that it picked it before
+    every sweep. A process that imported ``ray`` before gets Ray's own choices.
     """
     if address is None and not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     from . import _ray
 
     return _ray

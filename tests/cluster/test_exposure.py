@@ -1,6 +1,8 @@
 """A local Ray cluster made by ``ray.init`` (the sweep's own, sweep/_ray.py) listens on loopback
 only, checked with ``ss -ltnp`` while a task has run: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0 when
-``ray`` is imported (Ray's documented environment variable; no private argument or constant)."""
+``ray`` is imported (Ray's documented environment variable; no private argument or constant).
+The sweep's cluster also states Ray's default authentication mode (RAY_AUTH_MODE=token), so Ray
+prints no notice that it chose it."""
 
 from __future__ import annotations
 
@@ -36,8 +38,9 @@ ray.shutdown()
 """
 
 
-def local_cluster_sockets(mode: str) -> tuple[str, list[tuple[str, int, int]]]:
-    """(node IP, listening sockets of the driver and every process below it) for ``mode``."""
+def local_cluster_sockets(mode: str) -> tuple[str, list[tuple[str, int, int]], str]:
+    """(node IP, listening sockets of the driver and every process below it, the driver's
+    stderr) for ``mode``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(SCRIPT), mode], cwd=REPO, env=env, text=True,
@@ -48,19 +51,21 @@ def local_cluster_sockets(mode: str) -> tuple[str, list[tuple[str, int, int]]]:
         assert line, proc.stderr.read()[-3000:]
         node_ip = json.loads(line)["node_ip"]
         sockets = listening(set(descendants(proc.pid)))
-        proc.communicate("\n", timeout=120)  # the script shuts Ray down and exits
+        _, err = proc.communicate("\n", timeout=120)  # the script shuts Ray down and exits
     finally:
         if proc.poll() is None:
             proc.kill()
-    return node_ip, sockets
+    return node_ip, sockets, err
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("mode", ["env", "sweep"])
 def test_local_ray_init_listens_on_loopback_only(mode):
-    node_ip, sockets = local_cluster_sockets(mode)
+    node_ip, sockets, err = local_cluster_sockets(mode)
     assert node_ip == "127.0.0.1"
+    # Ray's notice on the mode it picked: printed for a bare ray.init, not for the sweep's
+    assert ("Token authentication is enabled" in err) == (mode == "env"), err[-3000:]
     assert len({pid for _, _, pid in sockets}) >= 3  # gcs, raylet, agents, the task's worker
     exposed = [s for s in sockets if not is_loopback(s[0])]
     assert not exposed, f"listening beyond loopback: {exposed}"
