@@ -22,6 +22,7 @@ from ._tracking import MlflowGuard
 
 WAIT_S = 0.5  # ray.wait timeout: how often the progress line is refreshed
 RUNNING_SCAN_S = 2.0  # how often attempts.json of unfinished trials is read for "running"
+SHOWN = 2  # running trials whose progress the progress line names
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Dispatch:
                 self._finish(handle, tracking)
             every = RUNNING_SCAN_S * max(1.0, len(self.handles) / 500)  # files on a shared FS
             if time.monotonic() - self.last_scan > every or ready:
-                self.outcome.counts.running = self._running()
+                self.outcome.counts.running, progress.detail = self._running()
                 self.last_scan = time.monotonic()
             progress.update()
         self.outcome.dispatch_s = time.time() - self.outcome.dispatch_start
@@ -105,16 +106,31 @@ class Dispatch:
             c.failed += 1
             self.outcome.failed[tid] = last_line(summary.get("error"))
 
-    def _running(self) -> int:
-        """Unfinished trials of this run with an open attempt (read from attempts.json)."""
-        running = 0
+    def _running(self) -> tuple[int, str]:
+        """How many unfinished trials of this run have an open attempt, and how far the first
+        ``SHOWN`` of them got (both read from attempts.json)."""
+        running, far = 0, list[str]()
         for tid in self.handles.values():
             attempts = self._attempts(st.trial_dir(self.sweep_dir, tid))[self.before[tid] :]
-            running += bool(attempts) and attempts[-1].get("end") is None
-        return running
+            if attempts and attempts[-1].get("end") is None:
+                running += 1
+                got = attempts[-1].get("progress")
+                if isinstance(got, dict) and len(far) <= SHOWN:
+                    far.append(how_far(tid, self.configs[tid], got))
+        more = f" (+{running - SHOWN} more)" if len(far) > SHOWN else ""
+        return running, "; ".join(far[:SHOWN]) + more
 
     def _attempts(self, tdir: st.StorePath) -> list[dict[str, Any]]:
         return checked_attempts(tdir, self.note)
+
+
+def how_far(tid: str, config: TrialConfig, progress: dict[str, Any]) -> str:
+    """``<id> at t = 48.2 of 1e+40`` (a gradient-flow trial) or ``<id> at step 1,200 of
+    20,000`` (gradient descent): a running trial's last tracked row, from its attempt."""
+    t_max = config.train.t_max
+    if t_max is not None:
+        return f"{tid[:8]} at t = {float(progress.get('t', 0.0)):.3g} of {t_max:.3g}"
+    return f"{tid[:8]} at step {int(progress.get('step', 0)):,} of {config.train.epochs:,}"
 
 
 def checked_attempts(tdir: st.StorePath, note: Callable[[str], None]) -> list[dict[str, Any]]:

@@ -76,6 +76,7 @@ class Progress:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     quiet: bool = False
     started: float = field(default_factory=time.monotonic)
+    detail: str = ""  # how far the running trials got, appended to the line
     _last: float = 0.0
     _last_finished: int = 0
     _width: int = 0
@@ -100,7 +101,8 @@ class Progress:
         if c.diverged:
             text += f" ({c.diverged} diverged)"
         elapsed = _duration(time.monotonic() - self.started)
-        return f"{text} | {elapsed} elapsed, ETA {self.eta() if c.remaining else '0s'}"
+        text = f"{text} | {elapsed} elapsed, ETA {self.eta() if c.remaining else '0s'}"
+        return f"{text} | {self.detail}" if self.detail and c.running else text
 
     def update(self, force: bool = False) -> None:
         if self.quiet:

@@ -20,6 +20,7 @@ ran.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -36,6 +37,7 @@ from core import store as st
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of Ray's task names in its error text
 PROBE_TIMEOUT_S = 120.0  # waiting for a GPU node to answer (an autoscaler may be adding one)
+PROGRESS_EVERY_S = 30.0  # how often a running trial records how far it got (attempts.json)
 
 
 class SystemFailure(Exception):
@@ -75,13 +77,32 @@ def execute_trial(
     logging.getLogger("ntkdiv").setLevel(logging.ERROR)  # the driver printed the lr warnings
     t0 = time.monotonic()
     try:
-        summary = run_trial(config, tdir, resume=True, monitor=monitor)
+        summary = run_trial(config, tdir, resume=True,
+                            monitor=AttemptProgress(tdir, index, monitor))  # fmt: skip
     except OSError:  # the store (a full disk, an object store down): a system failure
         raise
     except Exception:  # trial code: recorded, the sweep goes on
         summary = st.failed_summary(config, tdir, traceback.format_exc(), time.monotonic() - t0)
     st.end_attempt(tdir, index, summary["status"], run_s=time.monotonic() - t0)
     return summary
+
+
+class AttemptProgress:
+    """The monitor a trial task hands to ``run_trial``: at most every ``PROGRESS_EVERY_S`` it
+    records the last tracked step and t in the trial's open attempt (the driver's progress line
+    shows them), then asks ``inner`` (the search's pruning monitor, if any) whether to stop."""
+
+    def __init__(self, tdir: st.StorePath, index: int, inner: Any = None) -> None:
+        self.tdir, self.index, self.inner = tdir, index, inner
+        self.last = -math.inf
+
+    def __call__(self, rows: dict[str, list[Any]]) -> bool:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            st.attempt_progress(self.tdir, self.index, int(rows["step"][-1]),
+                                float(rows["t"][-1]))  # fmt: skip
+        return bool(self.inner(rows)) if self.inner is not None else False
 
 
 _cpu_task = ray.remote(execute_trial)

@@ -256,6 +256,14 @@ def end_attempt(tdir: Where, index: int | None, status: str, **extra: Any) -> No
     _write_attempts(tdir, attempts)
 
 
+def attempt_progress(tdir: Where, index: int, step: int, t: float) -> None:
+    """Record in the open attempt ``index`` how far its trial got (``progress``: the last tracked
+    step, its t, and when), for the driver's progress line."""
+    attempts = read_attempts(tdir)
+    attempts[index]["progress"] = {"step": step, "t": t, "at": time.time()}
+    _write_attempts(tdir, attempts)
+
+
 def close_open_attempts(tdir: Where, start: int = 0, stop: int | None = None) -> None:
     """Mark the attempts ``start:stop`` still open as lost (their process is gone)."""
     for i, attempt in enumerate(read_attempts(tdir)[start:stop], start):

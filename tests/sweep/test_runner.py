@@ -144,6 +144,8 @@ def test_smoke_spec_end_to_end_with_mlflow(smoke_sweep, cli):
     parent = {r.info.run_id for r in runs} - {r.info.run_id for r in children}
     assert len(parent) == 1
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == parent
+    for tid, summary in summaries(sweep_dir).items():  # how far each task got, while it ran
+        assert 0 <= attempts(sweep_dir, tid)[-1]["progress"]["step"] <= summary["steps"]
 
     code, out, _ = cli("sweep", REPO / "sweeps" / "smoke.yaml", "--storage", smoke_sweep.storage,
                        "--tracking-uri", smoke_sweep.tracking_uri, "--no-aggregate")  # fmt: skip
@@ -210,6 +212,41 @@ def test_progress_line_counts_and_eta():
     line = p.line()
     assert line.startswith("sweep: 5/10 done, 2 running, 2 queued, 1 failed, 1 retried")
     assert "ETA 40s" in line
+
+
+def test_progress_line_names_how_far_the_running_trials_got(tmp_path):
+    """A trial task's monitor records its last tracked row in its open attempt (at most every
+    PROGRESS_EVERY_S, passing the search's verdict through); the driver reads attempts.json and
+    its line names how far the first two running trials got, in t or in steps."""
+    from core import config_from_dict, trial_id
+    from core import store as st
+    from sweep._dispatch import Dispatch, Outcome
+    from sweep._ray import AttemptProgress
+
+    base = {"model": {"width": 8, "depth": 2}, "data": {"kind": "circle", "n": 2}}
+    configs = [config_from_dict({**base, "train": {"t_max": 1e40}}),
+               *(config_from_dict({**base, "train": {"epochs": 20000}, "seed": s})
+                 for s in (0, 1))]  # fmt: skip
+    sweep_dir = st.locate(tmp_path / "sweep")
+    rows = [({"step": [0, 156], "t": [0.0, 48.2]}, True), ({"step": [0, 9], "t": [0, 0.9]}, False),
+            ({"step": [0, 1200], "t": [0, 120.0]}, False)]  # fmt: skip
+    for config, (row, stop) in zip(configs, rows, strict=True):
+        tdir = st.trial_dir(sweep_dir, trial_id(config))
+        tdir.mkdir()
+        monitor = AttemptProgress(tdir, st.begin_attempt(tdir), lambda _, stop=stop: stop)
+        assert monitor(row) is stop  # the search's verdict, passed through
+        assert monitor({"step": [0, 99999], "t": [0.0, 1e30]}) is stop  # too soon: not recorded
+    ids = [trial_id(c) for c in configs]
+    d = Dispatch(sweep_dir, dict(zip(ids, configs, strict=True)), Outcome(Counts(total=3)),
+                 ray=None, before=dict.fromkeys(ids, 0), handles=dict(enumerate(ids)))  # fmt: skip
+    running, detail = d._running()
+    assert running == 3
+    first, second = f"{ids[0][:8]} at t = 48.2 of 1e+40", f"{ids[1][:8]} at step 9 of 20,000"
+    assert detail == f"{first}; {second} (+1 more)"
+    p = Progress(Counts(total=3, running=3), io.StringIO(), detail=detail)
+    assert p.line().endswith(f"elapsed, ETA ? | {detail}")
+    p.counts.running = 0
+    assert not p.line().endswith(detail)
 
 
 def test_progress_in_a_log_prints_only_on_change_and_rarely():
