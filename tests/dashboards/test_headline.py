@@ -103,28 +103,69 @@ def test_readme_quotes_the_t_leave_fit_and_the_widest_rows_from_the_aggregate():
     assert f"m^{fit['exponent']:.0f} [{fit['exponent_lo']:.0f}, {fit['exponent_hi']:.0f}]" in text
     assert f"r2 = {fit['r2']:.2f}" in text
     assert "{:.1f} [{:.1f}, {:.1f}] decades of t per doubling".format(*per_doubling) in text
-    assert f"m ~ {_e(fit['crossing_width'], 0).replace('.', '')}" in text  # 7e4
-    assert fit["n_widths"] == 3 and fit["crossing_width"] < fit["max_width"] * 10
+    assert f"m ~ {_e(fit['crossing_width'], 0).replace('.', '')}" in text  # 9e4
+    assert fit["n_widths"] == 4 and fit["crossing_width"] < fit["max_width"] * 10
     t = pd.read_parquet(TRIALS)
     ce, mse = t[t["loss"] == "cross_entropy"], t[t["loss"] == "mse"]
     wide = ce[ce["width"] == 8192]
     assert f"t = {_e(wide['t_leave'].min())} to {_e(wide['t_leave'].max())}" in text
     assert wide["t_leave"].min() > ce.loc[ce["width"] == 4096, "t_leave"].max()  # "each later"
+    widest = ce[ce["width"] == 16384]
+    assert (
+        len(widest) == 1
+        and f"at m = 16384 (seed 0 only) at t = {_e(widest['t_leave'].iloc[0])}" in text
+    )
     ratio = lambda sub, w: (sub["gap_sup"] / sub["bound"])[sub["width"] == w].max()  # noqa: E731
-    assert f"up to {ratio(ce, 4096):.0f}x the bound (m = 4096) and {ratio(ce, 8192):.1f}x" in text
-    assert f"never passed {ratio(mse, 4096):.2f} (m = 4096) and {ratio(mse, 8192):.2f}" in text
+    assert (f"up to {ratio(ce, 4096):.0f}x the bound (m = 4096), {ratio(ce, 8192):.1f}x (m = 8192) "
+            f"and {ratio(ce, 16384):.1f}x (m = 16384)") in text  # fmt: skip
+    assert (f"never passed {ratio(mse, 4096):.2f} (m = 4096), {ratio(mse, 8192):.2f} (m = 8192) "
+            f"and {ratio(mse, 16384):.2f} (m = 16384)") in text  # fmt: skip
+    assert (t.loc[t["width"] >= 4096, "stationary_t"].max() < 4) and "inside by t ~ 4" in text
     minutes = wide["wall_s"] / 60
     assert f"took {minutes.min():.0f}-{minutes.max():.0f} min each" in text
+    assert f"the m = 16384 one {widest['wall_s'].iloc[0] / 60:.0f} min" in text
     one = ce[(ce["width"] == 2048) & (ce["gap_init"] < ce["bound"])]
     assert len(one) == 1
     assert f"started at {100 * float(one['gap_init'].iloc[0] / one['bound'].iloc[0]):.0f}%" in text
 
 
 def test_results_md_quotes_the_widest_width_from_the_aggregate():
-    """docs/results.md's m = 8192 paragraph and its t_leave(m) fit are the aggregate's."""
+    """docs/results.md's m = 8192 and 16384 paragraphs and its t_leave(m) fits (with and
+    without the single m = 2048 seed) are the aggregate's."""
+    from scipy import stats
+
     text = " ".join((REPO / "docs" / "results.md").read_text().split())
     fit = pd.read_parquet(FITS).set_index(["loss", "quantity"]).loc[("cross_entropy", "t_leave")]
     assert f"m^{fit['exponent']:.0f} [{fit['exponent_lo']:.0f}, {fit['exponent_hi']:.0f}]" in text
+    assert (f"r2 = {fit['r2']:.2f}), {fit['decades_per_doubling']:.1f} "
+            f"[{fit['exponent_lo'] * math.log10(2):.1f}, {fit['exponent_hi'] * math.log10(2):.1f}]"
+            " decades") in text  # fmt: skip
+    low, high = (_e(fit[k], 0).replace(".", "") for k in ("crossing_width_lo", "crossing_width_hi"))
+    assert f"m ~ {_e(fit['crossing_width'], 0).replace('.', '')} [{low}, {high}]" in text
+    t = pd.read_parquet(TRIALS)
+    ce = t[(t["loss"] == "cross_entropy") & (t["width"] >= 4096)]  # without the m = 2048 seed
+    x, y = [math.log10(v) for v in ce["width"]], [math.log10(v) for v in ce["t_leave"]]
+    line = stats.linregress(x, y)
+    half = stats.t.ppf(0.975, len(x) - 2) * line.stderr
+    assert len(x) == 7 and "(m = 4096-16384, seven trials)" in text
+    assert (f"gives m^{line.slope:.0f} [{line.slope - half:.1f}, {line.slope + half:.0f}], "
+            f"{line.slope * math.log10(2):.1f} decades per doubling") in text  # fmt: skip
+    one = t[t["width"] == 16384].set_index("loss")
+    c, m = one.loc["cross_entropy"], one.loc["mse"]
+    assert f"took {c['wall_s'] / 60:.0f} and {m['wall_s'] / 60:.0f} min on one core" in text
+    assert (
+        f"gap_0 = {c['gap_init']:.3f} and one flip moves K by at most {c['flip_jump_max']:.2g}"
+        in text
+    )
+    assert (
+        f"out at t = {c['t_leave']:.2e}".replace("e+", "e") in text and c["t_stay"] == c["t_leave"]
+    )
+    assert f"up to {c['gap_sup'] / c['bound']:.1f}x the bound by t = 1e40" in text
+    assert (
+        m["gap_sup"] == m["gap_init"] and f"({m['gap_init'] / m['bound']:.2f} of the bound)" in text
+    )
+    assert f"held from t = {m['stationary_t']:.1f} on" in text
+    assert f"m = 16384 in {int(c['steps']):,d} accepted steps" in text
     t = pd.read_parquet(TRIALS)
     wide = t[t["width"] == 8192].sort_values("seed")
     ce, mse = wide[wide["loss"] == "cross_entropy"], wide[wide["loss"] == "mse"]
