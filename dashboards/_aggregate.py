@@ -76,7 +76,7 @@ def _notes(trials: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path):
+def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path, contested=frozenset()):
     # stopped trials are drawn up to the t they reached, as the direct test counts them
     drawn = trials["usable"] | (trials["status"].eq("stopped") & trials["published"])
     usable = trials[drawn & trials["trial_id"].isin(curves.keys())]
@@ -102,7 +102,8 @@ def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path):
             fam["bound"].to_numpy(float),
         )
         if inside.any():  # t_leave(m) is drawn where some trial started inside the bound
-            figs.insert(-5, F.t_leave_figure(fam, fits, fig_dir / f"{stem}_tleave.png", name))
+            figs.insert(-5, F.t_leave_figure(fam, fits, fig_dir / f"{stem}_tleave.png", name,
+                                             contested))  # fmt: skip
         figs += _seed_figures(fam, store, fig_dir, stem)
     return figs, notes
 
@@ -173,7 +174,7 @@ def aggregate(
     figs: list[F.Figure] = []
     if figures and curves:
         figs, more = _family_figures(trials, fits, crossing, curves, store,
-                                     report_dir / "figures")  # fmt: skip
+                                     report_dir / "figures", contested_widths(verdict))  # fmt: skip
         notes += more
     timings["figures"] = time.perf_counter() - t0 - sum(timings.values())
     text = verdict_text(verdict, paragraphs, notes)

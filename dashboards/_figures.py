@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ._fits import JUMP_KEY, starts_inside  # noqa: E402
+from ._fits import JUMP_KEY, left_out, starts_inside  # noqa: E402
 from ._tables import CURVES, T_GRID  # noqa: E402
 
 DPI = 90
@@ -167,9 +167,12 @@ def gap_figure(family: pd.DataFrame, curves: dict, path: Path, name: str) -> Fig
     return _save(fig, path, f"gap_t / bound against t: {name}", cap)
 
 
-def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: str) -> Figure:
+def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: str,
+                   contested: frozenset = frozenset()) -> Figure:  # fmt: skip
     """t_leave against width (log-log) with its fit; seeds that never left sit at their
-    horizon as ^ (a lower bound on their t_leave)."""
+    horizon as ^ (a lower bound on their t_leave). Where the squared-loss control left the bound
+    too (``contested``, :data:`PAIR_KEYS` tuples), a cross-entropy seed is drawn hollow: the fit
+    leaves it out."""
     groups = _groups(family)
     fig, axes = _panels(len(groups))
     for ax, (g, sub) in zip(axes[0], groups, strict=False):
@@ -183,7 +186,12 @@ def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: s
         )
         hit = inside & np.isfinite(t_leave) & (t_leave > 0)
         never = inside & np.isinf(t_leave)
-        ax.scatter(sub["width"][hit], t_leave[hit], s=14, color="C2", label="t_leave")
+        out = left_out(sub, contested)
+        ax.scatter(sub["width"][hit & ~out], t_leave[hit & ~out], s=14, color="C2",
+                   label="t_leave")  # fmt: skip
+        if (hit & out).any():
+            ax.scatter(sub["width"][hit & out], t_leave[hit & out], s=18, facecolors="none",
+                       edgecolors="C2", label="left out: the control left too")  # fmt: skip
         if never.any():
             ax.scatter(sub["width"][never], sub["t_horizon"][never], marker="^", s=30,
                        color="gray", label="did not leave by (horizon)")  # fmt: skip
@@ -193,7 +201,8 @@ def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: s
         ax.legend(fontsize=7)
     cap = ("t_leave: first tracked t at which gap_t = max|K_t - K| reaches the bound, per seed "
            "that started inside it; the line is the fit log t_leave ~ log m (from >= 3 widths "
-           "only).")  # fmt: skip
+           "only). Hollow: a width where the squared-loss control left the bound too, left out "
+           "of the fit.")  # fmt: skip
     return _save(fig, path, f"t_leave against width: {name}", cap)
 
 

@@ -204,6 +204,15 @@ def group_fits(keys: dict, sub: pd.DataFrame, contested: frozenset = frozenset()
     return rows
 
 
+def left_out(trials: pd.DataFrame, contested: frozenset) -> np.ndarray:
+    """Per trial: not the control loss, at a :data:`PAIR_KEYS` tuple in ``contested`` (the
+    squared-loss control left the bound there too); t_leave(m) leaves these trials out."""
+    pairs = trials[list(PAIR_KEYS)].itertuples(index=False, name=None)
+    losses = trials["loss"]
+    return np.array([p in contested and loss != CONTROL_LOSS
+                     for p, loss in zip(pairs, losses, strict=True)], dtype=bool)  # fmt: skip
+
+
 def _inside(sub: pd.DataFrame) -> np.ndarray:
     return starts_inside(sub["gap_init"].to_numpy(float), sub[JUMP_KEY].to_numpy(float),
                          sub["bound"].to_numpy(float))  # fmt: skip
@@ -219,8 +228,7 @@ def _t_leave_row(keys: dict, sub: pd.DataFrame, horizon: float, contested: froze
         return row
     sub, note = sub[inside], ""
     if keys["loss"] != CONTROL_LOSS:
-        pairs = list(sub[list(PAIR_KEYS)].itertuples(index=False, name=None))
-        out = np.array([p in contested for p in pairs], dtype=bool)
+        out = left_out(sub, contested)
         if out.any():
             widths = ", ".join(f"{w:g}" for w in sorted(set(sub["width"][out])))
             note = (f"m = {widths} left out: the squared-loss control left the bound there too, "

@@ -65,6 +65,22 @@ def test_t_leave_fit_recovers_decades_per_doubling(result):
     assert row["n_widths"] == 4
 
 
+def test_the_fit_and_its_figure_leave_out_the_same_trials(result, tmp_path):
+    """``left_out``: the cross-entropy trials at a width where the control left the bound too
+    (CE_PAIR at m = 1024), one rule for the t_leave(m) fit and the hollow dots of its figure."""
+    from dashboards._direct import contested_widths
+    from dashboards._figures import t_leave_figure
+    from dashboards._fits import left_out
+
+    trials, contested = result.trials, contested_widths(result.verdict)
+    out = trials[left_out(trials, contested)]
+    assert set(out["depth"]) == {8} and set(out["width"]) == {1024}
+    assert set(out["loss"]) == {CE.loss} and len(out) == len(CE_PAIR.seeds)
+    family = trials[trials["depth"] == 8]
+    fig = t_leave_figure(family, result.fits, tmp_path / "tleave.png", "L=8", contested)
+    assert fig.path.is_file() and "Hollow: a width where the squared-loss control" in fig.caption
+
+
 def test_kernel_that_never_leaves_stays_within_and_says_how_far(result):
     rows = _rows(result, MSE)
     assert list(rows["direct"]) == [Direct.STAYS.value] * 4
