@@ -203,3 +203,48 @@ def test_results_md_quotes_the_tolerance_study_at_8192_from_its_aggregate():
     stay = [*tol["t_stay"], same["t_stay"]]
     assert f"t_leave spans a factor of {max(leave) / min(leave):.0f}" in joined
     assert f"t_stay a factor of {max(stay) / min(stay):.1f}" in joined
+
+
+L3 = REPO / "docs" / "results" / "direct-L3"
+
+
+def test_results_md_quotes_the_depth_3_study_from_its_aggregate():
+    """The "direct test at L = 3" section: its table is the aggregate's ``direct_markdown``,
+    and each number of its three points is the committed aggregate's."""
+    text = (REPO / "docs" / "results.md").read_text()
+    table = direct_markdown(pd.read_parquet(L3 / "verdict.parquet"))
+    assert f"<!-- direct-L3-table -->\n{table}\n<!-- /direct-L3-table -->" in text
+    joined = " ".join(text.split())
+    t = pd.read_parquet(L3 / "trials.parquet")
+    t = t.assign(start=t["gap_init"] / t["bound"], peak=t["gap_sup"] / t["bound"])
+    ce, mse = t[t["loss"] == "cross_entropy"], t[t["loss"] == "mse"]
+    ran = t[(t["width"] != 4096) | (t["seed"] != 0)]  # the seed-0 pair at 4096 was copied
+    assert len(ran) == 10 and f"{ran['wall_s'].sum() / 60:.0f} min of trial time" in joined
+    narrow, narrow_mse = ce[ce["width"] == 2048], mse[mse["width"] == 2048]
+    assert (narrow["start"] >= 1).all()  # "no seed starts inside"
+    assert f"gap_0 is {narrow['start'].min():.2f}-{narrow['start'].max():.2f} times" in joined
+    assert (f"moved the kernel by {narrow['drift_sup'].min():.0f}-{narrow['drift_sup'].max():.0f}"
+            f" (drift_sup), squared loss by {narrow_mse['drift_sup'].min():.2f}-"
+            f"{narrow_mse['drift_sup'].max():.2f}") in joined  # fmt: skip
+    wide = ce[ce["width"] == 4096].set_index("seed")
+    ctl = mse[mse["width"] == 4096].set_index("seed")
+    start = wide["start"]
+    assert start[0] < 1 and start[1] < 1 and start[2] >= 1
+    assert (f"at {start[0]:.2f} and {start[1]:.2f} of the bound (seed 2, at {start[2]:.2f}, does "
+            "not)") in joined  # fmt: skip
+    leave, stay = wide["t_leave"], wide["t_stay"]
+    assert f"seed 0 at t = {_short(leave[0])} and seed 1 at t = {leave[1]:.2f}" in joined
+    assert f"from t = {_short(stay[0])} and {stay[1]:.2e}".replace("e+", "e") in joined
+    assert f"gaps were {wide['peak'].min():.0f}-{wide['peak'].max():.0f} times the bound" in joined
+    assert math.isinf(ctl["t_leave"][0]) and math.isinf(ctl["t_leave"][1])  # stayed within
+    assert f"never passed {ctl['peak'][0]:.2f} and {ctl['peak'][1]:.2f} of the bound" in joined
+    held = {f"{v:.1f}" for v in ctl["stationary_t"][[0, 1]]}
+    assert len(held) == 1 and f"held from t = {held.pop()} on" in joined
+    assert (f"{ce['steps'].min():,d}-{ce['steps'].max():,d} steps to reach t = 1e40 at L = 3, "
+            f"squared loss {mse['steps'].min()}-{mse['steps'].max()}") in joined  # fmt: skip
+    assert f"within {100 * (1 - start[1]):.0f}% of the bound" in joined
+    assert f"within {100 * (1 - ctl['peak'][1]):.0f}% of it" in joined
+    assert f"about {start[2] / math.sqrt(2):.2f} of the bound at m = 8192" in joined
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"cross-entropy took both out (t = {_e(leave[0])} and {leave[1]:.2f})" in readme
+    assert f"one of the two started within {100 * (1 - start[1]):.0f}% of the bound" in readme
