@@ -76,7 +76,7 @@ def _notes(trials: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path, contested=frozenset()):
+def _family_figures(trials, fits, crossing, curves, store, fig_dir: Path, contested: frozenset):
     # stopped trials are drawn up to the t they reached, as the direct test counts them
     drawn = trials["usable"] | (trials["status"].eq("stopped") & trials["published"])
     usable = trials[drawn & trials["trial_id"].isin(curves.keys())]

@@ -115,9 +115,9 @@ class Dispatch:
             if attempts and attempts[-1].get("end") is None:
                 running += 1
                 got = attempts[-1].get("progress")
-                if isinstance(got, dict) and len(far) <= SHOWN:
+                if isinstance(got, dict):
                     far.append(how_far(tid, self.configs[tid], got))
-        more = f" (+{running - SHOWN} more)" if len(far) > SHOWN else ""
+        more = f" (+{len(far) - SHOWN} more)" if len(far) > SHOWN else ""
         return running, "; ".join(far[:SHOWN]) + more
 
     def _attempts(self, tdir: st.StorePath) -> list[dict[str, Any]]:

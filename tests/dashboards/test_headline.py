@@ -153,6 +153,7 @@ def test_results_md_quotes_the_widest_width_from_the_aggregate():
     one = t[t["width"] == 16384].set_index("loss")
     c, m = one.loc["cross_entropy"], one.loc["mse"]
     assert f"took {c['wall_s'] / 60:.0f} and {m['wall_s'] / 60:.0f} min on one core" in text
+    assert f"({(c['wall_s'] + m['wall_s']) / 60:.0f} min for the two)" in text
     assert (
         f"gap_0 = {c['gap_init']:.3f} and one flip moves K by at most {c['flip_jump_max']:.2g}"
         in text
@@ -216,6 +217,8 @@ def test_results_md_quotes_the_depth_3_study_from_its_aggregate():
     assert f"<!-- direct-L3-table -->\n{table}\n<!-- /direct-L3-table -->" in text
     joined = " ".join(text.split())
     t = pd.read_parquet(L3 / "trials.parquet")
+    lam, bound = t["lambda0"].iloc[0], t["bound"].iloc[0]
+    assert f"FCN L = 3: lambda0 = {lam:.3f}, bound = {bound:.3f}." in joined
     t = t.assign(start=t["gap_init"] / t["bound"], peak=t["gap_sup"] / t["bound"])
     ce, mse = t[t["loss"] == "cross_entropy"], t[t["loss"] == "mse"]
     ran = t[(t["width"] != 4096) | (t["seed"] != 0)]  # the seed-0 pair at 4096 was copied
