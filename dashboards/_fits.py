@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from ._tables import CONTROL_LOSS, GROUP_KEYS, PAIR_KEYS
 
@@ -109,7 +109,7 @@ def fit_power_law(width: np.ndarray, y: np.ndarray, level: float = LEVEL) -> Pow
     half = math.nan
     if x.size > 2:
         se = math.sqrt(float((resid**2).sum()) / (x.size - 2) / sxx)
-        half = float(stats.t.ppf(0.5 + level / 2, x.size - 2)) * se
+        half = float(special.stdtrit(x.size - 2, 0.5 + level / 2)) * se  # Student t quantile
     return PowerLaw(b, b - half, b + half, math.exp(ym - b * xm), xm, ym, int(x.size),
                     int(np.unique(x).size), r2)  # fmt: skip
 

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from core import (
     USABLE,  # the only status whose trajectories count
@@ -257,6 +256,11 @@ def _fill_from_trajectory(frame: pd.DataFrame) -> None:
 # --- medians over seeds --------------------------------------------------------------------
 
 
+def _below_half(j: int, n: int) -> float:
+    """P(Bin(n, 1/2) <= j), summed exactly."""
+    return sum(math.comb(n, i) for i in range(j + 1)) / 2**n  # integer division to a float
+
+
 def median_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
     """Median and a distribution-free confidence interval for it from order statistics.
 
@@ -273,9 +277,9 @@ def median_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, flo
     if n == 0:
         return math.nan, math.nan, math.nan, math.nan
     med = float(np.median(x))
-    k, cover = 1, 1.0 - 2.0 * stats.binom.cdf(0, n, 0.5)
+    k, cover = 1, 1.0 - 2.0 * _below_half(0, n)
     for j in range(1, (n + 1) // 2 + 1):
-        c = 1.0 - 2.0 * stats.binom.cdf(j - 1, n, 0.5)
+        c = 1.0 - 2.0 * _below_half(j - 1, n)
         if c >= level:
             k, cover = j, c
     return med, float(x[k - 1]), float(x[n - k]), float(cover)
