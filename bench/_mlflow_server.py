@@ -61,27 +61,47 @@ def _start(root: Path, port: int) -> subprocess.Popen:
                                 start_new_session=True)  # fmt: skip
 
 
+class MlflowServer:
+    """An ``mlflow server`` (sqlite + local artifacts under ``root``), started on construction.
+
+    Construction does not wait: :meth:`uri` does, until the server answers, so a caller can do
+    other work while it starts. A lost race for the port (another process took it) is retried
+    on a new port.
+    """
+
+    def __init__(self, root: Path, attempts: int = 3) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root, self.attempts = root, attempts
+        self._launch()
+
+    def _launch(self) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.proc = _start(self.root, int(self.url.rsplit(":", 1)[1]))
+
+    def uri(self) -> str:
+        """The server's URI, once it answers (raises RuntimeError if it never does)."""
+        for attempt in range(1, self.attempts + 1):
+            deadline = time.monotonic() + MLFLOW_START_TIMEOUT_S
+            while (self.proc.poll() is None and time.monotonic() < deadline
+                   and not _healthy(self.url)):  # fmt: skip
+                time.sleep(0.25)
+            if self.proc.poll() is None and _healthy(self.url):
+                return self.url
+            _stop(self.proc)
+            if attempt < self.attempts:
+                self._launch()
+        tail = (self.root / "server.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"mlflow server did not become healthy at {self.url}:\n{tail}")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
 @contextlib.contextmanager
 def running_mlflow_server(root: Path, attempts: int = 3) -> Iterator[str]:
-    """Start ``mlflow server`` (sqlite + local artifacts under ``root``); yield its URI.
-
-    A lost race for the port (another process took it) is retried on a new port.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    for attempt in range(attempts):
-        port = free_port()
-        uri = f"http://127.0.0.1:{port}"
-        proc = _start(root, port)
-        deadline = time.monotonic() + MLFLOW_START_TIMEOUT_S
-        while proc.poll() is None and time.monotonic() < deadline and not _healthy(uri):
-            time.sleep(0.25)
-        if proc.poll() is None and _healthy(uri):
-            try:
-                yield uri
-            finally:
-                _stop(proc)
-            return
-        _stop(proc)
-        if attempt == attempts - 1:
-            tail = (root / "server.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"mlflow server did not become healthy at {uri}:\n{tail}")
+    """Start ``mlflow server`` (sqlite + local artifacts under ``root``); yield its URI."""
+    server = MlflowServer(root, attempts)
+    try:
+        yield server.uri()
+    finally:
+        server.stop()

@@ -1,31 +1,56 @@
 """Shared fixtures: a real ``mlflow server`` on 127.0.0.1 and one run of the smoke sweep, each
-started once per session."""
+started once per session.
+
+The server takes ~10 s to start (imports, then its database's migrations), so once collection
+shows that a test will use it, it starts in the background while the tests before that one run;
+the fixture waits for it.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bench._mlflow_server import free_port, running_mlflow_server
+from bench._mlflow_server import MlflowServer, free_port, running_mlflow_server
 
 __all__ = ["free_port", "running_mlflow_server"]
 REPO = Path(__file__).resolve().parents[1]
+_SERVER = pytest.StashKey[MlflowServer]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the session's mlflow server now when a selected test will use it."""
+    if any("mlflow_server" in getattr(item, "fixturenames", ()) for item in session.items):
+        root = Path(tempfile.mkdtemp(prefix="ntkdiv-mlflow-"))
+        session.config.stash[_SERVER] = MlflowServer(root)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    server = session.config.stash.get(_SERVER, None)
+    if server is not None:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URI of a real ``mlflow server`` on 127.0.0.1, shared by the session.
+def mlflow_server(request: pytest.FixtureRequest) -> str:
+    """URI of a real ``mlflow server`` on 127.0.0.1, shared by the session (started at the end
+    of collection; stopped when the session ends).
 
     Tests share it: use a unique experiment or sweep name per test.
     """
-    with running_mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
-        yield uri
+    server = request.config.stash.get(_SERVER, None)
+    if server is None:  # collection did not see a user (e.g. requested dynamically)
+        server = MlflowServer(Path(tempfile.mkdtemp(prefix="ntkdiv-mlflow-")))
+        request.config.stash[_SERVER] = server
+    return server.uri()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -47,7 +48,8 @@ def s3(tmp_path_factory):
         svc.wait_seaweedfs(state, 180)
         yield state, aws_env(state)
     finally:
-        stop(state["pids"]["seaweedfs"], timeout=3)
+        # its data dies with the test: SIGKILL (a SIGTERM'd weed takes ~8 s to exit)
+        stop(state["pids"]["seaweedfs"], signal.SIGKILL, timeout=3)
 
 
 def aws_env(state: dict, **changes: str) -> dict[str, str]:
