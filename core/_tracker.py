@@ -44,12 +44,17 @@ def kernel_pairs(n: int, full_max_n: int, chosen: list[tuple[int, int]] | None) 
 
 
 def param_distance(params: list[torch.Tensor], theta0: list[torch.Tensor]) -> tuple[float, float]:
-    """(||theta - theta_0||_inf, ||theta - theta_0||_2) over all trained parameters."""
+    """(||theta - theta_0||_inf, ||theta - theta_0||_2) over all trained parameters.
+
+    One tensor's difference at a time (in place), so the peak is one layer, not one network.
+    """
+    inf, squares = 0.0, 0.0
     with torch.no_grad():
-        diffs = [p - p0 for p, p0 in zip(params, theta0, strict=True)]
-    inf = max(float(d.abs().max()) for d in diffs)
-    l2 = math.sqrt(sum(float(torch.linalg.vector_norm(d)) ** 2 for d in diffs))
-    return inf, l2
+        for p, p0 in zip(params, theta0, strict=True):
+            d = p - p0
+            squares += float(torch.linalg.vector_norm(d)) ** 2
+            inf = max(inf, float(d.abs_().max()))
+    return inf, math.sqrt(squares)
 
 
 @dataclass

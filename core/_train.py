@@ -93,17 +93,18 @@ class LoopState:
 
 def save_checkpoint(path: str | Path | StorePath, state: LoopState, tracker: Tracker) -> None:
     """Atomically write a ``torch.load(weights_only=True)``-safe checkpoint."""
-    payload = {
+    payload = {  # CPU tensors are saved as they are (no copy); GPU ones are copied to the host
         "step": state.step,
-        "params": [p.detach().cpu().clone() for p in state.params],
-        "theta0": [p.detach().cpu().clone() for p in state.theta0],
+        "params": [p.detach().cpu() for p in state.params],
+        "theta0": [p.detach().cpu() for p in state.theta0],
         "wall_s": state.wall_s,
         "tracker": tracker.state(),
         "flow": {k: getattr(state, k) for k in LoopState.FLOW_KEYS},
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    with buf.getbuffer() as view:  # the serialized bytes, written without a second copy
+        atomic_write_bytes(path, view)
 
 
 def load_checkpoint(path: str | Path | StorePath, state: LoopState, tracker: Tracker) -> None:

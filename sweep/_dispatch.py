@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import DONE, TrialConfig, TrialStatus
 from core import store as st
@@ -19,6 +19,9 @@ from core import store as st
 from ._prepare import last_line, quarantine
 from ._progress import Counts, Progress
 from ._tracking import MlflowGuard
+
+if TYPE_CHECKING:
+    from ._resources import Request
 
 WAIT_S = 0.5  # ray.wait timeout: how often the progress line is refreshed
 RUNNING_SCAN_S = 2.0  # how often attempts.json of unfinished trials is read for "running"
@@ -49,17 +52,16 @@ class Dispatch:
     last_scan: float = 0.0
     note: Callable[[str], None] = print  # one line for the user (quarantined files)
 
-    def submit(self, plan: dict[str, tuple[float, float]], retries: int) -> None:
-        """Start every trial's task with its (CPUs, GPUs) from ``plan``."""
+    def submit(self, plan: dict[str, Request], retries: int) -> None:
+        """Start every trial's task with its resources from ``plan``."""
         self.outcome.dispatch_start = time.time()
         for tid, config in self.configs.items():
-            cpus, gpus = plan[tid]
             tdir = st.trial_dir(self.sweep_dir, tid)
             self.before[tid] = len(self._attempts(tdir))
             m = config.model
             name = f"trial {tid} {m.arch} m={m.width} {config.train.loss}"
-            handle = self.ray.submit(config.model_dump(mode="json"), tdir, num_cpus=cpus,
-                                 num_gpus=gpus, retries=retries, name=name)  # fmt: skip
+            handle = self.ray.submit(config.model_dump(mode="json"), tdir, plan[tid],
+                                     retries=retries, name=name)  # fmt: skip
             self.handles[handle] = tid
 
     def collect(self, tracking: MlflowGuard, progress: Progress) -> None:

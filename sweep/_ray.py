@@ -27,13 +27,16 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import ray.exceptions
 
 from core import ConfigError, first_line
 from core import store as st
+
+if TYPE_CHECKING:
+    from ._resources import Request
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of Ray's task names in its error text
 PROBE_TIMEOUT_S = 120.0  # waiting for a GPU node to answer (an autoscaler may be adding one)
@@ -124,19 +127,23 @@ def store_env(trial_dir: st.StorePath) -> dict[str, Any]:
 def submit(
     config_dict: dict[str, Any],
     trial_dir: st.StorePath,
+    request: Request,
     *,
-    num_cpus: float,
-    num_gpus: float,
     retries: int,
     monitor: Any = None,
     name: str = "trial",
 ) -> Any:
-    """Start one trial task; returns an opaque handle for :func:`wait` and :func:`result`."""
-    task = _gpu_task if num_gpus > 0 else _cpu_task
-    threads = max(1, int(num_cpus))
+    """Start one trial task; returns an opaque handle for :func:`wait` and :func:`result`.
+
+    ``request.memory`` is reserved as Ray's ``memory`` resource: a node starts the task only
+    while the reservations of the tasks it runs leave room for it.
+    """
+    task = _gpu_task if request.gpus > 0 else _cpu_task
+    threads = max(1, int(request.cpus))
+    memory = {"memory": request.memory} if request.memory > 0 else {}
     return task.options(
-        num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries, retry_exceptions=False,
-        name=name, **store_env(trial_dir),
+        num_cpus=request.cpus, num_gpus=request.gpus, max_retries=retries,
+        retry_exceptions=False, name=name, **memory, **store_env(trial_dir),
     ).remote(config_dict, str(trial_dir), threads, monitor)  # fmt: skip
 
 
@@ -179,6 +186,7 @@ class Cluster:
     local: bool  # started by this process (dies with it); no autoscaler
     cpus: float  # CPUs offered now
     gpus: float  # GPUs offered now (an autoscaling cluster may add more)
+    memory: float = math.inf  # bytes of Ray's ``memory`` resource on its largest live node
 
 
 def check_address(address: str | None) -> None:
@@ -238,8 +246,10 @@ def connect(address: str | None = None, num_cpus: int | None = None,
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus,
                  include_dashboard=False, logging_level=logging.WARNING)  # fmt: skip
     res = ray.cluster_resources()
+    memory = max((float(node["Resources"].get("memory", 0.0)) for node in ray.nodes()
+                  if node.get("Alive")), default=0.0)  # fmt: skip
     return Cluster(target or "local", target is None, float(res.get("CPU", 0.0)),
-                   float(res.get("GPU", 0.0)))  # fmt: skip
+                   float(res.get("GPU", 0.0)), memory or math.inf)  # fmt: skip
 
 
 def shutdown() -> None:

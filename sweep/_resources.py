@@ -1,9 +1,12 @@
-"""What each trial asks Ray for: CPUs, and a GPU share sized from its memory estimate."""
+"""What each trial asks Ray for: CPUs, a GPU share sized from its memory estimate, and for a CPU
+trial its host memory (Ray's ``memory`` resource), so that a node never starts more trials than
+fit in its memory together."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import core
@@ -12,15 +15,47 @@ from core import ConfigError, TrialConfig, trial_id
 from ._spec import SweepSpec
 
 
+@dataclass(frozen=True)
+class Request:
+    """What one trial's task asks Ray for."""
+
+    cpus: float
+    gpus: float
+    memory: int = 0  # bytes of the node's memory (a CPU trial's estimate); 0: none reserved
+
+
 def plan_resources(
     spec: SweepSpec, configs: list[TrialConfig], cluster: Any, note: Callable[[str], None]
-) -> dict[str, tuple[float, float]]:
-    """trial_id -> (num_cpus, num_gpus) for each trial, checked against the cluster.
+) -> dict[str, Request]:
+    """trial_id -> its :class:`Request` for each trial, checked against the cluster.
 
     Args:
-        cluster: a ``sweep._ray.Cluster`` (local or not, the CPUs and GPUs it offers now).
-        note: prints one line for the user (a trial bigger than a GPU, a cluster without GPUs).
+        cluster: a ``sweep._ray.Cluster`` (local or not, the CPUs, GPUs and largest node's
+            memory it offers now).
+        note: prints one line for the user (a trial bigger than a GPU or than any node's
+            memory, a cluster without GPUs).
     """
+    shares = _gpu_shares(spec, configs, cluster, note)
+    too_big = [c for c in configs if shares[trial_id(c)][1] == 0 and
+               core.cpu_memory_bytes(c) > cluster.memory]  # fmt: skip
+    if too_big:
+        c = max(too_big, key=core.cpu_memory_bytes)
+        note(f"{len(too_big)} trial(s) (the largest: {trial_id(c)}, width {c.model.width}) need "
+             f"about {core.cpu_memory_bytes(c) / 2**30:.1f} GiB of memory, more than the "
+             f"{cluster.memory / 2**30:.1f} GiB Ray offers on its largest node: each runs alone "
+             "there and may run out of memory")  # fmt: skip
+    plan = {}
+    for c in configs:
+        cpus, gpus = shares[trial_id(c)]
+        memory = 0 if gpus > 0 else int(min(core.cpu_memory_bytes(c), cluster.memory))
+        plan[trial_id(c)] = Request(cpus, gpus, memory)
+    return plan
+
+
+def _gpu_shares(
+    spec: SweepSpec, configs: list[TrialConfig], cluster: Any, note: Callable[[str], None]
+) -> dict[str, tuple[float, float]]:
+    """trial_id -> (num_cpus, num_gpus), checked against the cluster."""
     res = spec.resources
     cpus = res.cpus_per_trial
     if cluster.local and cpus > cluster.cpus:

@@ -147,14 +147,14 @@ class _Driver:
             if run.tid == tid:  # the sampler repeated a config: share the running trial
                 run.numbers.append(number)
                 return
-        cpus, gpus = plan_resources(self.spec, [config], self.cluster, self.note)[tid]
+        request = plan_resources(self.spec, [config], self.cluster, self.note)[tid]
         bound = _bound(config)
         monitor = (PruneMonitor(self.best_path, bound, self.search.objective)
                    if self.prune else None)  # fmt: skip
         tdir = st.trial_dir(self.sweep_dir, tid)
-        handle = self.ray.submit(config.model_dump(mode="json"), tdir,
-                             num_cpus=cpus, num_gpus=gpus, retries=self.spec.retries,
-                             monitor=monitor, name=f"search-{number}")  # fmt: skip
+        handle = self.ray.submit(config.model_dump(mode="json"), tdir, request,
+                                 retries=self.spec.retries, monitor=monitor,
+                                 name=f"search-{number}")  # fmt: skip
         self.pending[handle] = _Running(tid, [number], config, len(st.read_attempts(tdir)))
 
     def run(self) -> None:

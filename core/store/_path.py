@@ -143,7 +143,7 @@ class StorePath:
     def read_text(self) -> str:
         return self.read_bytes().decode()
 
-    def write_bytes(self, data: bytes) -> None:
+    def write_bytes(self, data: bytes | memoryview) -> None:
         """Atomic write: a temporary file and a rename locally; one upload on an object store."""
         if not self.local:
             with self.fs.open_output_stream(self.path) as fh:
@@ -215,7 +215,7 @@ Where = str | Path | StorePath  # what the functions below accept for a sweep or
 # --- atomic files ----------------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: str | Path | StorePath, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path | StorePath, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` whole or not at all (see :meth:`StorePath.write_bytes`)."""
     locate(path).write_bytes(data)
 

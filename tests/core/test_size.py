@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from core import (
     check_fits,
     check_machine,
     config_from_dict,
+    cpu_memory_bytes,
     gpu_memory_bytes,
     host_memory_bytes,
     load_config,
@@ -87,3 +92,30 @@ def test_kernel_and_network_beyond_this_machine_fail_before_allocating():
     width = host // 8 // 4 + 1  # d m + m + m parameters, 8 bytes each, at d = 2
     with pytest.raises(ConfigError, match="model.width.*parameters need about .* GiB"):
         build_model("fcn", 2, width, 1)
+
+
+_PEAK = """
+import json, resource, sys, tempfile
+import core
+config = core.config_from_dict(json.loads(sys.argv[1]))
+with tempfile.TemporaryDirectory() as out:
+    core.run_trial(config, out)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux: KiB
+"""
+
+
+@pytest.mark.slow  # ~9 s each: a fresh process, torch's import and a 0.13 GiB network
+@pytest.mark.parametrize("train", [{"epochs": 2}, {"t_max": 0.3}], ids=["descent", "flow"])
+def test_a_trials_peak_memory_is_within_its_cpu_estimate(train):
+    """The whole process's peak RSS (run, track, checkpoint) is within cpu_memory_bytes, what a
+    sweep reserves for it on a node, and not far below it. At m = 4096 (float64) the network
+    is 0.13 GiB: a run holding two more copies of it at its peak (as the checkpoint's copies
+    and the tracker's theta - theta_0 did) would exceed the estimate."""
+    raw = {"model": {"width": 4096, "depth": 2}, "data": {"kind": "circle", "n": 2},
+           "train": {"loss": "cross_entropy", "lr": 0.1, **train}, "dtype": "float64",
+           "track": {"log_points": 5}, "checkpoint": {"minutes": 0}}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", _PEAK, json.dumps(raw)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          check=True)  # fmt: skip
+    peak, estimate = int(proc.stdout.split()[-1]), cpu_memory_bytes(config_from_dict(raw))
+    assert estimate / 2 < peak <= estimate, (peak / 2**30, estimate / 2**30)

@@ -69,8 +69,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def ray_head(temp_dir: Path) -> Iterator[str]:
-    """A 2-CPU Ray head on 127.0.0.1 with every port free-picked; yields the job address."""
+def ray_head(temp_dir: Path, *extra: str) -> Iterator[str]:
+    """A 2-CPU Ray head on 127.0.0.1 with every port free-picked (``extra``: more ``ray start``
+    options); yields the job address."""
     assert _ray("get-auth-token", "--generate").returncode == 0  # token mode needs one
     dash = free_port()
     ports = [
@@ -83,7 +84,7 @@ def ray_head(temp_dir: Path) -> Iterator[str]:
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--port", str(free_port()),
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
            "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--temp-dir", str(temp_dir),
-           "--min-worker-port", "0", "--max-worker-port", "0"]  # fmt: skip
+           "--min-worker-port", "0", "--max-worker-port", "0", *extra]  # fmt: skip
     for flag in ports:
         cmd += [flag, str(free_port())]
     with (temp_dir.parent / "ray-head.log").open("wb") as log:
@@ -159,3 +160,39 @@ def test_ray_job_submit_runs_the_smoke_sweep_once():
             parents2, children2 = sweep_runs(uri)
             assert len(parents2) == 1 and len(children2) == len(children)
             assert {r.data.tags["ntkdiv.generation"] for r in children2} == {"0"}
+
+
+def test_a_node_runs_only_the_cpu_trials_whose_memory_fits_together(tmp_path):
+    """Each CPU trial reserves its memory estimate (Ray's ``memory`` resource): on a 2-CPU head
+    offering memory for 1.5 trials, the two trials of a sweep run one after the other (their
+    attempts do not overlap), where CPUs alone would let them run together."""
+    import yaml
+
+    from core import config_from_dict, cpu_memory_bytes
+
+    base = {"model": {"arch": "fcn", "width": 64, "depth": 2}, "data": {"kind": "circle", "n": 6},
+            "train": {"loss": "cross_entropy", "lr": 0.1, "epochs": 3000},
+            "track": {"log_points": 10}}  # fmt: skip
+    need = cpu_memory_bytes(config_from_dict(base))
+    spec = {"name": "mem", "base": base, "grid": {"seed": [0, 1]},
+            "resources": {"cpus_per_trial": 1}, "mlflow": {"enabled": False}}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="nm", dir="/tmp") as short:  # Unix sockets: short
+        tmp = Path(short)
+        (tmp / "ray").mkdir()
+        repo = snapshot(tmp / "repo")
+        (repo / "mem.yaml").write_text(yaml.safe_dump(spec))
+        storage = tmp / "store"
+        with ray_head(tmp / "ray", "--memory", str(int(1.5 * need))) as address:
+            proc = _ray("job", "submit", "--address", address, "--working-dir", str(repo),
+                        "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
+                        "ntkdiv", "sweep", "mem.yaml", "--storage", str(storage), "--quiet",
+                        "--no-aggregate", timeout=JOB_TIMEOUT_S)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        spans = []
+        for path in sorted(storage.glob("mem/trials/*/attempts.json")):
+            (attempt,) = json.loads(path.read_text())["attempts"]
+            assert attempt["status"] == "completed"
+            spans.append((attempt["start"], attempt["end"]))
+        assert len(spans) == 2
+        (a0, a1), (b0, b1) = sorted(spans)
+        assert a1 <= b0, f"the trials ran together: {spans}"

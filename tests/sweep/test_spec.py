@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from core import ConfigError, config_from_dict, gpu_memory_bytes, trial_id
+from core import ConfigError, config_from_dict, cpu_memory_bytes, gpu_memory_bytes, trial_id
 from sweep._resources import gpu_fraction, plan_resources
 from sweep._spec import expand, grid_points, load_spec, parse_spec
 from tests.sweep.conftest import REPO, spec_dict, tiny_base, write_spec
@@ -158,8 +160,8 @@ def test_gpu_fraction_rounds_up_and_never_oversubscribes():
 
 
 class _Cluster:  # the fields plan_resources reads from sweep._ray.Cluster
-    def __init__(self, cpus: float, gpus: float, local: bool) -> None:
-        self.cpus, self.gpus, self.local = cpus, gpus, local
+    def __init__(self, cpus: float, gpus: float, local: bool, memory: float = math.inf) -> None:
+        self.cpus, self.gpus, self.local, self.memory = cpus, gpus, local, memory
 
 
 def test_auto_shares_follow_the_estimate(tmp_path):
@@ -168,15 +170,37 @@ def test_auto_shares_follow_the_estimate(tmp_path):
                                                                 "gpu_memory_gb": 8}))  # fmt: skip
     configs = expand(spec)
     plan = plan_resources(spec, configs, _Cluster(8, 2, local=False), print)
-    shares = [plan[trial_id(c)][1] for c in configs]
+    shares = [plan[trial_id(c)].gpus for c in configs]
     assert shares == [gpu_fraction(gpu_memory_bytes(c), 8 * 2**30) for c in configs]
     assert 0.01 <= shares[0] < shares[1] <= 1.0
+    assert {plan[trial_id(c)].memory for c in configs} == {0}  # a GPU trial reserves no memory
 
 
 def test_auto_without_gpus_runs_on_cpu(tmp_path):
     spec = parse_spec(spec_dict(tmp_path, resources={"gpus_per_trial": "auto"}))
     plan = plan_resources(spec, expand(spec), _Cluster(2, 0, local=True), print)
-    assert {share for _, share in plan.values()} == {0.0}
+    assert {r.gpus for r in plan.values()} == {0.0}
+
+
+def test_cpu_trials_reserve_their_memory_estimate_within_the_largest_node(tmp_path):
+    """A CPU trial reserves core.cpu_memory_bytes (Ray's memory resource), so that a node does
+    not start two trials that cannot both fit; one larger than every node reserves that node
+    whole (it runs alone), with one line saying so."""
+    spec = parse_spec(spec_dict(tmp_path, grid={"model.width": [16, 8192]}))
+    small, large = expand(spec)
+    need = [cpu_memory_bytes(small), cpu_memory_bytes(large)]
+    assert need[0] < 2**30 < need[1]  # the process and tiny tensors; 8192 float64 at depth 2
+    notes: list[str] = []
+    plan = plan_resources(spec, [small, large], _Cluster(2, 0, local=True, memory=64 * 2**30),
+                          notes.append)  # fmt: skip
+    assert [plan[trial_id(c)].memory for c in (small, large)] == need and notes == []
+    node = (need[0] + need[1]) / 2
+    plan = plan_resources(spec, [small, large], _Cluster(2, 0, local=True, memory=node),
+                          notes.append)  # fmt: skip
+    assert [plan[trial_id(c)].memory for c in (small, large)] == [need[0], int(node)]
+    (line,) = notes
+    assert f"1 trial(s) (the largest: {trial_id(large)}, width 8192)" in line
+    assert "each runs alone there and may run out of memory" in line
 
 
 def test_gpus_on_a_local_cluster_without_gpus_is_an_error(tmp_path):
