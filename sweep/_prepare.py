@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -276,3 +277,34 @@ def _heartbeat(sweep_dir: st.StorePath, lease: dict[str, Any], stop: threading.E
                 return
         except OSError:  # the store is down: a missed beat; the driver itself will say why
             continue
+
+
+def check_address(address: str | None) -> None:
+    """:func:`check_reachable` for ``address``, else ``RAY_ADDRESS``, when either is set (a
+    local cluster needs no check): a bad address is refused before anything is created."""
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        check_reachable(target)
+
+
+def check_reachable(address: str) -> None:
+    """Fail fast: Ray itself retries an unreachable GCS for minutes."""
+    if address.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--address / RAY_ADDRESS = {address!r} is a dashboard URL; pass the GCS address "
+            "HOST:6379 (or ray://HOST:10001)"
+        )
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address / RAY_ADDRESS = {address!r}: expected HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(
+            f"--address / RAY_ADDRESS = {address!r}: no Ray cluster answers "
+            f"({err.strerror or err}); start one (cluster/start_local.sh start) or omit "
+            "--address for a local cluster"
+        ) from None

@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import re
-import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ import ray.exceptions
 
 from core import ConfigError, first_line
 from core import store as st
+
+from ._prepare import check_reachable
 
 if TYPE_CHECKING:
     from ._resources import Request
@@ -187,37 +188,6 @@ class Cluster:
     cpus: float  # CPUs offered now
     gpus: float  # GPUs offered now (an autoscaling cluster may add more)
     memory: float = math.inf  # bytes of Ray's ``memory`` resource on its largest live node
-
-
-def check_address(address: str | None) -> None:
-    """:func:`check_reachable` for ``address``, else ``RAY_ADDRESS``, when either is set (a
-    local cluster needs no check): a bad address is refused before anything is created."""
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target:
-        check_reachable(target)
-
-
-def check_reachable(address: str) -> None:
-    """Fail fast: Ray itself retries an unreachable GCS for minutes."""
-    if address.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"--address / RAY_ADDRESS = {address!r} is a dashboard URL; pass the GCS address "
-            "HOST:6379 (or ray://HOST:10001)"
-        )
-    if address == "auto":
-        return
-    hostport = address.removeprefix("ray://")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--address / RAY_ADDRESS = {address!r}: expected HOST:PORT")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as err:
-        raise ConfigError(
-            f"--address / RAY_ADDRESS = {address!r}: no Ray cluster answers "
-            f"({err.strerror or err}); start one (cluster/start_local.sh start) or omit "
-            "--address for a local cluster"
-        ) from None
 
 
 def connect(address: str | None = None, num_cpus: int | None = None,

@@ -30,7 +30,9 @@ from core import store as st
 from ._dispatch import Dispatch, Outcome
 from ._prepare import (
     Settled,
+    check_address,
     check_inputs,
+    check_reachable,
     check_storage,
     last_line,
     prepare_store,
@@ -94,7 +96,7 @@ def run_sweep(
     configs = expand(spec)
     warnings = check_inputs(configs)
     check_storage(spec)
-    ray_adapter(address).check_address(address)  # refused before the lease makes the sweep dir
+    check_address(address)  # refused before the lease makes the sweep dir (Ray not imported)
     progress = Progress(Counts(total=len(configs)), stream or sys.stderr, quiet)
     outcome = Outcome(progress.counts)
     try:
@@ -126,7 +128,7 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
     _earlier(spec.sweep_dir(), states, outcome)
     cluster = _ray.connect(address, num_cpus, num_gpus) if todo else None
     if not todo and address:
-        _ray.check_reachable(address)  # the same answer for a bad address, work or no work
+        check_reachable(address)  # the same answer for a bad address, work or no work
     tracking: MlflowGuard | None = None
     try:
         plan = plan_resources(spec, list(todo.values()), cluster, progress.message) if todo else {}

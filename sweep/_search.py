@@ -36,7 +36,7 @@ from core import (
 from core import store as st
 
 from ._dispatch import system_failure
-from ._prepare import check_inputs, check_storage, prepare_store, sweep_lease
+from ._prepare import check_address, check_inputs, check_storage, prepare_store, sweep_lease
 from ._resources import plan_resources
 from ._runner import ray_adapter, store_failed
 from ._search_spec import (
@@ -274,8 +274,8 @@ def run_search(
     def note(text: str) -> None:
         print(text, file=stream, flush=True)
 
+    check_address(address)  # bad input: refused before the lease creates the sweep dir
     _ray = ray_adapter(address)
-    _ray.check_address(address)  # bad input: refused before the lease creates the sweep dir
     from ._optuna import Study
 
     name, study, parent, status = study_name(spec, search), None, None, "FINISHED"

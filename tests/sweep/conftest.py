@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +12,6 @@ import yaml
 from sweep.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _ray_auth_mode_stated() -> Iterator[None]:
-    """RAY_AUTH_MODE=token, as ``ntkdiv sweep`` states it before importing Ray for a local
-    cluster. These tests run many commands in one process: once one has imported Ray without it
-    (a sweep given an address), the next local cluster would print Ray's notice into the next
-    test's one-line error. The CLI runs one command per process."""
-    with pytest.MonkeyPatch.context() as mp:
-        if "RAY_AUTH_MODE" not in os.environ:
-            mp.setenv("RAY_AUTH_MODE", "token")
-        yield
 
 
 def tiny_base(**sections: Any) -> dict[str, Any]:
