@@ -93,6 +93,18 @@ def _e(v: float, digits: int = 1) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def _fit_without_the_2048_seed(t: pd.DataFrame) -> tuple[int, float, float, float]:
+    """(trials, exponent, its 95% interval) of log t_leave on log m over the cross-entropy
+    trials at m >= 4096, by least squares (scipy, independent of the report's own fit)."""
+    from scipy import stats
+
+    ce = t[(t["loss"] == "cross_entropy") & (t["width"] >= 4096)]
+    x, y = [math.log10(v) for v in ce["width"]], [math.log10(v) for v in ce["t_leave"]]
+    line = stats.linregress(x, y)
+    half = stats.t.ppf(0.975, len(x) - 2) * line.stderr
+    return len(x), line.slope, line.slope - half, line.slope + half
+
+
 def test_readme_quotes_the_t_leave_fit_and_the_widest_rows_from_the_aggregate():
     """README's "How t_leave grows with m" and its m = 4096 / 8192 sentences: the fit, its
     interval, the crossing of t = 1e40 and the per-seed figures are the committed aggregate's."""
@@ -105,16 +117,19 @@ def test_readme_quotes_the_t_leave_fit_and_the_widest_rows_from_the_aggregate():
     assert "{:.1f} [{:.1f}, {:.1f}] decades of t per doubling".format(*per_doubling) in text
     assert f"m ~ {_e(fit['crossing_width'], 0).replace('.', '')}" in text  # 9e4
     assert fit["n_widths"] == 4 and fit["crossing_width"] < fit["max_width"] * 10
+    assert "m = 2048 with one seed, 16384 with two, 4096 and 8192 with three" in text
+    assert fit["n_points"] == 1 + 2 + 3 + 3
     t = pd.read_parquet(TRIALS)
+    n, slope, lo, hi = _fit_without_the_2048_seed(t)
+    assert n == 8
+    assert f"(without it, m^{slope:.0f} [{lo:.1f}, {hi:.0f}] over eight trials)" in text
     ce, mse = t[t["loss"] == "cross_entropy"], t[t["loss"] == "mse"]
     wide = ce[ce["width"] == 8192]
     assert f"t = {_e(wide['t_leave'].min())} to {_e(wide['t_leave'].max())}" in text
     assert wide["t_leave"].min() > ce.loc[ce["width"] == 4096, "t_leave"].max()  # "each later"
-    widest = ce[ce["width"] == 16384]
-    assert (
-        len(widest) == 1
-        and f"at m = 16384 (seed 0 only) at t = {_e(widest['t_leave'].iloc[0])}" in text
-    )
+    widest = ce[ce["width"] == 16384].sort_values("seed")
+    leave = " and ".join(_e(v) for v in widest["t_leave"])
+    assert list(widest["seed"]) == [0, 1] and f"at m = 16384 (seeds 0 and 1) at t = {leave}" in text
     ratio = lambda sub, w: (sub["gap_sup"] / sub["bound"])[sub["width"] == w].max()  # noqa: E731
     assert (f"up to {ratio(ce, 4096):.0f}x the bound (m = 4096), {ratio(ce, 8192):.1f}x (m = 8192) "
             f"and {ratio(ce, 16384):.1f}x (m = 16384)") in text  # fmt: skip
@@ -123,7 +138,8 @@ def test_readme_quotes_the_t_leave_fit_and_the_widest_rows_from_the_aggregate():
     assert (t.loc[t["width"] >= 4096, "stationary_t"].max() < 4) and "inside by t ~ 4" in text
     minutes = wide["wall_s"] / 60
     assert f"took {minutes.min():.0f}-{minutes.max():.0f} min each" in text
-    assert f"the m = 16384 one {widest['wall_s'].iloc[0] / 60:.0f} min" in text
+    minutes = " and ".join(f"{v / 60:.0f}" for v in widest["wall_s"])
+    assert f"the m = 16384 ones {minutes} min" in text
     one = ce[(ce["width"] == 2048) & (ce["gap_init"] < ce["bound"])]
     assert len(one) == 1
     assert f"started at {100 * float(one['gap_init'].iloc[0] / one['bound'].iloc[0]):.0f}%" in text
@@ -132,8 +148,6 @@ def test_readme_quotes_the_t_leave_fit_and_the_widest_rows_from_the_aggregate():
 def test_results_md_quotes_the_widest_width_from_the_aggregate():
     """docs/results.md's m = 8192 and 16384 paragraphs and its t_leave(m) fits (with and
     without the single m = 2048 seed) are the aggregate's."""
-    from scipy import stats
-
     text = " ".join((REPO / "docs" / "results.md").read_text().split())
     fit = pd.read_parquet(FITS).set_index(["loss", "quantity"]).loc[("cross_entropy", "t_leave")]
     assert f"m^{fit['exponent']:.0f} [{fit['exponent_lo']:.0f}, {fit['exponent_hi']:.0f}]" in text
@@ -143,30 +157,35 @@ def test_results_md_quotes_the_widest_width_from_the_aggregate():
     low, high = (_e(fit[k], 0).replace(".", "") for k in ("crossing_width_lo", "crossing_width_hi"))
     assert f"m ~ {_e(fit['crossing_width'], 0).replace('.', '')} [{low}, {high}]" in text
     t = pd.read_parquet(TRIALS)
-    ce = t[(t["loss"] == "cross_entropy") & (t["width"] >= 4096)]  # without the m = 2048 seed
-    x, y = [math.log10(v) for v in ce["width"]], [math.log10(v) for v in ce["t_leave"]]
-    line = stats.linregress(x, y)
-    half = stats.t.ppf(0.975, len(x) - 2) * line.stderr
-    assert len(x) == 7 and "(m = 4096-16384, seven trials)" in text
-    assert (f"gives m^{line.slope:.0f} [{line.slope - half:.1f}, {line.slope + half:.0f}], "
-            f"{line.slope * math.log10(2):.1f} decades per doubling") in text  # fmt: skip
-    one = t[t["width"] == 16384].set_index("loss")
-    c, m = one.loc["cross_entropy"], one.loc["mse"]
-    assert f"took {c['wall_s'] / 60:.0f} and {m['wall_s'] / 60:.0f} min on one core" in text
-    assert f"({(c['wall_s'] + m['wall_s']) / 60:.0f} min for the two)" in text
-    assert (
-        f"gap_0 = {c['gap_init']:.3f} and one flip moves K by at most {c['flip_jump_max']:.2g}"
-        in text
-    )
-    assert (
-        f"out at t = {c['t_leave']:.2e}".replace("e+", "e") in text and c["t_stay"] == c["t_leave"]
-    )
-    assert f"up to {c['gap_sup'] / c['bound']:.1f}x the bound by t = 1e40" in text
-    assert (
-        m["gap_sup"] == m["gap_init"] and f"({m['gap_init'] / m['bound']:.2f} of the bound)" in text
-    )
-    assert f"held from t = {m['stationary_t']:.1f} on" in text
-    assert f"m = 16384 in {int(c['steps']):,d} accepted steps" in text
+    n, slope, lo, hi = _fit_without_the_2048_seed(t)
+    assert n == 8 and "(m = 4096-16384, eight trials)" in text
+    assert (f"gives m^{slope:.0f} [{lo:.1f}, {hi:.0f}], "
+            f"{slope * math.log10(2):.1f} decades per doubling") in text  # fmt: skip
+    one = t[t["width"] == 16384].sort_values("seed")
+    c, m = one[one["loss"] == "cross_entropy"], one[one["loss"] == "mse"]
+    assert list(c["seed"]) == list(m["seed"]) == [0, 1]
+
+    def both(values, fmt: str) -> str:
+        return " and ".join(format(v, fmt) for v in values)
+
+    assert (f"cross-entropy took {both(c['wall_s'] / 60, '.0f')} min on one core, squared loss "
+            f"{both(m['wall_s'] / 60, '.0f')} min") in text  # fmt: skip
+    assert list(c["gap_init"]) == list(m["gap_init"])  # the same networks
+    assert f"gap_0 = {both(c['gap_init'], '.3f')}" in text
+    assert f"one flip moves K by at most {both(c['flip_jump_max'], '.2g')}" in text
+    assert f"took it out at t = {both(c['t_leave'], '.2e')}".replace("e+", "e") in text
+    assert f"outside for good from t = {both(c['t_stay'], '.2e')}".replace("e+", "e") in text
+    ratios = " and ".join(f"{v:.1f}x" for v in c["gap_sup"] / c["bound"])
+    assert f"at up to {ratios} the bound by t = 1e40" in text
+    assert f"peaked at {both(m['gap_sup'] / m['bound'], '.2f')} of the bound" in text
+    assert m["gap_sup"].iloc[0] == m["gap_init"].iloc[0]  # "seed 0's never passed its start"
+    assert f"held from t = {both(m['stationary_t'], '.1f')} on" in text
+    assert f"m = 16384 in {both(c['steps'], ',d')} accepted" in text
+    seed1 = c[c["seed"] == 1].iloc[0]
+    assert int(seed1["resumed_from_step"]) == 118 and "killed it at step 118" in text
+    spent = (c["wall_s"].to_numpy() + m["wall_s"].to_numpy()) / 60
+    assert f"({spent[0]:.0f} min for seed 0's two, {spent[1]:.0f} min for seed 1's)" in text
+    assert f"the two seeds at 16384 left at {both(map(_e, c['t_leave']), 's')}." in text
     t = pd.read_parquet(TRIALS)
     wide = t[t["width"] == 8192].sort_values("seed")
     ce, mse = wide[wide["loss"] == "cross_entropy"], wide[wide["loss"] == "mse"]
