@@ -93,6 +93,12 @@ def _e(v: float, digits: int = 1) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def _listed(items) -> str:
+    """'a and b', 'a, b and c': a list as the docs write it."""
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _fit_without_the_2048_seed(t: pd.DataFrame) -> tuple[int, float, float, float]:
     """(trials, exponent, its 95% interval) of log t_leave on log m over the cross-entropy
     trials at m >= 4096, by least squares (scipy, independent of the report's own fit)."""
@@ -117,19 +123,20 @@ def test_readme_quotes_the_t_leave_fit_and_the_widest_rows_from_the_aggregate():
     assert "{:.1f} [{:.1f}, {:.1f}] decades of t per doubling".format(*per_doubling) in text
     assert f"m ~ {_e(fit['crossing_width'], 0).replace('.', '')}" in text  # 9e4
     assert fit["n_widths"] == 4 and fit["crossing_width"] < fit["max_width"] * 10
-    assert "m = 2048 with one seed, 16384 with two, 4096 and 8192 with three" in text
-    assert fit["n_points"] == 1 + 2 + 3 + 3
+    assert "m = 2048 with one seed, 4096, 8192 and 16384 with three" in text
+    assert fit["n_points"] == 1 + 3 + 3 + 3
     t = pd.read_parquet(TRIALS)
     n, slope, lo, hi = _fit_without_the_2048_seed(t)
-    assert n == 8
-    assert f"(without it, m^{slope:.0f} [{lo:.1f}, {hi:.0f}] over eight trials)" in text
+    assert n == 9
+    assert f"(without it, m^{slope:.0f} [{lo:.1f}, {hi:.0f}] over nine trials)" in text
     ce, mse = t[t["loss"] == "cross_entropy"], t[t["loss"] == "mse"]
     wide = ce[ce["width"] == 8192]
     assert f"t = {_e(wide['t_leave'].min())} to {_e(wide['t_leave'].max())}" in text
     assert wide["t_leave"].min() > ce.loc[ce["width"] == 4096, "t_leave"].max()  # "each later"
     widest = ce[ce["width"] == 16384].sort_values("seed")
-    leave = " and ".join(_e(v) for v in widest["t_leave"])
-    assert list(widest["seed"]) == [0, 1] and f"at m = 16384 (seeds 0 and 1) at t = {leave}" in text
+    leave = _listed(_e(v) for v in widest["t_leave"])
+    assert list(widest["seed"]) == [0, 1, 2]
+    assert f"at m = 16384 (seeds 0, 1 and 2) at t = {leave}" in text
     ratio = lambda sub, w: (sub["gap_sup"] / sub["bound"])[sub["width"] == w].max()  # noqa: E731
     assert (f"up to {ratio(ce, 4096):.0f}x the bound (m = 4096), {ratio(ce, 8192):.1f}x (m = 8192) "
             f"and {ratio(ce, 16384):.1f}x (m = 16384)") in text  # fmt: skip
@@ -138,7 +145,9 @@ def test_readme_quotes_the_t_leave_fit_and_the_widest_rows_from_the_aggregate():
     assert (t.loc[t["width"] >= 4096, "stationary_t"].max() < 4) and "inside by t ~ 4" in text
     minutes = wide["wall_s"] / 60
     assert f"took {minutes.min():.0f}-{minutes.max():.0f} min each" in text
-    minutes = " and ".join(f"{v / 60:.0f}" for v in widest["wall_s"])
+    span = math.log10(widest["t_leave"].max() / widest["t_leave"].min())
+    assert f"the three seeds at the widest width left {span:.1f} decades of t apart" in text
+    minutes = _listed(f"{v / 60:.0f}" for v in widest["wall_s"])
     assert f"the m = 16384 ones {minutes} min" in text
     one = ce[(ce["width"] == 2048) & (ce["gap_init"] < ce["bound"])]
     assert len(one) == 1
@@ -158,15 +167,15 @@ def test_results_md_quotes_the_widest_width_from_the_aggregate():
     assert f"m ~ {_e(fit['crossing_width'], 0).replace('.', '')} [{low}, {high}]" in text
     t = pd.read_parquet(TRIALS)
     n, slope, lo, hi = _fit_without_the_2048_seed(t)
-    assert n == 8 and "(m = 4096-16384, eight trials)" in text
+    assert n == 9 and "(m = 4096-16384, nine trials)" in text
     assert (f"gives m^{slope:.0f} [{lo:.1f}, {hi:.0f}], "
             f"{slope * math.log10(2):.1f} decades per doubling") in text  # fmt: skip
     one = t[t["width"] == 16384].sort_values("seed")
     c, m = one[one["loss"] == "cross_entropy"], one[one["loss"] == "mse"]
-    assert list(c["seed"]) == list(m["seed"]) == [0, 1]
+    assert list(c["seed"]) == list(m["seed"]) == [0, 1, 2]
 
     def both(values, fmt: str) -> str:
-        return " and ".join(format(v, fmt) for v in values)
+        return _listed(format(v, fmt) for v in values)
 
     assert (f"cross-entropy took {both(c['wall_s'] / 60, '.0f')} min on one core, squared loss "
             f"{both(m['wall_s'] / 60, '.0f')} min") in text  # fmt: skip
@@ -175,7 +184,7 @@ def test_results_md_quotes_the_widest_width_from_the_aggregate():
     assert f"one flip moves K by at most {both(c['flip_jump_max'], '.2g')}" in text
     assert f"took it out at t = {both(c['t_leave'], '.2e')}".replace("e+", "e") in text
     assert f"outside for good from t = {both(c['t_stay'], '.2e')}".replace("e+", "e") in text
-    ratios = " and ".join(f"{v:.1f}x" for v in c["gap_sup"] / c["bound"])
+    ratios = _listed(f"{v:.1f}x" for v in c["gap_sup"] / c["bound"])
     assert f"at up to {ratios} the bound by t = 1e40" in text
     assert f"peaked at {both(m['gap_sup'] / m['bound'], '.2f')} of the bound" in text
     assert m["gap_sup"].iloc[0] == m["gap_init"].iloc[0]  # "seed 0's never passed its start"
@@ -184,8 +193,10 @@ def test_results_md_quotes_the_widest_width_from_the_aggregate():
     seed1 = c[c["seed"] == 1].iloc[0]
     assert int(seed1["resumed_from_step"]) == 118 and "killed it at step 118" in text
     spent = (c["wall_s"].to_numpy() + m["wall_s"].to_numpy()) / 60
-    assert f"({spent[0]:.0f} min for seed 0's two, {spent[1]:.0f} min for seed 1's)" in text
-    assert f"the two seeds at 16384 left at {both(map(_e, c['t_leave']), 's')}." in text
+    assert f"({both(spent, '.0f')} min for the pairs of seeds 0, 1 and 2)" in text
+    assert f"the three seeds at 16384 left at {both(map(_e, c['t_leave']), 's')}." in text
+    span = math.log10(c["t_leave"].max() / c["t_leave"].min())
+    assert f"The three seeds left {span:.1f} decades of t apart." in text
     t = pd.read_parquet(TRIALS)
     wide = t[t["width"] == 8192].sort_values("seed")
     ce, mse = wide[wide["loss"] == "cross_entropy"], wide[wide["loss"] == "mse"]
