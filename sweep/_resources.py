@@ -36,19 +36,22 @@ def plan_resources(
             memory, a cluster without GPUs).
     """
     shares = _gpu_shares(spec, configs, cluster, note)
-    too_big = [c for c in configs if shares[trial_id(c)][1] == 0 and
-               core.cpu_memory_bytes(c) > cluster.memory]  # fmt: skip
-    if too_big:
-        c = max(too_big, key=core.cpu_memory_bytes)
-        note(f"{len(too_big)} trial(s) (the largest: {trial_id(c)}, width {c.model.width}) need "
-             f"about {core.cpu_memory_bytes(c) / 2**30:.1f} GiB of memory, more than the "
-             f"{cluster.memory / 2**30:.1f} GiB Ray offers on its largest node: each runs alone "
-             "there and may run out of memory")  # fmt: skip
-    plan = {}
+    plan: dict[str, Request] = {}
+    too_big: list[tuple[int, str, int]] = []  # (estimate, trial_id, width) beyond every node
     for c in configs:
-        cpus, gpus = shares[trial_id(c)]
-        memory = 0 if gpus > 0 else int(min(core.cpu_memory_bytes(c), cluster.memory))
-        plan[trial_id(c)] = Request(cpus, gpus, memory)
+        tid = trial_id(c)
+        cpus, gpus = shares[tid]
+        need = 0 if gpus > 0 else core.cpu_memory_bytes(c)  # a GPU trial reserves no memory
+        if need > cluster.memory:
+            too_big.append((need, tid, c.model.width))
+        plan[tid] = Request(cpus, gpus, int(min(need, cluster.memory)))
+    if too_big:
+        need, tid, width = max(too_big)
+        note(
+            f"{len(too_big)} trial(s) (the largest: {tid}, width {width}) need about "
+            f"{need / 2**30:.1f} GiB of memory, more than the {cluster.memory / 2**30:.1f} GiB "
+            "Ray offers on its largest node: each runs alone there and may run out of memory"
+        )
     return plan
 
 
