@@ -121,3 +121,15 @@ def test_a_trials_peak_memory_is_within_its_cpu_estimate(train):
                           check=True)  # fmt: skip
     peak, estimate = int(proc.stdout.split()[-1]), cpu_memory_bytes(config_from_dict(raw))
     assert estimate / 2 < peak <= estimate, (peak / 2**30, estimate / 2**30)
+
+
+def test_sweeps_md_quotes_the_cpu_reservations_from_the_estimate():
+    """docs/sweeps.md's "Memory on CPU nodes" figures are cpu_memory_bytes of those configs."""
+    text = " ".join((REPO / "docs" / "sweeps.md").read_text().split())
+    gib = []
+    for width in (8192, 16384):
+        config = config_from_dict({"model": {"arch": "fcn", "depth": 2, "width": width},
+                                   "data": {"kind": "circle", "n": 2}, "dtype": "float64",
+                                   "train": {"t_max": 1e40}})  # fmt: skip
+        gib.append(f"{cpu_memory_bytes(config) / 2**30:.1f}")
+    assert f"a trial reserves {gib[0]} GiB at m = 8192 and {gib[1]} GiB at m = 16384" in text
