@@ -67,7 +67,7 @@ def step_value(t: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 def window_median(t: np.ndarray, y: np.ndarray, at: float, width: float = WINDOW) -> float:
-    """Median of y over the tracked rows with log10 t in [log10 at - width, log10 at].
+    """Median of y over the tracked rows (t sorted) with log10 t in [log10 at - width, log10 at].
 
     A robust value at ``at``: after convergence, ReLU pre-activations parked at the kink flip
     between tracked steps and single rows of the drift jump (GD chattering, DESIGN §1). Falls
@@ -75,9 +75,12 @@ def window_median(t: np.ndarray, y: np.ndarray, at: float, width: float = WINDOW
     """
     if not t.size or at > t[-1] * (1 + 1e-12) or at < t[0]:
         return math.nan
-    sel = (t <= at * (1 + 1e-12)) & (t >= at * 10.0**-width) & np.isfinite(y)
-    if sel.any():
-        return float(np.median(y[sel]))
+    lo = np.searchsorted(t, at * 10.0**-width, side="left")  # t is sorted: the window is a slice
+    hi = np.searchsorted(t, at * (1 + 1e-12), side="right")
+    seg = y[lo:hi]
+    seg = seg[np.isfinite(seg)]
+    if seg.size:
+        return float(np.median(seg))
     return float(step_value(t, y, np.array([at]))[0])
 
 
@@ -154,9 +157,14 @@ def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.n
 
 def _t_leave(t: np.ndarray, gap: np.ndarray, bound: float) -> float:
     """core's t_leave (``first_leave``) of the gap column; +inf if never."""
-    if not np.isfinite(gap).any() or not math.isfinite(bound):
+    ok = np.isfinite(gap)
+    if not ok.any() or not math.isfinite(bound):
         return math.nan
-    rows = {"t": t.tolist(), "gap": [None if not np.isfinite(g) else float(g) for g in gap]}
+    above = np.flatnonzero(ok & (gap >= bound))
+    if not above.size:
+        return math.inf
+    keep = ok[: above[0] + 1]  # the rows up to the first at or above the bound are all it reads
+    rows = {"t": t[: above[0] + 1][keep].tolist(), "gap": gap[: above[0] + 1][keep].tolist()}
     hit = first_leave(rows, bound)
     return math.inf if hit is None else hit
 
