@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ._fits import JUMP_KEY, left_out, starts_inside  # noqa: E402
-from ._tables import CURVES, T_GRID  # noqa: E402
+from ._tables import T_GRID  # noqa: E402
 
 DPI = 90
 MAX_PANELS = 6  # groups per family figure; more are listed in the caption and left out
@@ -86,7 +86,7 @@ def _groups(family: pd.DataFrame) -> list[tuple[pd.Series, pd.DataFrame]]:
 
 def _median_curve(tids, curves: dict, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Median, min and max over trials of one curve on T_GRID (NaN where no trial has data)."""
-    block = np.stack([curves[t][CURVES.index(which)] for t in tids if t in curves])
+    block = np.stack([curves[t].on_grid(which) for t in tids if t in curves])
     with warnings.catch_warnings():  # grid points beyond every horizon are all-NaN columns
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmedian(block, 0), np.nanmin(block, 0), np.nanmax(block, 0)
@@ -162,7 +162,7 @@ def gap_figure(family: pd.DataFrame, curves: dict, path: Path, name: str) -> Fig
         for width, wsub in sub.groupby("width"):
             tids = [t for t in wsub["trial_id"] if t in curves]
             bound = wsub.set_index("trial_id")["bound"]
-            block = np.stack([curves[t][CURVES.index("gap")] / bound[t] for t in tids])
+            block = np.stack([curves[t].on_grid("gap") / bound[t] for t in tids])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 med, lo, hi = np.nanmedian(block, 0), np.nanmin(block, 0), np.nanmax(block, 0)

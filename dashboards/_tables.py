@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -129,7 +130,7 @@ def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.n
         cols: {name: (k,) array} for :data:`TRAJ_COLUMNS` (absent ones NaN), sorted by t.
         bound: the trial's lambda0 / (2 n^2).
     Returns:
-        (metrics dict, (len(CURVES), len(T_GRID)) float32 curves on :data:`T_GRID`).
+        (metrics dict, the trial's :class:`Curves`).
     """
     t = cols["t"]
     nan = np.full(t.size, np.nan)
@@ -147,12 +148,28 @@ def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.n
     }  # fmt: skip
     for tc in DECADES:
         out[f"drift_{checkpoint_name(tc)}"] = window_median(t, drift, tc) if t.size else math.nan
-    curves = np.full((len(CURVES), T_GRID.size), np.nan, dtype=np.float32)
     pos = t > 0  # the curves are drawn in log t; t = 0 (drift 0) stays out
-    if pos.any():
-        for i, name in enumerate(CURVES):
-            curves[i] = step_value(t[pos], cols.get(name, nan)[pos], T_GRID)
-    return out, curves
+    tp = t[pos]
+    first = int(np.searchsorted(T_GRID, tp[0])) if tp.size else 0
+    last = int(np.searchsorted(T_GRID, tp[-1] * (1 + 1e-12), side="right")) if tp.size else 0
+    grid = T_GRID[first:last]  # outside the tracked t every curve is NaN: not kept
+    block = np.stack([step_value(tp, cols.get(name, nan)[pos], grid) for name in CURVES])
+    return out, Curves(first, block.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One trial's :data:`CURVES` on the part of :data:`T_GRID` its tracked t covers: a run from
+    t = 1e-3 to 1e3 keeps 49 of the grid's 361 points."""
+
+    first: int  # index into T_GRID of block[:, 0]
+    block: np.ndarray  # (len(CURVES), points) float32
+
+    def on_grid(self, name: str) -> np.ndarray:
+        """The curve ``name`` on the whole T_GRID, NaN outside the tracked t."""
+        out = np.full(T_GRID.size, np.nan)
+        out[self.first : self.first + self.block.shape[1]] = self.block[CURVES.index(name)]
+        return out
 
 
 def _t_leave(t: np.ndarray, gap: np.ndarray, bound: float) -> float:
@@ -174,7 +191,7 @@ def trajectory_pass(
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Reduce a stream of trajectories to one metrics row and one curve block per trial.
 
-    Memory is O(trials x len(T_GRID)), never O(trials x tracked rows).
+    Memory is O(trials x the T_GRID points their runs span), never O(trials x tracked rows).
     """
     rows, curves = [], {}
     for tid, cols in stream:

@@ -63,8 +63,11 @@ def test_trial_metrics_drift_at_decades_and_fallbacks():
     # gap = drift + 1 first >= 2 at t = 0.6 after 1 at t = 0 (core's first_leave: no log t at 0)
     assert m["t_leave_traj"] == 0.6
     assert math.isnan(m["step_jump_max_traj"])  # an older store: no step_jump column
-    assert curves.shape == (len(CURVES), T_GRID.size)
-    assert np.isnan(curves[0][T_GRID < 0.6]).all()  # t = 0 stays off the log-t curves
+    drift_curve = curves.on_grid("drift")
+    assert curves.block.shape[0] == len(CURVES) and drift_curve.shape == T_GRID.shape
+    assert np.isnan(drift_curve[T_GRID < 0.6]).all()  # t = 0 stays off the log-t curves
+    assert np.isnan(drift_curve[T_GRID > 100.0]).all()  # nor is anything past the horizon
+    assert drift_curve[np.searchsorted(T_GRID, 1.0)] == 1.0 and drift_curve[-1 - 8 * 40] == 3.5
 
 
 @pytest.mark.parametrize(("n", "coverage"), [(1, 0.0), (3, 0.75), (5, 0.9375), (6, 0.96875)])
