@@ -117,7 +117,7 @@ def _last(y: np.ndarray) -> float:
     return float(y[finite[-1]]) if finite.size else math.nan
 
 
-def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, np.ndarray]:
+def trial_metrics(cols: dict[str, np.ndarray], bound: float) -> tuple[dict, Curves]:
     """Scalar metrics and resampled curves of one trajectory.
 
     The run's own figures (drift_sup, t_exceed, t_leave, step_jump_max) come from its
@@ -188,7 +188,7 @@ def _t_leave(t: np.ndarray, gap: np.ndarray, bound: float) -> float:
 
 def trajectory_pass(
     stream: Iterable[tuple[str, dict[str, np.ndarray]]], bounds: dict[str, float]
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+) -> tuple[pd.DataFrame, dict[str, Curves]]:
     """Reduce a stream of trajectories to one metrics row and one curve block per trial.
 
     Memory is O(trials x the T_GRID points their runs span), never O(trials x tracked rows).
