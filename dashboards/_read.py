@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import yaml
 
 from core import DataError, encode_value, first_line
@@ -52,10 +53,11 @@ class Parquet:
     root: st.StorePath  # <sweep>/trials: the trial_id is the first directory below it
     schema: pa.Schema
     files: tuple[str, ...]  # paths on root's filesystem
+    sizes: dict[str, int]  # path -> bytes, from the listing
 
     def dataset(self, files: list[str] | tuple[str, ...]) -> ds.Dataset:
         """A short-lived ``pyarrow.dataset`` over some of the files (drop it after use)."""
-        return ds.dataset(list(files), schema=self.schema, format=VERIFIED,
+        return ds.dataset(_infos(files, self.sizes), schema=self.schema, format=VERIFIED,
                           filesystem=self.root.fs, partitioning=st.TRAJECTORY_PARTITIONING,
                           partition_base_dir=self.root.path)  # fmt: skip
 
@@ -164,14 +166,10 @@ def _typed(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def read_trials(
-    sweep_dir: st.Where, only: Collection[str] | None = None
+    sweep_dir: st.StorePath, found: dict[str, dict[str, int]]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per trial with a summary.json, one per trial directory without one); ``only``:
-    these trial ids, when given (a spec's own grid)."""
-    sweep_dir = st.locate(sweep_dir)
-    found = st.trial_files(sweep_dir)
-    if only is not None:
-        found = {tid: names for tid, names in found.items() if tid in set(only)}
+    """(one row per trial with a summary.json, one per trial directory without one); ``found``:
+    the listing's trial ids and their files (:func:`core.store.trial_files`)."""
     tdirs = [st.trial_dir(sweep_dir, tid) for tid in sorted(found)]
     with ThreadPoolExecutor(st.readers(sweep_dir)) as pool:
         read = list(pool.map(_trial_row, tdirs, [found[t.name] for t in tdirs]))
@@ -181,13 +179,21 @@ def read_trials(
 # --- the trajectories ------------------------------------------------------------------------
 
 
-def _schemas(root: st.StorePath, files: list[str]) -> list[pa.Schema]:
+def _infos(files: Collection[str], sizes: dict[str, int]) -> list[pafs.FileInfo]:
+    """The files with the sizes the listing gave: an object store then answers each read
+    without first being asked for the size (one request fewer per file)."""
+    return [pafs.FileInfo(path, pafs.FileType.File, size=sizes[path]) for path in files]
+
+
+def _schemas(root: st.StorePath, files: list[str], sizes: dict[str, int]) -> list[pa.Schema]:
     """Every file's Parquet schema, read in parallel (one footer read each: on an object store
     the requests overlap; pyarrow's own inspection reads them one after another)."""
-    import pyarrow.parquet as pq
+
+    def schema(path: str) -> pa.Schema:
+        return VERIFIED.make_fragment(path, root.fs, file_size=sizes[path]).physical_schema
 
     with ThreadPoolExecutor(st.readers(root)) as pool:
-        return list(pool.map(lambda path: pq.read_schema(path, filesystem=root.fs), files))
+        return list(pool.map(schema, files))
 
 
 def _conflict(schemas: list[pa.Schema]) -> tuple[str, set[str]]:
@@ -200,10 +206,10 @@ def _conflict(schemas: list[pa.Schema]) -> tuple[str, set[str]]:
     return next(iter(bad.items())) if bad else ("?", {"unknown"})
 
 
-def _unified(root: st.StorePath, files: list[str]) -> pa.Schema:
+def _unified(root: st.StorePath, files: list[str], sizes: dict[str, int]) -> pa.Schema:
     """The schema of every file, promoted, with the ``trial_id`` partition column; DataError
     naming the first conflicting column."""
-    schemas = _schemas(root, files)
+    schemas = _schemas(root, files, sizes)
     try:
         schema = pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid):
@@ -218,27 +224,25 @@ def _unified(root: st.StorePath, files: list[str]) -> pa.Schema:
     return schema
 
 
-def open_trajectories(sweep_dir: st.Where, only: Collection[str] | None = None) -> Parquet | None:
+def open_trajectories(sweep_dir: st.StorePath, found: dict[str, dict[str, int]]) -> Parquet | None:
     """The trajectory files of a sweep with a schema unified over all of them.
 
     Types are promoted where that is lossless (int -> double, null -> anything); incompatible
     types raise :class:`DataError`. A file that is not Parquet or is truncated is left out with
     a warning (:func:`readable`). Returns None when no trial has a readable trajectory.
     """
-    root, files = st.trials_root(sweep_dir), st.trajectory_files(sweep_dir)
-    if only is not None:
-        keep = set(only)
-        files = [f for f in files if f.rsplit("/", 2)[-2] in keep]
+    root, sizes = st.trials_root(sweep_dir), st.trajectory_files(sweep_dir, found)
+    files = list(sizes)
     if not files:
         return None
     try:
-        schema = _unified(root, files)
+        schema = _unified(root, files, sizes)
     except (pa.ArrowInvalid, OSError):  # an unreadable file among them: leave it out, once
         files = readable(root, files)
         if not files:
             return None
         try:
-            schema = _unified(root, files)
+            schema = _unified(root, files, sizes)
         except (pa.ArrowInvalid, OSError) as err:  # unreadable after all (the store itself)
             raise DataError(
                 f"trajectory files under {root}: an unreadable file: {first_line(err)}"
@@ -246,7 +250,7 @@ def open_trajectories(sweep_dir: st.Where, only: Collection[str] | None = None) 
     missing = [c for c in ("t", "drift") if c not in schema.names]
     if missing:
         raise DataError(f"trajectory files of {sweep_dir} have no column '{missing[0]}'")
-    return Parquet(root, schema, tuple(files))
+    return Parquet(root, schema, tuple(files), sizes)
 
 
 def warn(text: str) -> None:
@@ -292,8 +296,12 @@ def open_store(sweep_dir: st.Where, only: Collection[str] | None = None) -> Swee
         raise DataError(f"store path {sweep_dir} does not exist or is not a directory")
     if not st.is_sweep_dir(sweep_dir):
         raise DataError(f"{sweep_dir} is not a sweep store: it has no trials/")
-    summary, unpublished = read_trials(sweep_dir, only)
-    return SweepStore(sweep_dir, summary, unpublished, open_trajectories(sweep_dir, only))
+    found = st.trial_files(sweep_dir)  # one listing, for the summaries and the trajectories
+    if only is not None:
+        keep = set(only)
+        found = {tid: names for tid, names in found.items() if tid in keep}
+    summary, unpublished = read_trials(sweep_dir, found)
+    return SweepStore(sweep_dir, summary, unpublished, open_trajectories(sweep_dir, found))
 
 
 def iter_trajectories(

@@ -177,11 +177,15 @@ def trial_files(sweep_dir: Where) -> dict[str, dict[str, int]]:
     return out
 
 
-def trajectory_files(sweep_dir: Where) -> list[str]:
-    """Paths of the sweep's trajectory files on its filesystem, sorted by trial id."""
+def trajectory_files(
+    sweep_dir: Where, found: dict[str, dict[str, int]] | None = None
+) -> dict[str, int]:
+    """Path on the sweep's filesystem -> size in bytes of each trajectory file, sorted by trial
+    id; from ``found`` (a :func:`trial_files` listing) when given, else from a new listing."""
     root = trials_root(sweep_dir)
-    found = trial_files(sweep_dir)
-    return [f"{root.path}/{tid}/{TRAJECTORY}" for tid in sorted(found) if TRAJECTORY in found[tid]]
+    found = trial_files(sweep_dir) if found is None else found
+    return {f"{root.path}/{tid}/{TRAJECTORY}": found[tid][TRAJECTORY]
+            for tid in sorted(found) if TRAJECTORY in found[tid]}  # fmt: skip
 
 
 # trial ids are hex digits; an explicit string type stops "0123..." from being read as an integer

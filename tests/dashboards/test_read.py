@@ -23,7 +23,7 @@ def _small(path: Path, **kw) -> Path:
 
 
 def _one_trajectory(sweep: Path) -> Path:
-    return Path(store.trajectory_files(sweep)[0])
+    return Path(next(iter(store.trajectory_files(sweep))))
 
 
 def test_not_a_store_is_a_data_error(tmp_path):

@@ -63,7 +63,7 @@ def test_not_a_store_exits_2_with_one_line(tmp_path, capsys):
 
 def test_mixed_schemas_exit_2_with_one_line(tmp_path):
     sweep = _sweep(tmp_path / "s")
-    part = store.trajectory_files(sweep)[-1]
+    part = list(store.trajectory_files(sweep))[-1]
     table = pq.read_table(part)
     i = table.schema.get_field_index("t")
     store.write_table(part, table.set_column(i, "t", pa.array([str(v) for v in table["t"]])))
