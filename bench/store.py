@@ -378,7 +378,8 @@ def section(result: dict[str, Any], met: dict[str, bool | None]) -> str:
         "after (medians over the S3 runs above). SeaweedFS counts a HEAD as a GET; GET here is "
         "the GETs that sent a body, HEAD the rest. `not found` are 4xx answers (a probe for a "
         "file not yet there: a HEAD, then a LIST); pyarrow reads an object with a HEAD (its size) "
-        "then a GET; bytes are object bodies, without headers. "
+        "then a GET, but the aggregator opens trajectory files with the size the listing gave "
+        "(no HEAD); bytes are object bodies, without headers. "
         "The sweep's column covers `run_sweep` (write probe, trials with checkpoints, attempts, "
         "the driver's MLflow logging of each trial), not the report:", "",
         _fmt_traffic(result["sweep traffic"], agg["traffic"]),
