@@ -167,7 +167,7 @@ class Curves:
 
     def on_grid(self, name: str) -> np.ndarray:
         """The curve ``name`` on the whole T_GRID, NaN outside the tracked t."""
-        out = np.full(T_GRID.size, np.nan)
+        out = np.full(T_GRID.size, np.nan, dtype=np.float32)
         out[self.first : self.first + self.block.shape[1]] = self.block[CURVES.index(name)]
         return out
 
