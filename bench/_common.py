@@ -43,3 +43,10 @@ def machine() -> str:
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"torch {torch.__version__}"
     )
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory (Linux VmHWM). ``ru_maxrss`` would not do for a
+    child: Linux keeps the parent's high-water mark across the exec that started it."""
+    with open("/proc/self/status") as status:
+        return next(int(ln.split()[1]) * 1024 for ln in status if ln.startswith("VmHWM"))

@@ -185,14 +185,14 @@ def bench_groups(n_trials: int) -> list[SyntheticGroup]:
 
 _CHILD = """
 import sys, time
+from bench._common import peak_rss_bytes
 from pathlib import Path
 t0 = time.perf_counter()
 import dashboards
 t1, c1 = time.perf_counter(), time.process_time()
 res = dashboards.aggregate(Path(sys.argv[1]), Path(sys.argv[2]))
 t2, c2 = time.perf_counter(), time.process_time()
-# VmHWM: this process's own peak (KiB); ru_maxrss also holds the parent's, kept across exec
-rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+rss = peak_rss_bytes() / 2**20
 print(f"{t1 - t0:.3f} {t2 - t1:.3f} {c2 - c1:.3f} {res.timings.get('trials', 0):.3f} {rss:.1f}")
 """
 

@@ -198,14 +198,14 @@ def smoke_sweeps(root: Path, state: dict[str, Any], repeats: int) -> SweepRuns:
 
 _CHILD = """
 import sys, time
+from bench._common import peak_rss_bytes
 t0 = time.perf_counter()
 import dashboards
 t1, c1 = time.perf_counter(), time.process_time()
 res = dashboards.aggregate(sys.argv[1], sys.argv[2])
 t2, c2 = time.perf_counter(), time.process_time()
 open(sys.argv[3], "w").write(res.verdict_text)
-# VmHWM: this process's own peak (KiB); ru_maxrss also holds the parent's, kept across exec
-rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+rss = peak_rss_bytes() / 2**20
 tm = res.timings
 print(f"{t2 - t1:.3f} {c2 - c1:.3f} {tm.get('read', 0):.3f} {tm.get('trials', 0):.3f} {rss:.1f} "
       f"{len(res.trials)}")

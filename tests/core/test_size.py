@@ -96,13 +96,12 @@ def test_kernel_and_network_beyond_this_machine_fail_before_allocating():
 
 _PEAK = """
 import json, sys, tempfile
+from bench._common import peak_rss_bytes
 import core
 config = core.config_from_dict(json.loads(sys.argv[1]))
 with tempfile.TemporaryDirectory() as out:
     core.run_trial(config, out)
-# VmHWM (KiB): this process's own peak; ru_maxrss would also hold the parent's (pytest's, after a
-# long session), which Linux keeps across the exec that started this process
-print(next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")) * 1024)
+print(peak_rss_bytes())  # this process's own peak, not pytest's
 """
 
 
