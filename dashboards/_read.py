@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import yaml
 
 from core import DataError, encode_value, first_line
@@ -52,14 +51,16 @@ class Parquet:
 
     root: st.StorePath  # <sweep>/trials: the trial_id is the first directory below it
     schema: pa.Schema
-    files: tuple[str, ...]  # paths on root's filesystem
-    sizes: dict[str, int]  # path -> bytes, from the listing
+    sizes: dict[str, int]  # path on root's filesystem -> bytes (the listing's), by trial id
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(self.sizes)
 
     def dataset(self, files: list[str] | tuple[str, ...]) -> ds.Dataset:
         """A short-lived ``pyarrow.dataset`` over some of the files (drop it after use)."""
-        return ds.dataset(_infos(files, self.sizes), schema=self.schema, format=VERIFIED,
-                          filesystem=self.root.fs, partitioning=st.TRAJECTORY_PARTITIONING,
-                          partition_base_dir=self.root.path)  # fmt: skip
+        fragments = [_fragment(self.root, path, self.sizes.get(path)) for path in files]
+        return ds.FileSystemDataset(fragments, self.schema, VERIFIED, self.root.fs)
 
     def trial(self, trial_id: str) -> ds.Dataset:
         """The dataset of one trial's file."""
@@ -179,21 +180,19 @@ def read_trials(
 # --- the trajectories ------------------------------------------------------------------------
 
 
-def _infos(files: Collection[str], sizes: dict[str, int]) -> list[pafs.FileInfo]:
-    """The files with the sizes the listing gave: an object store then answers each read
-    without first being asked for the size (one request fewer per file)."""
-    return [pafs.FileInfo(path, pafs.FileType.File, size=sizes[path]) for path in files]
+def _fragment(root: st.StorePath, path: str, size: int | None) -> ds.ParquetFileFragment:
+    """One trajectory file, its ``trial_id`` read from its directory by core's partitioning.
+    Given its size (the listing's), an object store is not asked for it before the read: one
+    request fewer per file."""
+    trial = st.TRAJECTORY_PARTITIONING.parse(path[len(root.path) + 1 :])
+    return VERIFIED.make_fragment(path, root.fs, trial, file_size=size)
 
 
-def _schemas(root: st.StorePath, files: list[str], sizes: dict[str, int]) -> list[pa.Schema]:
+def _schemas(root: st.StorePath, sizes: dict[str, int]) -> list[pa.Schema]:
     """Every file's Parquet schema, read in parallel (one footer read each: on an object store
     the requests overlap; pyarrow's own inspection reads them one after another)."""
-
-    def schema(path: str) -> pa.Schema:
-        return VERIFIED.make_fragment(path, root.fs, file_size=sizes[path]).physical_schema
-
     with ThreadPoolExecutor(st.readers(root)) as pool:
-        return list(pool.map(schema, files))
+        return list(pool.map(lambda p: _fragment(root, p, sizes[p]).physical_schema, sizes))
 
 
 def _conflict(schemas: list[pa.Schema]) -> tuple[str, set[str]]:
@@ -206,10 +205,10 @@ def _conflict(schemas: list[pa.Schema]) -> tuple[str, set[str]]:
     return next(iter(bad.items())) if bad else ("?", {"unknown"})
 
 
-def _unified(root: st.StorePath, files: list[str], sizes: dict[str, int]) -> pa.Schema:
+def _unified(root: st.StorePath, sizes: dict[str, int]) -> pa.Schema:
     """The schema of every file, promoted, with the ``trial_id`` partition column; DataError
     naming the first conflicting column."""
-    schemas = _schemas(root, files, sizes)
+    schemas = _schemas(root, sizes)
     try:
         schema = pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid):
@@ -232,17 +231,16 @@ def open_trajectories(sweep_dir: st.StorePath, found: dict[str, dict[str, int]])
     a warning (:func:`readable`). Returns None when no trial has a readable trajectory.
     """
     root, sizes = st.trials_root(sweep_dir), st.trajectory_files(sweep_dir, found)
-    files = list(sizes)
-    if not files:
+    if not sizes:
         return None
     try:
-        schema = _unified(root, files, sizes)
+        schema = _unified(root, sizes)
     except (pa.ArrowInvalid, OSError):  # an unreadable file among them: leave it out, once
-        files = readable(root, files)
-        if not files:
+        sizes = {path: sizes[path] for path in readable(root, sizes)}
+        if not sizes:
             return None
         try:
-            schema = _unified(root, files, sizes)
+            schema = _unified(root, sizes)
         except (pa.ArrowInvalid, OSError) as err:  # unreadable after all (the store itself)
             raise DataError(
                 f"trajectory files under {root}: an unreadable file: {first_line(err)}"
@@ -250,7 +248,7 @@ def open_trajectories(sweep_dir: st.StorePath, found: dict[str, dict[str, int]])
     missing = [c for c in ("t", "drift") if c not in schema.names]
     if missing:
         raise DataError(f"trajectory files of {sweep_dir} have no column '{missing[0]}'")
-    return Parquet(root, schema, tuple(files), sizes)
+    return Parquet(root, schema, sizes)
 
 
 def warn(text: str) -> None:

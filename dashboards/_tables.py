@@ -180,8 +180,8 @@ def _t_leave(t: np.ndarray, gap: np.ndarray, bound: float) -> float:
     above = np.flatnonzero(ok & (gap >= bound))
     if not above.size:
         return math.inf
-    keep = ok[: above[0] + 1]  # the rows up to the first at or above the bound are all it reads
-    rows = {"t": t[: above[0] + 1][keep].tolist(), "gap": gap[: above[0] + 1][keep].tolist()}
+    upto = np.flatnonzero(ok[: above[0] + 1])  # the rows up to the first at the bound: all it reads
+    rows = {"t": t[upto].tolist(), "gap": gap[upto].tolist()}
     hit = first_leave(rows, bound)
     return math.inf if hit is None else hit
 
