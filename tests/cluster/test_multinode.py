@@ -263,7 +263,10 @@ def _running_with_checkpoint(s3, trials: str) -> tuple[str, str] | None:
             files.setdefault(parts[0], set()).add(parts[1])
     for tid, names in sorted(files.items()):
         if {"checkpoint.pt", "attempts.json"} <= names and "summary.json" not in names:
-            last = _json(s3, f"{trials}/{tid}/attempts.json")["attempts"][-1]
+            try:
+                last = _json(s3, f"{trials}/{tid}/attempts.json")["attempts"][-1]
+            except FileNotFoundError:  # listed, then gone for a moment as the trial rewrote it
+                continue
             if last["status"] == "running" and last.get("node_ip"):
                 return tid, last["node_ip"]
     return None
