@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from .._errors import first_line
 from ._layout import ATTEMPTS, SUMMARY, TRIALS
-from ._path import FILE_MODE, StorePath, Where, locate, write_json
+from ._path import FILE_MODE, StorePath, Where, locate, read_parsed, write_json
 
 # --- corrupt files: checked, then moved aside ------------------------------------------------
 
@@ -50,31 +50,41 @@ def read_table_checked(path: Where) -> tuple[pa.Table | None, str | None]:
     The bytes are read first and decoded from memory, so that a failing store (an OSError while
     reading) is never mistaken for a damaged file: any error while decoding is the file's.
     Pages written with a CRC (``core.store.write_table`` writes one) are verified; a flipped
-    bit in their data is found, where plain decoding would return other numbers.
+    bit in their data is found, where plain decoding would return other numbers. A read torn by
+    a concurrent rewrite is read again (:func:`read_parsed`).
 
     Raises:
         OSError: the store itself failed.
     """
-    where = locate(path)
     try:
-        data = where.read_bytes()
+        return read_parsed(path, _decode_table, (Undecodable,)), None
     except FileNotFoundError:
         return None, None
+    except Undecodable as err:
+        return None, str(err)
+
+
+class Undecodable(Exception):
+    """The bytes read are not the file's format (the file's fault, not the store's)."""
+
+
+def _decode_table(data: bytes) -> pa.Table:
     try:
-        return pq.read_table(pa.BufferReader(data), page_checksum_verification=True), None
+        return pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
     except (OSError, ValueError, pa.ArrowException) as err:  # truncated, not Parquet, bad CRC
-        return None, first_line(err)
+        raise Undecodable(first_line(err)) from err
 
 
 def read_json_checked(path: Where) -> tuple[dict[str, Any] | None, str | None]:
     """(the file's mapping, None), or (None, why it is corrupt); (None, None) when absent.
+    A read torn by a concurrent rewrite is read again (:func:`read_parsed`).
 
     Raises:
         OSError: the store itself failed.
     """
     where = locate(path)
     try:
-        value = json.loads(where.read_bytes())
+        value = read_parsed(where, json.loads)
     except FileNotFoundError:
         return None, None
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
@@ -140,10 +150,8 @@ def read_lease(sweep_dir: Where) -> dict[str, Any] | None:
     """The sweep's lease.json; None when there is none or it is unreadable (a torn or foreign
     file cannot name a live driver)."""
     try:
-        value = json.loads(lease_path(sweep_dir).read_bytes())
-    except FileNotFoundError:
-        return None
-    except ValueError:
+        value = read_parsed(lease_path(sweep_dir), json.loads)
+    except (FileNotFoundError, ValueError):
         return None
     return value if isinstance(value, dict) and "token" in value else None
 

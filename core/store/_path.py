@@ -8,10 +8,10 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -253,7 +253,44 @@ def write_json(path: str | Path | StorePath, obj: Mapping[str, Any]) -> None:
 
 
 def read_json(path: str | Path | StorePath) -> dict[str, Any]:
-    return json.loads(locate(path).read_bytes())
+    return read_parsed(path, json.loads)
+
+
+T = TypeVar("T")
+TORN_READS = 5  # reads of a file whose bytes do not parse, while they keep changing
+TORN_PAUSE_S = 0.05  # between two of them
+
+
+def read_parsed(
+    path: str | Path | StorePath,
+    parse: Callable[[bytes], T],
+    errors: tuple[type[BaseException], ...] = (ValueError,),
+) -> T:
+    """``parse(the file's bytes)``, read again while they do not parse and differ between reads.
+
+    An object store answers a read with a HEAD (the object's size) and a ranged GET, so an
+    object overwritten between the two comes back torn: the new version cut to the old size, or
+    the new version and stray bytes (SeaweedFS: a quarter of the reads of an attempts.json that
+    another process rewrote in a loop). A torn read is a moment's; a damaged file reads the
+    same bytes twice, and then ``parse``'s error (one of ``errors``) is raised. A local file is
+    replaced whole (a rename), so only a damaged one is read twice.
+
+    Raises:
+        FileNotFoundError: the file is not there (or was deleted between two reads).
+        OSError: the store failed.
+    """
+    where = locate(path)
+    data = where.read_bytes()
+    for _ in range(TORN_READS - 1):
+        try:
+            return parse(data)
+        except errors:
+            time.sleep(TORN_PAUSE_S)
+            again = where.read_bytes()
+            if again == data:
+                raise
+            data = again
+    return parse(data)
 
 
 def json_number(value: Any) -> float | None:

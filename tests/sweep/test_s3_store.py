@@ -112,6 +112,62 @@ def test_aggregate_reads_the_s3_store_in_place(s3, tmp_path, monkeypatch):
     assert not any("report" in k for k in keys_under(state, sweep.removeprefix("s3://")))
 
 
+# A trial rewriting its attempts.json (its progress) the way core does, every 20 ms for 8 s.
+PROGRESS_WRITER = """
+import sys, time
+from core import store as st
+tdir, end = st.locate(sys.argv[1]), time.time() + float(sys.argv[2])
+index, step = st.begin_attempt(tdir), 0
+while time.time() < end:
+    step += 1  # t's digits change the file's length from one write to the next
+    st.attempt_progress(tdir, index, step, 1.234567 * 10.0 ** (step % 37 - 18) * step)
+    time.sleep(0.02)
+print(step)
+"""
+
+
+def test_an_attempts_json_read_while_its_trial_rewrites_it_is_never_taken_for_corrupt(s3):
+    """An object store's read is a HEAD then a ranged GET, so an object rewritten in between
+    reads torn: the same loop of plain reads sees such reads (the race is there), while the
+    driver's read of a running trial's attempts (``checked_attempts``, which quarantines a file
+    that does not parse) never takes one for a damaged file."""
+    import json
+
+    from sweep._dispatch import checked_attempts
+
+    state, env = s3
+    where = f"s3://ntkdiv/tests/{uuid.uuid4().hex[:8]}/sweep/trials/abc"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    writer = subprocess.Popen([sys.executable, "-c", PROGRESS_WRITER, where, "8"],
+                              env={**base, **env, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    notes: list[str] = []
+    torn = checked = 0
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            tdir = st.locate(where)
+            while writer.poll() is None:
+                try:
+                    json.loads((tdir / st.ATTEMPTS).read_bytes())
+                except FileNotFoundError:  # not begun yet
+                    continue
+                except ValueError:
+                    torn += 1
+                attempts = checked_attempts(tdir, notes.append)
+                assert len(attempts) == 1 and attempts[0]["end"] is None, attempts
+                checked += 1
+    finally:
+        if writer.poll() is None:
+            stop(writer.pid, timeout=5)
+            writer.wait()
+    writes = int(writer.communicate()[0])
+    assert writer.returncode == 0 and writes > 100, writes
+    assert notes == [] and checked > 100, (notes, checked)
+    assert torn > 0, f"no torn read in {checked} reads: the race was not exercised"
+
+
 # --- bad object-store settings -----------------------------------------------------------------
 
 
