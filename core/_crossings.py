@@ -29,8 +29,9 @@ def first_exceed(rows: dict[str, list], bound: float) -> float | None:
     return None
 
 
-def first_leave(rows: dict[str, list], bound: float) -> float | None:
+def first_leave(rows: dict[str, list], bound: float, column: str = "gap") -> float | None:
     """When gap_t = max|K_t - K| first reaches the bound (the summary's t_leave); None if never.
+    ``column="gap_avg"``: the same for the window-averaged gap (t_leave_avg).
 
     Interpolated linearly in log t between the last tracked row below the bound and the first at
     or above it, so it does not snap to the tracking grid. Meaningful as "training took the
@@ -38,7 +39,7 @@ def first_leave(rows: dict[str, list], bound: float) -> float | None:
     direct test, DESIGN §1).
     """
     prev: tuple[float, float] | None = None
-    for t, gap in zip(rows["t"], rows["gap"], strict=True):
+    for t, gap in zip(rows["t"], rows[column], strict=True):
         if gap is None:
             continue
         if gap >= bound:
@@ -50,7 +51,7 @@ def first_leave(rows: dict[str, list], bound: float) -> float | None:
     return None
 
 
-def last_leave(rows: dict[str, list], bound: float) -> float | None:
+def last_leave(rows: dict[str, list], bound: float, column: str = "gap") -> float | None:
     """When gap_t reaches the bound for the last time: from then to the horizon it stays at or
     above it (the summary's t_stay); None if the last tracked gap is below the bound.
 
@@ -58,12 +59,12 @@ def last_leave(rows: dict[str, list], bound: float) -> float | None:
     between rows; where that jitter straddles the bound the gap crosses it several times, and
     [t_leave, t_stay] is that band. Interpolated in log t as :func:`first_leave` is.
     """
-    tracked = [(t, g) for t, g in zip(rows["t"], rows["gap"], strict=True) if g is not None]
+    tracked = [(t, g) for t, g in zip(rows["t"], rows[column], strict=True) if g is not None]
     if not tracked or tracked[-1][1] < bound:
         return None
     below = [i for i, (_, g) in enumerate(tracked) if g < bound]
     if not below:
-        return first_leave(rows, bound)
+        return first_leave(rows, bound, column)
     (t0, g0), (t1, g1) = tracked[below[-1]], tracked[below[-1] + 1]
     if t0 <= 0 or t1 <= 0:
         return float(t1)

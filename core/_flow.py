@@ -28,6 +28,16 @@ points (1 for squared loss, sigmoid(f)(1 - sigmoid(f)) for cross-entropy): half 
 limit, where Euler's linear amplification stays in (0, 1), so the estimate is not fooled by a
 step that oscillates.
 
+The kernel averaged over a short window. Where units chatter across their kinks (exact gradient
+flow slides along the kink, a Filippov solution), the kernel at one instant carries the side each
+unit happens to be on after the last step, which no tolerance pins down: the instantaneous gap
+moves by many flips' worth between tolerances. Its time average does converge (Euler's time
+on each side of a sliding kink tends to the Filippov weights). Each tracked row at T therefore
+also records ``gap_avg`` = max|mean of K_t over [T 10^-AVERAGE_DECADES, T] - K|, the integral
+taken by the trapezoid rule over the accepted steps (K linear within a step). By convexity
+gap_avg <= the largest instantaneous gap in the window: gap_avg >= bound says that the kernel
+was out of the band somewhere in that window, at any tolerance.
+
 Squared loss converges, and then its stability cap (1 / lambda_max) stops the steps growing. Once
 the residual r = f - y is so small that the whole remaining flow moves theta by less than
 |r|_2 / sqrt(lambda_min(K_t)) <= STATIONARY_MOVE, theta is held there: later tracked times record
@@ -54,6 +64,7 @@ Tensor = torch.Tensor
 STATIONARY_MOVE = 1e-10  # remaining l2 displacement of theta below which the flow has stopped
 MAX_FLOW_STEPS = 1_000_000  # accepted + rejected evaluations; a run that needs more is stopped
 GROWTH, SHRINK, SAFETY = 2.0, 0.2, 0.9  # step-size controller for an O(h^2) local error
+AVERAGE_DECADES = 0.1  # gap_avg averages K_t over the last tenth of a decade of t before a row
 
 
 def loss_gradient(f: Tensor, target: Tensor, loss: str) -> Tensor:
@@ -239,7 +250,7 @@ def integrate(run: FlowRun, state: LoopState) -> LoopState:
             break
         # --- track: every tracked time is landed on exactly ---------------------------------------
         if k < len(run.times) and state.t >= run.times[k]:
-            _record(run, state, ev, h)
+            _record(run, state, ev, h, k)
             k += 1
             if exploded(tracker.rows):
                 state.diverged_step = state.step
@@ -253,6 +264,7 @@ def integrate(run: FlowRun, state: LoopState) -> LoopState:
         # --- a converged squared-loss flow stays where it is ------------------------------------
         if state.stationary_t is not None or _stopped(ev, target, cfg, decay):
             state.stationary_t = state.t if state.stationary_t is None else state.stationary_t
+            average_into(state.windows, run.times, k, state.t, run.times[k], ev.K, ev.K)
             state.t = run.times[k]
             continue
         if evaluations >= MAX_FLOW_STEPS:
@@ -279,7 +291,9 @@ def integrate(run: FlowRun, state: LoopState) -> LoopState:
         state.step_flips = max(state.step_flips, flips)
         if flips > 0:
             state.flip_jump = max(state.flip_jump, jump / flips)
+        t_before = state.t
         state.t = run.times[k] if landing or state.t + step > run.times[k] else state.t + step
+        average_into(state.windows, run.times, k, t_before, state.t, ev.K, new.K)
         state.step += 1
         grown = next_step(step, err, cfg.flow_tol)
         h = max(h, grown) if landing else grown
@@ -309,15 +323,60 @@ def _stopped(ev: Evaluation, target: Tensor, cfg: TrainConfig, decay) -> bool:
     return remaining_move(ev, target, cfg.loss) < STATIONARY_MOVE
 
 
-def _record(run: FlowRun, state: LoopState, ev: Evaluation, h: float) -> None:
+def _record(run: FlowRun, state: LoopState, ev: Evaluation, h: float, k: int) -> None:
     tracker = run.tracker
+    averaged = window_gap(state.windows, run.times, k, tracker.ref.K)
     held = state.stationary_t is not None and tracker.rows["t"]
     if held and tracker.rows["t"][-1] >= state.stationary_t:  # theta has not moved since
         tracker.repeat_last(state.step, state.t, h)
+    else:
+        out = _as_kernel(ev) if tracker.with_kernel else None
+        tracker.record(state.step, state.t, h, out, ev.f, ev.loss, run.y, run.model, run.X,
+                       run.X_probe, state.params, state.theta0)  # fmt: skip
+        if out is not None and state.step > 0:
+            tracker.set_jump(state.jump, state.flip_jump, state.step_flips)
+        state.jump, state.flip_jump, state.step_flips = 0.0, 0.0, 0
+    if tracker.with_kernel:
+        tracker.set_average(averaged)
+
+
+def _window_start(T: float) -> float:
+    return T * 10.0**-AVERAGE_DECADES
+
+
+def average_into(
+    windows: dict[int, tuple[Tensor, float]],
+    times: list[float],
+    k: int,
+    t_a: float,
+    t_b: float,
+    K_a: Tensor,
+    K_b: Tensor,
+) -> None:
+    """Add the integral of K over [t_a, t_b] (K linear from K_a to K_b) to the window of every
+    row j >= k that the interval meets; ``windows[j]`` = (integral so far, time covered)."""
+    if t_b <= t_a:
         return
-    out = _as_kernel(ev) if tracker.with_kernel else None
-    tracker.record(state.step, state.t, h, out, ev.f, ev.loss, run.y, run.model, run.X,
-                   run.X_probe, state.params, state.theta0)  # fmt: skip
-    if out is not None and state.step > 0:
-        tracker.set_jump(state.jump, state.flip_jump, state.step_flips)
-    state.jump, state.flip_jump, state.step_flips = 0.0, 0.0, 0
+    Ka = K_a.detach().to("cpu", torch.float64)
+    Kb = K_b.detach().to("cpu", torch.float64)
+    j = k
+    while j < len(times) and _window_start(times[j]) < t_b:
+        lo, hi = max(t_a, _window_start(times[j])), min(t_b, times[j])
+        if hi > lo:
+            mid = 0.5 * ((lo - t_a) + (hi - t_a)) / (t_b - t_a)  # K's value mid-way is its mean
+            integral, covered = windows.get(j, (torch.zeros_like(Ka), 0.0))
+            windows[j] = (integral + (hi - lo) * (Ka + mid * (Kb - Ka)), covered + (hi - lo))
+        j += 1
+
+
+def window_gap(
+    windows: dict[int, tuple[Tensor, float]], times: list[float], j: int, K_ref: Tensor
+) -> float | None:
+    """gap_avg of row j: max|mean of K over its window - K_ref|, removing the window; None at
+    t = 0 or for a window the run did not wholly pass (resumed from an older checkpoint)."""
+    got = windows.pop(j, None)
+    length = times[j] - _window_start(times[j])
+    if got is None or length <= 0.0 or got[1] < length * (1.0 - 1e-9):
+        return None
+    integral, covered = got
+    return float((integral / covered - K_ref.to(torch.float64)).abs().max())

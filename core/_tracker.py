@@ -19,7 +19,7 @@ from ._models import SeedNet
 COLUMNS = (
     "step", "t", "h", "loss", "accuracy", "f", "f_probe", "f_abs_min", "gap", "drift",
     "drift_smooth", "step_jump", "flip_jump", "step_flips", "lambda_min", "kernel", "theta_inf",
-    "theta_l2", "flips", "near_kink",
+    "theta_l2", "flips", "near_kink", "gap_avg",
 )  # fmt: skip
 
 
@@ -68,7 +68,9 @@ class Tracker:
     max|K_{s+1} - K_s| measured since the previous row (gradient flow: every step; plain GD: the
     step right after each tracked step); ``step_flips`` the most activation flips (both ways) in
     one of those steps, and ``flip_jump`` the largest kernel change per flip, max over those steps
-    of step_jump / flips: the kernel's granularity, which a step of any size cannot go below.
+    of step_jump / flips: the kernel's granularity, which a step of any size cannot go below;
+    ``gap_avg`` (gradient flow) the gap of K_t averaged over the last tenth of a decade of t,
+    which does not depend on which side of its kink each chattering unit last landed.
     """
 
     ref: NTKReference  # analytic kernel on the training points (float64, CPU)
@@ -101,7 +103,7 @@ class Tracker:
             for c in ("gap", "drift", "drift_smooth", "lambda_min", "flips", "near_kink"):
                 self.rows[c].append(None)
             self.rows["kernel"].append([])
-        for c in ("step_jump", "flip_jump", "step_flips"):
+        for c in ("step_jump", "flip_jump", "step_flips", "gap_avg"):
             self.rows[c].append(None)
         self.rows["h"].append(float(h))
         self._output_columns(step, t, f, target, model, X_probe, loss)
@@ -124,6 +126,11 @@ class Tracker:
         self.rows["step_jump"][-1] = float(jump)
         self.rows["flip_jump"][-1] = float(flip_jump)
         self.rows["step_flips"][-1] = int(step_flips)
+
+    def set_average(self, gap_avg: float | None) -> None:
+        """Set the last row's ``gap_avg`` (gradient flow: the gap of K_t averaged over the last
+        tenth of a decade of t, core._flow; None where the run has no such window)."""
+        self.rows["gap_avg"][-1] = gap_avg
 
     def _kernel_columns(self, K: torch.Tensor, model, X) -> None:
         if self.K0 is None:
@@ -176,6 +183,7 @@ class Tracker:
         return {"rows": self.rows, "K0": self.K0, "patterns": self.patterns}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.rows = {c: list(state["rows"].get(c, [])) for c in COLUMNS}
+        n = len(state["rows"]["step"])  # a column newer than the checkpoint: None in its rows
+        self.rows = {c: list(state["rows"].get(c, [None] * n)) for c in COLUMNS}
         self.K0 = state["K0"]
         self.patterns = state["patterns"]

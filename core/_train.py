@@ -11,7 +11,7 @@ import math
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -86,9 +86,12 @@ class LoopState:
     rejected: int = 0  # gradient flow: steps rejected by the error control
     stationary_t: float | None = None  # gradient flow: from here theta is held (module _flow)
     stopped_by_budget: bool = False  # gradient flow: MAX_FLOW_STEPS reached before t_max
+    # gradient flow: per row not yet recorded (its index in the tracked times), the integral of
+    # K_t over the part of its averaging window passed so far (module _flow, "gap_avg")
+    windows: dict[int, tuple[torch.Tensor, float]] = field(default_factory=dict)
 
     FLOW_KEYS = ("t", "h", "jump", "flip_jump", "step_flips", "rejected", "stationary_t",
-                 "stopped_by_budget")  # fmt: skip
+                 "stopped_by_budget", "windows")  # fmt: skip
 
 
 def save_checkpoint(path: str | Path | StorePath, state: LoopState, tracker: Tracker) -> None:

@@ -306,6 +306,8 @@ def summarize(config, ref, tracker, state, wall, device, resumed_from) -> dict[s
         "horizon_t": last["t"],
         "t_leave": first_leave(rows, ref.bound),
         "t_stay": last_leave(rows, ref.bound),
+        "t_leave_avg": first_leave(rows, ref.bound, "gap_avg"),
+        "t_stay_avg": last_leave(rows, ref.bound, "gap_avg"),
         "step_jump_max": _finite_max(rows["step_jump"]),
         "flip_jump_max": _finite_max(rows["flip_jump"]),
         "step_flips_max": _finite_max(rows["step_flips"]),

@@ -50,6 +50,7 @@ TRAJECTORY_SCHEMA = pa.schema(
         ("flip_jump", pa.float64()),  # largest kernel change per activation flip in one step
         ("step_flips", pa.int64()),  # most activation flips (both ways) in one step
         ("near_kink", pa.int64()),  # pre-activations with |h| < 1e-9
+        ("gap_avg", pa.float64()),  # gradient flow: gap of K_t averaged over [t 10^-0.1, t]
     ]
 )
 
@@ -58,7 +59,8 @@ SUMMARY_FLOATS = (
     "lambda0", "bound", "gap_init", "gap_sup", "drift_sup", "t_exceed", "lambda_min_emp_min",
     "f_abs_min_final", "theta_inf_final", "loss_final", "wall_s", "lambda_max", "max_K",
     "resolution", "loss_init", "accuracy_final", "step_jump_max", "t_max", "horizon_t",
-    "t_leave", "drift_smooth_sup", "stationary_t", "flip_jump_max", "t_stay",
+    "t_leave", "drift_smooth_sup", "stationary_t", "flip_jump_max", "t_stay", "t_leave_avg",
+    "t_stay_avg",
 )  # fmt: skip
 SUMMARY_INTS = ("steps", "resumed_from_step", "overflow_step", "diverged_step", "n",
                 "tracked_rows", "flips_final", "near_kink_max", "rejected_steps",
