@@ -24,6 +24,7 @@ from ._tables import DECADES, GROUP_KEYS, SATURATION, checkpoint_name
 
 SLOPE_DECADES = 2  # m*(t)'s trend is read over the last two decades of the common horizon
 FLAT = 0.1  # |d log10 m* / d log10 t| below this (m* moves < 26% per decade of t): flat
+ROUNDING = 1e-9  # a slope interval within +-this is a constant m* read through rounding, not growth
 REGIMES = ("diverging", "settling", "undetermined")
 
 
@@ -102,7 +103,7 @@ def _m_star_why(curve: pd.DataFrame, boots: dict) -> tuple[str, str, float, floa
             "decades of m* per decade of t")  # fmt: skip
     if math.isnan(lo):
         return "unknown", text + " (no interval)", slope, lo, hi
-    if lo > 0:
+    if lo > ROUNDING:
         return "growing", text, slope, lo, hi
     if lo >= -FLAT and hi <= FLAT:
         return "flat", text, slope, lo, hi
