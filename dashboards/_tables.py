@@ -31,17 +31,18 @@ NOT_VARIANT = ("model.arch", "model.depth", "train.loss", "train.lr", "data.kind
                "model.width", "seed", "device", "track.", "checkpoint.")  # fmt: skip
 DECADES = tuple(10.0**k for k in range(-2, 41))  # t = 0.01 .. 1e40: where m*(t) is read
 T_GRID = 10.0 ** np.arange(-3.0, 42.0 + 1e-9, 0.125)  # common log-t grid for the curves
-CURVES = ("drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "drift_smooth", "flips")
+CURVES = ("drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "drift_smooth", "flips",
+          "gap_avg")  # fmt: skip
 # trajectory columns the per-trial pass reads (absent ones, e.g. in older stores, come as NaN)
 TRAJ_COLUMNS = ("t", "drift", "gap", "lambda_min", "theta_inf", "f_abs_min", "loss", "flips",
-                "step_jump", "flip_jump", "drift_smooth", "near_kink", "h")  # fmt: skip
+                "step_jump", "flip_jump", "drift_smooth", "near_kink", "h", "gap_avg")  # fmt: skip
 WINDOW = 0.25  # decades of t: robust values are medians over the tracked rows in such a window
 SATURATION = 0.05  # late growth below 5% of the final drift per decade of t counts as flat
 STATS = ("gap_init", "drift_sup", "gap_sup", "t_exceed", "lambda_min_emp_min", "step_jump_max",
          "flip_jump_max")  # fmt: skip
-SUMMARY_NUMBERS = (*STATS, "t_leave", "t_stay", "bound", "lambda0", "max_K", "resolution",
-                   "f_abs_min_final", "theta_inf_final", "loss_final", "wall_s",
-                   "horizon_t")  # fmt: skip
+SUMMARY_NUMBERS = (*STATS, "t_leave", "t_stay", "t_leave_avg", "t_stay_avg", "bound", "lambda0",
+                   "max_K", "resolution", "f_abs_min_final", "theta_inf_final", "loss_final",
+                   "wall_s", "horizon_t")  # fmt: skip
 DIVERGED = ("diverged", "overflow")  # "overflow" is the legacy name of diverged
 
 

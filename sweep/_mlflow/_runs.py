@@ -28,10 +28,11 @@ from core import store as st
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # per-row metric histories, at step = the trajectory step (plain GD: t = step * lr; gradient
 # flow: steps are adaptive, so t itself is a history); the resolution columns (flips,
-# near_kink, drift_smooth, step_jump, flip_jump) let the UI show what limits a verdict
+# near_kink, drift_smooth, step_jump, flip_jump) let the UI show what limits a verdict, and
+# gap_avg (gradient flow) the gap that does not depend on the chattering units
 HISTORY_KEYS = ("loss", "accuracy", "gap", "drift", "lambda_min", "theta_inf", "theta_l2",
                 "f_abs_min", "flips", "near_kink", "drift_smooth", "step_jump", "flip_jump",
-                "t")  # fmt: skip
+                "t", "gap_avg")  # fmt: skip
 # "loss" is never null (rows are recorded only while it is finite), so its history tells which
 # rows reached the server
 SENTINEL = "loss"
