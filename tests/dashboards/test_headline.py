@@ -39,16 +39,48 @@ def _short(v: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def _pct(x: float) -> str:
+    """15 for 0.151, 1.5 for 0.0153: a change in percent, to two figures."""
+    return f"{100 * x:.0f}" if 100 * x >= 10 else f"{100 * x:.1f}"
+
+
+def tolerance_moves(trials: pd.DataFrame, column: str) -> str:
+    """"a-b%, c-d% and e-f%": per halving of flow_tol, the range over seeds of |ratio - 1| of
+    ``column`` between the two tolerances."""
+    tols = sorted(trials["train.flow_tol"].unique(), reverse=True)
+    ranges = []
+    for a, b in zip(tols, tols[1:], strict=False):
+        by = trials.pivot_table(index="seed", columns="train.flow_tol", values=column)
+        moves = (by[b] / by[a] - 1.0).abs()
+        ranges.append(f"{_pct(moves.min())}-{_pct(moves.max())}%")
+    return ", ".join(ranges[:-1]) + " and " + ranges[-1]
+
+
 def test_results_md_quotes_the_tolerance_study_from_its_aggregate():
-    """Every t_leave and t_stay of the "How sure t_leave is" table is the committed aggregate's,
-    flow_tol from 1e-3 down to 1.25e-4."""
+    """Every t_leave and t_leave_avg of the "How sure t_leave is" table is the committed
+    aggregate's, flow_tol from 1e-3 down to 1.25e-4, and so are the moves per halving quoted
+    in the text, the steps and the trial time."""
     trials = pd.read_parquet(TOLERANCE)
     text = (REPO / "docs" / "results.md").read_text()
+    joined = " ".join(text.split())
     for seed, sub in trials.groupby("seed"):
         sub = sub.sort_values("train.flow_tol", ascending=False)
         leave = " / ".join(_short(v) for v in sub["t_leave"])
-        stay = " / ".join(_short(v) for v in sub["t_stay"])
-        assert f"| {seed} | {leave} | {stay} |" in text, (seed, leave, stay)
+        avg = " / ".join(_short(v) for v in sub["t_leave_avg"])
+        assert f"| {seed} | {leave} | {avg} |" in text, (seed, leave, avg)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    for column in ("t_leave", "t_leave_avg"):
+        assert f"`{column}` moved by {tolerance_moves(trials, column)}" in joined, column
+        assert f"`{column}` moved by {tolerance_moves(trials, column)}" in readme, column
+    steps = trials.groupby("train.flow_tol")["steps"].agg(["min", "max"])
+    quoted = " / ".join(f"{lo:,d}-{hi:,d}" for lo, hi in steps.sort_index(ascending=False).values)
+    assert f"; {quoted} steps)" in joined, quoted
+    assert f"{trials['wall_s'].sum() / 60:.0f} min of trial time" in joined
+    by = trials.pivot_table(index="seed", columns="train.flow_tol", values="t_leave_avg")
+    coarse = by[by.columns.max()] / by[by.columns.min()]
+    assert f"t_leave_avg was {coarse.min():.2f}-{coarse.max():.2f} times its value" in joined
+    spread = trials.groupby("seed")["t_leave"].agg(lambda v: v.max() / v.min())
+    assert f"a seed's t_leave spans a factor of {spread.min():.1f}-{spread.max():.1f}" in joined
 
 
 MORE = REPO / "docs" / "results" / "direct-more" / "trials.parquet"
