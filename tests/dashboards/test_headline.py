@@ -45,7 +45,7 @@ def _pct(x: float) -> str:
 
 
 def tolerance_moves(trials: pd.DataFrame, column: str) -> str:
-    """"a-b%, c-d% and e-f%": per halving of flow_tol, the range over seeds of |ratio - 1| of
+    """ "a-b%, c-d% and e-f%": per halving of flow_tol, the range over seeds of |ratio - 1| of
     ``column`` between the two tolerances."""
     tols = sorted(trials["train.flow_tol"].unique(), reverse=True)
     ranges = []
