@@ -66,7 +66,8 @@ def _spread(t: np.ndarray) -> tuple[float, float, float]:
 def direct_row(ok: pd.DataFrame, bound: float, res: float) -> dict:
     """The direct verdict and its numbers from one row's usable trials."""
     out = {"n_inside": 0, "n_left": 0, "t_leave_med": math.nan, "t_leave_min": math.nan,
-           "t_leave_max": math.nan, "t_stay_max": math.nan,
+           "t_leave_max": math.nan, "t_stay_max": math.nan, "t_leave_avg_med": math.nan,
+           "t_leave_avg_min": math.nan, "t_leave_avg_max": math.nan,
            "horizon_min": math.nan}  # fmt: skip
     if ok.empty or not math.isfinite(bound) or ok["gap_init"].isna().all():
         return {**out, "direct": Direct.NO_DATA.value}
@@ -86,6 +87,10 @@ def direct_row(ok: pd.DataFrame, bound: float, res: float) -> dict:
     med, lo, hi = _spread(t_leave[left])
     t_stay = sel["t_stay"].to_numpy(float) if "t_stay" in sel else np.full(len(sel), np.nan)
     stayed = np.isfinite(t_stay)  # outside at the horizon: from t_stay on, for good
+    # the window-averaged gap's first crossing (gradient-flow trials that recorded gap_avg)
+    avg = sel["t_leave_avg"].to_numpy(float) if "t_leave_avg" in sel else np.full(len(sel), np.nan)
+    amed, alo, ahi = _spread(avg[np.isfinite(avg)])
+    out.update(t_leave_avg_med=amed, t_leave_avg_min=alo, t_leave_avg_max=ahi)
     out.update(n_inside=int(inside.sum()), n_left=int(left.sum()), t_leave_med=med,
                t_leave_min=lo, t_leave_max=hi,
                t_stay_max=float(t_stay[stayed].max()) if stayed.all() and left.any() else math.nan,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 LOSS = {"cross_entropy": "cross-entropy", "mse": "squared loss"}
@@ -19,6 +20,15 @@ def _g(v: float) -> str:
 
 def _other(r) -> str:
     return getattr(r, "other_loss_direct", "") or "-"
+
+
+def _t_leave_avg(r) -> str:
+    """The first crossing of the window-averaged gap (median [min, max]), where recorded."""
+    if not math.isfinite(r.t_leave_avg_med):
+        return "-"
+    if r.t_leave_avg_min == r.t_leave_avg_max:
+        return _g(r.t_leave_avg_med)
+    return f"{_g(r.t_leave_avg_med)} [{_g(r.t_leave_avg_min)}, {_g(r.t_leave_avg_max)}]"
 
 
 def _t_leave(r) -> str:
@@ -34,17 +44,21 @@ def direct_markdown(verdict: pd.DataFrame) -> str:
     """One row per (loss, width) of a verdict table: trials, gap_0, per-flip jump, the direct
     verdict and the other loss's at the same width, t_leave (median [min, max] over seeds; and
     from when every seed's gap stays at or above the bound to its horizon, t_stay) and the
-    shortest horizon reached."""
-    head = ("| loss (lr) | width | trials (inside) | bound | gap_0 median | jump per flip | "
-            "direct verdict | other loss, same width | t_leave median [range] | "
-            "horizon t |")  # fmt: skip
-    lines = [head, "|" + "---|" * 10]
+    shortest horizon reached; where some trial recorded gap_avg, also the first crossing of the
+    window-averaged gap (t_leave_avg: median [min, max] over the seeds that start inside)."""
     rows = verdict[verdict["n_direct"] > 0].sort_values(["depth", "loss", "width"])
+    averaged = "t_leave_avg_med" in rows and bool(np.isfinite(rows["t_leave_avg_med"]).any())
+    extra = " t_leave_avg median [range] |" if averaged else ""
+    head = ("| loss (lr) | width | trials (inside) | bound | gap_0 median | jump per flip | "
+            "direct verdict | other loss, same width | t_leave median [range] |" + extra +
+            " horizon t |")  # fmt: skip
+    lines = [head, "|" + "---|" * (11 if averaged else 10)]
     for r in rows.itertuples():
+        avg = f" {_t_leave_avg(r)} |" if averaged else ""
         lines.append(
             f"| {LOSS.get(r.loss, r.loss)} ({r.lr:g}) | {int(r.width)} | "
             f"{int(r.n_direct)} ({int(r.n_inside)}) | {_g(r.bound)} | {_g(r.gap_init_med)} | "
-            f"{_g(r.flip_jump_max_med)} | {r.direct} | {_other(r)} | {_t_leave(r)} | "
+            f"{_g(r.flip_jump_max_med)} | {r.direct} | {_other(r)} | {_t_leave(r)} |{avg} "
             f"{_g(r.t_horizon)} |"
         )
     return "\n".join(lines)

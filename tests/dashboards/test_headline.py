@@ -313,3 +313,18 @@ def test_results_md_quotes_the_depth_3_study_from_its_aggregate():
     readme = " ".join((REPO / "README.md").read_text().split())
     assert f"cross-entropy took both out (t = {_e(leave[0])} and {leave[1]:.2f})" in readme
     assert f"one of the two started within {100 * (1 - start[1]):.0f}% of the bound" in readme
+
+
+def test_the_direct_table_gives_the_averaged_crossing_where_it_was_recorded():
+    """The tolerance study recorded gap_avg: its direct table has a t_leave_avg column, each row
+    the median [min, max] over the seeds of that flow_tol's trials; the main study's trials
+    predate gap_avg and its table has no such column."""
+    verdict = pd.read_parquet(TOLERANCE.with_name("verdict.parquet"))
+    trials = pd.read_parquet(TOLERANCE)
+    lines = direct_markdown(verdict).splitlines()
+    assert "t_leave_avg median [range]" in lines[0]
+    for r in verdict.itertuples():
+        v = trials.loc[trials["variant"] == r.variant, "t_leave_avg"]
+        cell = f" {v.median():.3g} [{v.min():.3g}, {v.max():.3g}] |"
+        assert sum(cell in line for line in lines[2:]) == 1, (r.variant, cell)
+    assert "t_leave_avg" not in direct_markdown(pd.read_parquet(VERDICT))
