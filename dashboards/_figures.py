@@ -176,7 +176,9 @@ def gap_figure(family: pd.DataFrame, curves: dict, path: Path, name: str) -> Fig
                     warnings.simplefilter("ignore", RuntimeWarning)
                     avg = np.nanmedian(averaged, 0)
                 ok = np.isfinite(avg)
-                ax.plot(T_GRID[ok], avg[ok], color=colors[int(width)], ls=":", lw=1.2)
+                named = any(line.get_label() == "gap_avg" for line in ax.get_lines())
+                ax.plot(T_GRID[ok], avg[ok], color=colors[int(width)], ls=":", lw=1.2,
+                        label="_" if named else "gap_avg")  # fmt: skip
         ax.axhline(1.0, color="red", ls="--", lw=1, label="bound")
         ax.set(xscale="log", yscale="log", title=_panel_name(g), xlabel="gradient-flow time t",
                ylabel="gap_t / bound")  # fmt: skip

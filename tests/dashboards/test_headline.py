@@ -328,3 +328,35 @@ def test_the_direct_table_gives_the_averaged_crossing_where_it_was_recorded():
         cell = f" {v.median():.3g} [{v.min():.3g}, {v.max():.3g}] |"
         assert sum(cell in line for line in lines[2:]) == 1, (r.variant, cell)
     assert "t_leave_avg" not in direct_markdown(pd.read_parquet(VERDICT))
+
+
+FINE = REPO / "docs" / "results" / "direct-fine"
+
+
+def test_results_md_quotes_the_direct_test_at_the_converged_tolerance():
+    """The m = 4096 direct test at flow_tol 2.5e-4: its table is the aggregate's, and the steps,
+    each seed's t_leave_avg and its ratio to the tolerance study's finest run are the trials'."""
+    text = (REPO / "docs" / "results.md").read_text()
+    joined = " ".join(text.split())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert direct_markdown(pd.read_parquet(FINE / "verdict.parquet")) in text
+    t = pd.read_parquet(FINE / "trials.parquet").sort_values("seed")
+    ce, mse = t[t["loss"] == "cross_entropy"], t[t["loss"] == "mse"]
+    steps = f"{ce['steps'].min():,d}-{ce['steps'].max():,d} accepted steps"
+    assert steps in joined and steps in readme, steps
+    avg = ", ".join(_short(v) for v in ce["t_leave_avg"])
+    assert f"t_leave_avg = {avg} (seeds 0-2)" in joined and avg in readme, avg
+    tol = pd.read_parquet(TOLERANCE)
+    finest = tol[tol["train.flow_tol"] == tol["train.flow_tol"].min()].set_index("seed")
+    ratio = ce.set_index("seed")["t_leave_avg"] / finest["t_leave_avg"]
+    assert f"{ratio.min():.2f}-{ratio.max():.2f} times" in joined, ratio
+    held = mse["stationary_t"].astype(float)
+    assert f"held from t = {held.min():.1f}-{held.max():.1f} on" in joined
+    worst = (mse["gap_sup"] / mse["bound"]).max()
+    assert f"never passed {worst:.2f} of the bound" in joined, worst
+    lo, hi = (f"{v / 60:.0f}" for v in ce["wall_s"].agg(["min", "max"]))
+    assert f"({lo if lo == hi else f'{lo}-{hi}'} min each on one core" in joined
+    coarse = pd.read_parquet(TRIALS)
+    coarse = coarse[(coarse["width"] == 4096) & (coarse["loss"] == "cross_entropy")]
+    times = ce["steps"].median() / coarse["steps"].median()
+    assert f"{times:.1f}x the median steps at flow_tol 1e-3" in joined, times
