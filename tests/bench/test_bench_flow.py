@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.flow import steps_to_t, tracked_step_costs
+from bench.flow import averaging_cost, steps_to_t, tracked_step_costs
 
 pytestmark = pytest.mark.slow
 
@@ -24,3 +24,11 @@ def test_the_tracked_step_cost_is_measured_side_by_side():
     row = tracked_step_costs(256, 3, 6, repeats=5)
     gd, old, new, ratio = row[3:7]
     assert 0 < gd < old < new and ratio == new / old, row
+
+
+def test_the_averaging_work_is_measured_against_an_evaluation():
+    """gap_avg's per-step work is timed beside the evaluation every accepted step makes; at n = 2
+    and m = 256 it is a few small tensor operations against a forward and backward pass."""
+    width, n, evaluation, average, ratio = averaging_cost(256, 2, repeats=5)
+    assert (width, n) == (256, 2) and ratio == average / evaluation, ratio
+    assert 0 < average < evaluation, (average, evaluation)
