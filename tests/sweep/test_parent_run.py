@@ -81,11 +81,15 @@ def test_interrupted_search_marks_its_parent_killed_and_the_next_run_finishes_it
     from tests.sweep.test_search import write_spec
 
     db = tmp_path / "mlflow.db"
-    spec = write_spec(tmp_path, epochs=3000, n_trials=3)
+    # long enough that no trial ends before the interrupt: with 3,000 epochs a narrow trial of
+    # the space finished in seconds, the search ended first, and FINISHED was the right answer
+    spec = write_spec(tmp_path, epochs=20000, n_trials=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}  # fmt: skip
     argv = [NTKDIV, "search", str(spec)]
-    interrupt_at_a_checkpoint(argv, tmp_path, env, tmp_path / "store" / "search-smoke" / "trials")
+    trials = tmp_path / "store" / "search-smoke" / "trials"
+    interrupt_at_a_checkpoint(argv, tmp_path, env, trials)
+    assert len(list(trials.glob("*/summary.json"))) < 3, "the search finished before the interrupt"
     assert parent_status(db, "search-smoke") == "KILLED"
     again = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)  # fmt: skip
