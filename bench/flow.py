@@ -63,7 +63,7 @@ def steps_to_t(width: int, t_max: float) -> list[list[float]]:
 
 
 def _gd_step(model, X, y, lr=0.1) -> None:
-    params = list(model.parameters())
+    params: list[torch.Tensor] = list(model.parameters())
     loss = data_loss(model(X), y, "cross_entropy")
     grads = torch.autograd.grad(loss, params)
     with torch.no_grad():
@@ -101,7 +101,7 @@ def averaging_cost(width: int, n: int, repeats: int) -> list[float]:
     ang = torch.arange(1, n + 1, dtype=torch.float64) * 2 * math.pi / n
     X, y = torch.stack([ang.cos(), ang.sin()], 1), (torch.arange(n) % 2).double()
     model = build_model("fcn", 2, width, 2, seed=0)
-    params = list(model.parameters())
+    params: list[torch.Tensor] = list(model.parameters())
     ev = evaluate(model, X, y, "cross_entropy", params)
     times = [0.0, 1.0, 2.0]  # rows at 1 and 2: the step [1.9, 2.0] lies in both windows' range
 
