@@ -45,18 +45,24 @@ def direct_markdown(verdict: pd.DataFrame) -> str:
     verdict and the other loss's at the same width, t_leave (median [min, max] over seeds; and
     from when every seed's gap stays at or above the bound to its horizon, t_stay) and the
     shortest horizon reached; where some trial recorded gap_avg, also the first crossing of the
-    window-averaged gap (t_leave_avg: median [min, max] over the seeds that start inside)."""
-    rows = verdict[verdict["n_direct"] > 0].sort_values(["depth", "loss", "width"])
+    window-averaged gap (t_leave_avg: median [min, max] over the seeds that start inside), and
+    where the table holds several variants of a group (another flow_tol, say), which row is
+    which."""
+    order = ["depth", "loss", "width", *(["variant"] if "variant" in verdict else [])]
+    rows = verdict[verdict["n_direct"] > 0].sort_values(order)
     averaged = "t_leave_avg_med" in rows and bool(np.isfinite(rows["t_leave_avg_med"]).any())
+    variants = "variant" in rows and rows["variant"].nunique(dropna=False) > 1
     extra = " t_leave_avg median [range] |" if averaged else ""
-    head = ("| loss (lr) | width | trials (inside) | bound | gap_0 median | jump per flip | "
+    head = ("| loss (lr) | width |" + (" variant |" if variants else "") +
+            " trials (inside) | bound | gap_0 median | jump per flip | "
             "direct verdict | other loss, same width | t_leave median [range] |" + extra +
             " horizon t |")  # fmt: skip
-    lines = [head, "|" + "---|" * (11 if averaged else 10)]
+    lines = [head, "|" + "---|" * (10 + averaged + variants)]
     for r in rows.itertuples():
         avg = f" {_t_leave_avg(r)} |" if averaged else ""
+        variant = f" {r.variant} |" if variants else ""
         lines.append(
-            f"| {LOSS.get(r.loss, r.loss)} ({r.lr:g}) | {int(r.width)} | "
+            f"| {LOSS.get(r.loss, r.loss)} ({r.lr:g}) | {int(r.width)} |{variant} "
             f"{int(r.n_direct)} ({int(r.n_inside)}) | {_g(r.bound)} | {_g(r.gap_init_med)} | "
             f"{_g(r.flip_jump_max_med)} | {r.direct} | {_other(r)} | {_t_leave(r)} |{avg} "
             f"{_g(r.t_horizon)} |"

@@ -331,6 +331,17 @@ def test_the_direct_table_gives_the_averaged_crossing_where_it_was_recorded():
     assert "t_leave_avg" not in direct_markdown(pd.read_parquet(VERDICT))
 
 
+def test_the_direct_table_names_the_variant_of_each_row_when_there_are_several():
+    """The tolerance study's four rows differ only in flow_tol: a variant column says which is
+    which; a table of one variant (the main study) has no such column."""
+    verdict = pd.read_parquet(TOLERANCE.with_name("verdict.parquet"))
+    lines = direct_markdown(verdict).splitlines()
+    assert "| width | variant |" in lines[0] and len(lines) == 2 + len(verdict)
+    for variant in verdict["variant"]:
+        assert sum(f"| {variant} |" in line for line in lines[2:]) == 1, variant
+    assert "variant" not in direct_markdown(pd.read_parquet(VERDICT)).splitlines()[0]
+
+
 FINE = REPO / "docs" / "results" / "direct-fine"
 
 
