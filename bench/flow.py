@@ -106,8 +106,8 @@ def averaging_cost(width: int, n: int, repeats: int) -> list[float]:
     times = [0.0, 1.0, 2.0]  # rows at 1 and 2: the step [1.9, 2.0] lies in both windows' range
 
     def average() -> None:
-        average_into({}, times, 1, 0.9, 1.0, ev.K, ev.K)
-        average_into({}, times, 2, 1.9, 2.0, ev.K, ev.K)
+        average_into({}, times, 1, 0.9, 1.0, ev.K_host, ev.K_host)  # the step's own host copy
+        average_into({}, times, 2, 1.9, 2.0, ev.K_host, ev.K_host)
 
     got = interleaved({"evaluation": lambda: evaluate(model, X, y, "cross_entropy", params),
                        "average": average}, repeats)  # fmt: skip

@@ -50,6 +50,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -104,6 +105,12 @@ class Evaluation:
     loss: float
     factors: list[tuple[Tensor, Tensor, Tensor, Tensor | None]]  # (W, Gr, U, b) per map
     decay: list[Tensor] | None = None  # the weight-decay gradient per trained tensor
+
+    @cached_property
+    def K_host(self) -> Tensor:
+        """K in float64 on the CPU, made once per evaluation: the stability cap, the remaining
+        move and the averaging windows all read it."""
+        return self.K.detach().to("cpu", torch.float64)
 
 
 def evaluate(
@@ -176,7 +183,7 @@ def step_error(before: Evaluation, after: Evaluation, h: float) -> float:
 
 def stability_cap(ev: Evaluation, loss: str) -> float:
     """1 / (c lambda_max(K_t)): half of gradient descent's stability limit at this point."""
-    lam = float(torch.linalg.eigvalsh(ev.K.double().cpu())[-1])
+    lam = float(torch.linalg.eigvalsh(ev.K_host)[-1])
     return 1.0 / max(loss_curvature(ev.f, loss) * lam, 1e-300)
 
 
@@ -195,7 +202,7 @@ def remaining_move(ev: Evaluation, target: Tensor, loss: str) -> float:
     """
     if loss == "cross_entropy":
         return math.inf
-    lam = float(torch.linalg.eigvalsh(ev.K.double().cpu())[0])
+    lam = float(torch.linalg.eigvalsh(ev.K_host)[0])
     if lam <= 0.0:
         return math.inf
     r = loss_gradient(ev.f, target, loss)
@@ -264,7 +271,7 @@ def integrate(run: FlowRun, state: LoopState) -> LoopState:
         # --- a converged squared-loss flow stays where it is ------------------------------------
         if state.stationary_t is not None or _stopped(ev, target, cfg, decay):
             state.stationary_t = state.t if state.stationary_t is None else state.stationary_t
-            average_into(state.windows, run.times, k, state.t, run.times[k], ev.K, ev.K)
+            average_into(state.windows, run.times, k, state.t, run.times[k], ev.K_host, ev.K_host)
             state.t = run.times[k]
             continue
         if evaluations >= MAX_FLOW_STEPS:
@@ -293,7 +300,7 @@ def integrate(run: FlowRun, state: LoopState) -> LoopState:
             state.flip_jump = max(state.flip_jump, jump / flips)
         t_before = state.t
         state.t = run.times[k] if landing or state.t + step > run.times[k] else state.t + step
-        average_into(state.windows, run.times, k, t_before, state.t, ev.K, new.K)
+        average_into(state.windows, run.times, k, t_before, state.t, ev.K_host, new.K_host)
         state.step += 1
         grown = next_step(step, err, cfg.flow_tol)
         h = max(h, grown) if landing else grown
@@ -350,15 +357,14 @@ def average_into(
     k: int,
     t_a: float,
     t_b: float,
-    K_a: Tensor,
-    K_b: Tensor,
+    Ka: Tensor,
+    Kb: Tensor,
 ) -> None:
-    """Add the integral of K over [t_a, t_b] (K linear from K_a to K_b) to the window of every
-    row j >= k that the interval meets; ``windows[j]`` = (integral so far, time covered)."""
+    """Add the integral of K over [t_a, t_b] (K linear from Ka to Kb, float64 on the CPU:
+    ``Evaluation.K_host``) to the window of every row j >= k that the interval meets;
+    ``windows[j]`` = (integral so far, time covered)."""
     if t_b <= t_a:
         return
-    Ka = K_a.detach().to("cpu", torch.float64)
-    Kb = K_b.detach().to("cpu", torch.float64)
     j = k
     while j < len(times) and _window_start(times[j]) < t_b:
         lo, hi = max(t_a, _window_start(times[j])), min(t_b, times[j])
