@@ -39,6 +39,12 @@ def _short(v: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def _and(values) -> str:
+    """ "a, b and c" of the short forms of three values."""
+    parts = [_short(v) for v in values]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def _pct(x: float) -> str:
     """15 for 0.151, 1.5 for 0.0153: a change in percent, to two figures."""
     return f"{100 * x:.0f}" if 100 * x >= 10 else f"{100 * x:.1f}"
@@ -79,6 +85,9 @@ def test_results_md_quotes_the_tolerance_study_from_its_aggregate():
     by = trials.pivot_table(index="seed", columns="train.flow_tol", values="t_leave_avg")
     coarse = by[by.columns.max()] / by[by.columns.min()]
     assert f"t_leave_avg was {coarse.min():.2f}-{coarse.max():.2f} times its value" in joined
+    main = pd.read_parquet(TRIALS)
+    main = main[(main["width"] == 4096) & (main["loss"] == "cross_entropy")]["t_leave"]
+    assert f"t_leave at m = 4096 ({_short(main.min())} to {_short(main.max())}," in joined
     spread = trials.groupby("seed")["t_leave"].agg(lambda v: v.max() / v.min())
     assert f"a seed's t_leave spans a factor of {spread.min():.1f}-{spread.max():.1f}" in joined
 
@@ -358,6 +367,8 @@ def test_results_md_quotes_the_direct_test_at_the_converged_tolerance():
     assert steps in joined and steps in readme, steps
     avg = ", ".join(_short(v) for v in ce["t_leave_avg"])
     assert f"t_leave_avg = {avg} (seeds 0-2)" in joined and avg in readme, avg
+    first = f"first instantaneous crossing came at {_and(ce['t_leave'])}"
+    assert first in joined, first
     tol = pd.read_parquet(TOLERANCE)
     finest = tol[tol["train.flow_tol"] == tol["train.flow_tol"].min()].set_index("seed")
     ratio = ce.set_index("seed")["t_leave_avg"] / finest["t_leave_avg"]
