@@ -1,4 +1,4 @@
-"""The MLflow guard of a sweep driver: MLflow's index when enabled and reachable, else nothing.
+"""The MLflow guard of a sweep or search driver: MLflow when enabled and reachable, else nothing.
 
 The store holds everything; MLflow is the index people browse. So an unreachable tracking server
 warns once and pauses logging for the rest of the run, and the next ``ntkdiv sweep`` or
@@ -13,18 +13,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._spec import SweepSpec
+from core import store as st
 
 
 class MlflowGuard:
-    """Wraps :class:`sweep._mlflow.MlflowLogger` for one sweep run.
+    """Wraps :class:`mlflow_index.MlflowLogger` for one driver run.
 
     Args:
-        spec: the sweep (``mlflow.enabled``, ``mlflow.tracking_uri``, the experiment, the name).
+        tracking_uri: MLflow URI; None: logging is off (the spec's ``mlflow.enabled: false``).
+        experiment, sweep_name, sweep_dir: as for :class:`MlflowLogger`.
         note: prints one line for the user (the warning when MLflow becomes unavailable).
     """
 
-    def __init__(self, spec: SweepSpec, note: Callable[[str], None]) -> None:
+    def __init__(self, tracking_uri: str | None, experiment: str, sweep_name: str,
+                 sweep_dir: st.StorePath, note: Callable[[str], None]) -> None:  # fmt: skip
         self.logger: Any = None
         self.note = note
         self.paused = self.warned = False
@@ -32,13 +34,13 @@ class MlflowGuard:
         # gets MLflow's tables then: ~1.5 s, once)
         self.seconds: dict[str, float] = {}
         self._unavailable: type[Exception] = RuntimeError
-        if spec.mlflow.enabled:
-            from ._mlflow import MlflowLogger, TrackingUnavailable
+        if tracking_uri is not None:
+            from ._client import TrackingUnavailable
+            from ._logger import MlflowLogger
 
             self._unavailable = TrackingUnavailable
             t0 = time.perf_counter()
-            self.logger = MlflowLogger(spec.mlflow.tracking_uri, spec.experiment, spec.name,
-                                       spec.sweep_dir())  # fmt: skip
+            self.logger = MlflowLogger(tracking_uri, experiment, sweep_name, sweep_dir)
             self.seconds["open"] = time.perf_counter() - t0
 
     def ensure_parent(self, spec_dict: Mapping[str, Any]) -> str | None:

@@ -15,10 +15,9 @@ from typing import Any, TextIO
 
 from core import NtkdivError
 from core import store as st
-
-from ._progress import Stage, final_report
-from ._runner import SweepResult, run_sweep
-from ._spec import SweepSpec, load_spec
+from sweep._progress import Stage
+from sweep._runner import SweepResult, run_sweep
+from sweep._spec import SweepSpec, load_spec
 
 
 def sweep_with_report(spec: SweepSpec, *, aggregate: bool = True,
@@ -137,7 +136,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 def _log_report(tracking_uri: str, sweep_dir: st.StorePath, result: Any) -> int:
     """Attach a report to the sweep's parent run (the experiment comes from spec.yaml)."""
-    from ._mlflow import MlflowLogger, TrackingUnavailable
+    from mlflow_index import MlflowLogger, TrackingUnavailable
+
     from ._sync import spec_defaults
 
     experiment = spec_defaults(sweep_dir).get("experiment")
@@ -149,3 +149,18 @@ def _log_report(tracking_uri: str, sweep_dir: st.StorePath, result: Any) -> int:
         return 3
     print(f"logged the report to the parent run of sweep {sweep_dir.name} at {tracking_uri}")
     return 0
+
+
+def final_report(res: SweepResult, name: str, out: TextIO) -> None:
+    """The closing lines of a sweep on stdout: counts and failures.
+
+    ``res`` is a ``sweep.SweepResult``.
+    """
+    c = res.counts
+    print(f"sweep {name}: {c.total} trials: {c.earlier} from earlier runs, {c.completed} "
+          f"completed, {c.diverged} diverged, {c.failed} failed, {c.retried} retried "
+          f"({res.wall_s:.1f} s); store {res.sweep_dir}", file=out)  # fmt: skip
+    for tid, line in list(res.failed.items())[:10]:
+        print(f"  failed {tid}: {line}", file=out)
+    if len(res.failed) > 10:
+        print(f"  ... and {len(res.failed) - 10} more (summary.json 'error' in each)", file=out)

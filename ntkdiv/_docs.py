@@ -82,7 +82,7 @@ def render() -> str:
         parts += ["", f"### `data` with `kind: {kind}`", "", "| key | type | default | meaning |",
                   "|---|---|---|---|", *model_table(model, "data.")]  # fmt: skip
     try:
-        from ._spec import SweepSpec
+        from sweep import SweepSpec
     except ImportError:  # the sweep spec is optional for a core-only checkout
         return "\n".join(parts) + "\n"
     parts += ["", "## Sweep spec (`ntkdiv sweep SPEC.yaml`)", "",

@@ -85,7 +85,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
     Returns 0 when every compared key matches, 1 when one differs, 3 when MLflow is down.
     """
-    from ._mlflow import TrackingUnavailable, fetch_source_run, log_rerun
+    from mlflow_index import TrackingUnavailable, fetch_source_run, log_rerun
 
     out = Path(args.out) if args.out else Path("runs") / f"rerun-{args.run_id}"
     try:

@@ -44,11 +44,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     The URI and experiment default to the spec's (``mlflow.tracking_uri``, ``mlflow.experiment``,
     else the sweep name), as ``ntkdiv sweep`` used them.
     """
-    from ._mlflow import DEFAULT_TRACKING_URI, MlflowLogger, TrackingUnavailable
-    from ._prepare import repair
+    from mlflow_index import DEFAULT_TRACKING_URI, MlflowLogger, TrackingUnavailable
 
     sweep_dir = sweep_dir_arg(args.store)
-    repair(sweep_dir, lambda line: print(line, file=sys.stderr))  # MLflow reads no corrupt file
+    st.repair(sweep_dir, lambda line: print(line, file=sys.stderr))  # MLflow reads no corrupt file
     spec = spec_defaults(sweep_dir)
     uri = args.tracking_uri or spec.get("tracking_uri") or DEFAULT_TRACKING_URI
     experiment = args.experiment or spec.get("experiment")

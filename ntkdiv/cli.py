@@ -15,15 +15,15 @@ from typing import NoReturn
 
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code
 _COMMANDS = {
-    "run": "sweep._local:cmd_run",
-    "ntk": "sweep._local:cmd_ntk",
-    "sweep": "sweep._commands:cmd_sweep",
-    "sync": "sweep._sync:cmd_sync",
-    "rerun": "sweep._rerun:cmd_rerun",
-    "search": "sweep._search:cmd_search",
-    "aggregate": "sweep._commands:cmd_aggregate",
+    "run": "ntkdiv._local:cmd_run",
+    "ntk": "ntkdiv._local:cmd_ntk",
+    "sweep": "ntkdiv._commands:cmd_sweep",
+    "sync": "ntkdiv._sync:cmd_sync",
+    "rerun": "ntkdiv._rerun:cmd_rerun",
+    "search": "ntkdiv._search:cmd_search",
+    "aggregate": "ntkdiv._commands:cmd_aggregate",
     "bench": "bench._cli:cmd_bench",
-    "docs": "sweep._docs:cmd_docs",
+    "docs": "ntkdiv._docs:cmd_docs",
 }
 
 
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def interrupted(argv: Sequence[str], command: str) -> str:
     """The line printed on Ctrl-C, on a line of its own, with the command that picks up."""
-    from ._progress import end_line
+    from sweep._progress import end_line
 
     end_line(sys.stderr)
     again = shlex.join(["ntkdiv", *argv])

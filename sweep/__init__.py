@@ -1,7 +1,9 @@
-"""ntkdiv sweep: specs and grids, Ray dispatch, resume, MLflow logging, Optuna search, the CLI.
+"""Sweeps and searches: specs and grids, Ray dispatch, resume, the Optuna search; each finished
+trial is logged through ``mlflow_index``. The command line that composes this package with
+``dashboards`` is ``ntkdiv/``.
 
-Ray, MLflow and Optuna are each imported in exactly one adapter (``_ray``, ``_mlflow/``,
-``_optuna``), and only when a command needs them. ``docs/architecture.md`` maps the modules.
+Ray and Optuna are each imported in exactly one adapter (``_ray``, ``_optuna``), and only when a
+command needs them. ``docs/architecture.md`` maps the modules.
 """
 
 import importlib

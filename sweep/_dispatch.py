@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from core import DONE, TrialConfig, TrialStatus
 from core import store as st
+from mlflow_index import MlflowGuard
 
-from ._prepare import last_line, quarantine
+from ._prepare import last_line
 from ._progress import Counts, Progress
-from ._tracking import MlflowGuard
 
 if TYPE_CHECKING:
     from ._resources import Request
@@ -123,7 +123,7 @@ class Dispatch:
         return running, "; ".join(far[:SHOWN]) + more
 
     def _attempts(self, tdir: st.StorePath) -> list[dict[str, Any]]:
-        return checked_attempts(tdir, self.note)
+        return st.checked_attempts(tdir, self.note)
 
 
 def how_far(tid: str, config: TrialConfig, progress: dict[str, Any]) -> str:
@@ -133,17 +133,6 @@ def how_far(tid: str, config: TrialConfig, progress: dict[str, Any]) -> str:
     if t_max is not None:
         return f"{tid[:8]} at t = {float(progress.get('t', 0.0)):.3g} of {t_max:.3g}"
     return f"{tid[:8]} at step {int(progress.get('step', 0)):,} of {config.train.epochs:,}"
-
-
-def checked_attempts(tdir: st.StorePath, note: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The trial's attempts; a corrupt attempts.json is quarantined (named in one line) and
-    reads as none, so the progress line and the counts go on."""
-    try:
-        return st.read_attempts(tdir)
-    except (ValueError, AttributeError, TypeError):  # not JSON, or not the attempts mapping
-        problem = st.corrupt_reason(tdir / st.ATTEMPTS) or "unreadable"
-        quarantine(tdir / st.ATTEMPTS, problem, note, "its attempt history starts over")
-        return []
 
 
 def system_failure(
@@ -159,10 +148,10 @@ def system_failure(
     not count against the trial's retries)."""
     summary, problem = st.read_json_checked(tdir / st.SUMMARY)
     if problem is not None:
-        quarantine(tdir / st.SUMMARY, problem, note, "replaced by the system failure's")
+        st.quarantine_noted(tdir / st.SUMMARY, problem, note, "replaced by the system failure's")
     if summary is not None and summary.get("status") in DONE:
         return summary
-    attempts = checked_attempts(tdir, note)
+    attempts = st.checked_attempts(tdir, note)
     open_ = [i for i, a in enumerate(attempts) if a.get("end") is None and i >= before]
     st.end_attempt(tdir, open_[-1] if open_ else None, "failed", by="driver", error=error)
     return st.failed_summary(config, tdir, f"system failure: {error}", 0.0)

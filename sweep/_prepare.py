@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -83,13 +82,11 @@ def settle(
     """trial_id -> where it stands, read from the store; ``retries`` None: no trial is out of
     retries (``--retry-failed``).
 
-    A corrupt ``summary.json`` or ``attempts.json``, or the unreadable ``trajectory.parquet`` of
-    a finished trial, is quarantined (:func:`quarantine`) and the trial is pending again: it
-    resumes from its checkpoint, or starts over. Nothing else is written. Call it only while
-    holding the sweep's lease (files are moved).
+    Corrupt files are quarantined first (:func:`core.store.repair`), and their trials are
+    pending again. Nothing else is written. Call it only while holding the sweep's lease.
     """
     states = {}
-    summaries = repair(sweep_dir, note)
+    summaries = st.repair(sweep_dir, note)
     for config in configs:
         tid = trial_id(config)
         tdir = st.trial_dir(sweep_dir, tid)
@@ -102,53 +99,6 @@ def settle(
         else:
             states[tid] = Settled.PENDING
     return states
-
-
-RERUN = "the trial will run again, from its checkpoint if it has one"
-
-
-def repair(sweep_dir: st.Where, note: Callable[[str], None] = print) -> dict[str, Any]:
-    """Quarantine the corrupt files of every trial directory (see :func:`settle`); returns
-    trial_id -> its readable summary, or None. One listing; only the files it found are read,
-    several trials at once (``ntkdiv sync`` calls this too, so that MLflow never reads a corrupt
-    file)."""
-    sweep_dir = st.locate(sweep_dir)
-    files = st.trial_files(sweep_dir)
-    with ThreadPoolExecutor(st.readers(sweep_dir)) as pool:
-        checked = pool.map(lambda tid: _checked(st.trial_dir(sweep_dir, tid), files[tid], note),
-                           files)  # fmt: skip
-        return dict(zip(files, checked, strict=True))
-
-
-def _checked(tdir: st.StorePath, names: dict[str, int], note: Callable[[str], None]) -> Any:
-    """The trial's summary (None without a readable one), after quarantining corrupt files."""
-    problem = st.corrupt_reason(tdir / st.ATTEMPTS) if st.ATTEMPTS in names else None
-    if problem is not None:
-        quarantine(tdir / st.ATTEMPTS, problem, note, "its attempt history starts over")
-    if st.SUMMARY not in names:
-        return None
-    summary, problem = st.read_json_checked(tdir / st.SUMMARY)
-    if problem is not None:
-        quarantine(tdir / st.SUMMARY, problem, note, RERUN)
-        return None
-    if summary and summary.get("status") in DONE and st.TRAJECTORY in names:
-        problem = st.corrupt_reason(tdir / st.TRAJECTORY)
-        if problem is not None:
-            quarantine(tdir / st.TRAJECTORY, problem, note, RERUN)
-            quarantine(tdir / st.SUMMARY, None, note, RERUN)  # a summary means a whole trial
-            return None
-    return summary
-
-
-def quarantine(
-    path: st.StorePath, problem: str | None, note: Callable[[str], None], then: str
-) -> None:
-    """Move a trial file aside (:func:`core.store.quarantine`) and say so in one line:
-    ``problem`` is why it is corrupt; None: it goes with the trial's corrupt trajectory."""
-    target = st.quarantine(path)
-    trial = f"{st.TRIALS}/{path.parent.name}/{path.name}"
-    why = f"is corrupt ({problem})" if problem else f"goes with its corrupt {st.TRAJECTORY}"
-    note(f"ntkdiv: warning: {trial} {why}: moved to {target}; {then}")
 
 
 GRID_KEYS = ("base", "grid", "zip", "exclude")  # what decides a sweep's trials

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TextIO
 
 TTY_EVERY_S = 0.5
 LOG_EVERY_S = 30.0
@@ -184,18 +184,3 @@ class Stage:
         elif kind is None and self._said:
             self._say(f"{self.name}: done in {time.monotonic() - self._start:.1f} s")
             end_line(self.stream)
-
-
-def final_report(res: Any, name: str, out: TextIO) -> None:
-    """The closing lines of a sweep on stdout: counts and failures.
-
-    ``res`` is a ``sweep._runner.SweepResult``.
-    """
-    c = res.counts
-    print(f"sweep {name}: {c.total} trials: {c.earlier} from earlier runs, {c.completed} "
-          f"completed, {c.diverged} diverged, {c.failed} failed, {c.retried} retried "
-          f"({res.wall_s:.1f} s); store {res.sweep_dir}", file=out)  # fmt: skip
-    for tid, line in list(res.failed.items())[:10]:
-        print(f"  failed {tid}: {line}", file=out)
-    if len(res.failed) > 10:
-        print(f"  ... and {len(res.failed) - 10} more (summary.json 'error' in each)", file=out)

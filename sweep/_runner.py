@@ -9,10 +9,10 @@ The run, top to bottom:
    (``_resources``);
 4. write ``<storage>/<name>/spec.yaml``, close the attempts a lost driver left open, submit the
    pending trials (``run_trial`` resumes from their checkpoints; ``_dispatch``);
-5. as trials finish, log each to MLflow (``_tracking``).
+5. as trials finish, log each to MLflow (``mlflow_index.MlflowGuard``).
 
 Killing the driver loses nothing that a rerun cannot redo: trials write the store themselves,
-and MLflow is backfilled from it. Aggregation is the caller's (``sweep._commands``).
+and MLflow is backfilled from it. Aggregation is the caller's (``ntkdiv._commands``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TextIO
 
 from core import ConfigError, StoreError, TrialConfig, first_line, trial_id
 from core import store as st
+from mlflow_index import MlflowGuard
 
 from ._dispatch import Dispatch, Outcome
 from ._prepare import (
@@ -42,7 +44,6 @@ from ._prepare import (
 from ._progress import Counts, Progress
 from ._resources import plan_resources
 from ._spec import SweepSpec, expand, spec_to_dict
-from ._tracking import MlflowGuard
 
 
 @dataclass
@@ -137,7 +138,7 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
             progress.message(f"ntkdiv: warning: {text}")
         dispatch = Dispatch(spec.sweep_dir(), todo, outcome, _ray, note=progress.message)
         dispatch.submit(plan, spec.retries)  # workers start while MLflow gets ready
-        tracking = MlflowGuard(spec, progress.message)  # creates a sqlite database: not earlier
+        tracking = open_tracking(spec, progress.message)  # creates a sqlite file: not earlier
         tracking.ensure_parent(spec_to_dict(spec))
         tracking.sync()  # backfill: trials a lost driver never logged
         dispatch.collect(tracking, progress)
@@ -148,6 +149,12 @@ def _run(spec: SweepSpec, configs: list[TrialConfig], warnings: list[str], progr
     finally:
         _ray.shutdown()
     return tracking
+
+
+def open_tracking(spec: SweepSpec, note: Callable[[str], None]) -> MlflowGuard:
+    """The MLflow guard of a sweep or search run (off when the spec says ``enabled: false``)."""
+    uri = spec.mlflow.tracking_uri if spec.mlflow.enabled else None
+    return MlflowGuard(uri, spec.experiment, spec.name, spec.sweep_dir(), note)
 
 
 def ray_adapter(address: str | None) -> ModuleType:

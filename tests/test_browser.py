@@ -20,7 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from sweep._commands import sweep_with_report
+from ntkdiv._commands import sweep_with_report
 from sweep._spec import parse_spec
 from tests._chromium import (
     Chromium,

@@ -1,8 +1,8 @@
 """The one package that knows the store: where it lives, its layout, atomic writes, attempts.json.
 
 Its parts: ``_path`` (StorePath, locate, atomic writes, the write probe), ``_layout`` (file
-names, schemas, trial directories, summaries, attempts), ``_faults`` (quarantine, the lease);
-everything is used as ``core.store.NAME``.
+names, schemas, trial directories, summaries, attempts), ``_faults`` (quarantine, repair, the
+lease); everything is used as ``core.store.NAME``.
 
 A store is a directory on any filesystem pyarrow speaks: a local or shared POSIX path
 (``/data/store``, ``file:///data/store``) or an object store (``s3://bucket/prefix``,
@@ -42,20 +42,24 @@ from ._faults import (
     LEASE,
     LEASE_SETTLE_S,
     QUARANTINE,
+    RERUN,
     STALE_BEATS,
     LeaseHeld,
     acquire_lease,
+    checked_attempts,
     corrupt_reason,
     describe_lease,
     lease_path,
     lease_stale,
     quarantine,
     quarantine_dir,
+    quarantine_noted,
     read_json_checked,
     read_lease,
     read_table_checked,
     refresh_lease,
     release_lease,
+    repair,
 )
 from ._layout import (
     ATTEMPTS,
@@ -128,6 +132,7 @@ __all__ = [
     "LEASE_SETTLE_S",
     "LeaseHeld",
     "QUARANTINE",
+    "RERUN",
     "S3_ATTEMPTS",
     "S3_TIMEOUTS",
     "SCHEMA_VERSION",
@@ -149,6 +154,7 @@ __all__ = [
     "atomic_write_text",
     "attempt_progress",
     "begin_attempt",
+    "checked_attempts",
     "check_writable",
     "close_open_attempts",
     "corrupt_reason",
@@ -164,6 +170,7 @@ __all__ = [
     "readers",
     "quarantine",
     "quarantine_dir",
+    "quarantine_noted",
     "read_attempts",
     "read_json",
     "read_json_checked",
@@ -174,6 +181,7 @@ __all__ = [
     "refresh_lease",
     "release_lease",
     "remove_partial_writes",
+    "repair",
     "search_file",
     "spec_path",
     "trajectory_files",

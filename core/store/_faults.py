@@ -1,5 +1,5 @@
-"""Faults in the store: corrupt files checked and quarantined, and the sweep's lease (one
-driver at a time). Re-exported by :mod:`core.store`."""
+"""Faults in the store: corrupt files checked and quarantined (:func:`repair`), and the sweep's
+lease (one driver at a time). Re-exported by :mod:`core.store`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._errors import first_line
-from ._layout import ATTEMPTS, SUMMARY, TRIALS
-from ._path import FILE_MODE, StorePath, Where, locate, read_parsed, write_json
+from .._status import DONE
+from ._layout import ATTEMPTS, SUMMARY, TRAJECTORY, TRIALS, read_attempts, trial_dir, trial_files
+from ._path import FILE_MODE, StorePath, Where, locate, read_parsed, readers, write_json
 
 # --- corrupt files: checked, then moved aside ------------------------------------------------
 
@@ -124,6 +126,69 @@ def quarantine(path: Where) -> StorePath:
     target = quarantine_dir(source.parent) / f"{source.name}.{stamp}"
     source.move(target)
     return target
+
+
+RERUN = "the trial will run again, from its checkpoint if it has one"
+
+
+def quarantine_noted(path: Where, problem: str | None, note: Callable[[str], None],
+                     then: str) -> None:  # fmt: skip
+    """:func:`quarantine`, said in one line through ``note``: ``problem`` is why the file is
+    corrupt (None: it goes with the trial's corrupt trajectory), ``then`` what happens next."""
+    source = locate(path)
+    target = quarantine(source)
+    trial = f"{TRIALS}/{source.parent.name}/{source.name}"
+    why = f"is corrupt ({problem})" if problem else f"goes with its corrupt {TRAJECTORY}"
+    note(f"ntkdiv: warning: {trial} {why}: moved to {target}; {then}")
+
+
+def checked_attempts(tdir: Where, note: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The trial's attempts; a corrupt attempts.json is quarantined (named in one line) and
+    reads as none, so the driver's progress line and counts go on."""
+    try:
+        return read_attempts(tdir)
+    except (ValueError, AttributeError, TypeError):  # not JSON, or not the attempts mapping
+        path = locate(tdir) / ATTEMPTS
+        quarantine_noted(path, corrupt_reason(path) or "unreadable", note,
+                         "its attempt history starts over")  # fmt: skip
+        return []
+
+
+def repair(sweep_dir: Where, note: Callable[[str], None] = print) -> dict[str, Any]:
+    """Quarantine the corrupt files of every trial directory; returns trial_id -> its readable
+    summary, or None. One listing; only the files it found are read, several trials at once.
+
+    A corrupt ``summary.json`` or ``attempts.json``, or the unreadable ``trajectory.parquet`` of
+    a finished trial, is moved aside, and the trial is pending again: it resumes from its
+    checkpoint, or starts over. Call it only while holding the sweep's lease (files are moved),
+    or before MLflow reads the store (``ntkdiv sync``).
+    """
+    sweep_dir = locate(sweep_dir)
+    files = trial_files(sweep_dir)
+    with ThreadPoolExecutor(readers(sweep_dir)) as pool:
+        checked = pool.map(lambda tid: _checked(trial_dir(sweep_dir, tid), files[tid], note),
+                           files)  # fmt: skip
+        return dict(zip(files, checked, strict=True))
+
+
+def _checked(tdir: StorePath, names: dict[str, int], note: Callable[[str], None]) -> Any:
+    """The trial's summary (None without a readable one), after quarantining corrupt files."""
+    problem = corrupt_reason(tdir / ATTEMPTS) if ATTEMPTS in names else None
+    if problem is not None:
+        quarantine_noted(tdir / ATTEMPTS, problem, note, "its attempt history starts over")
+    if SUMMARY not in names:
+        return None
+    summary, problem = read_json_checked(tdir / SUMMARY)
+    if problem is not None:
+        quarantine_noted(tdir / SUMMARY, problem, note, RERUN)
+        return None
+    if summary and summary.get("status") in DONE and TRAJECTORY in names:
+        problem = corrupt_reason(tdir / TRAJECTORY)
+        if problem is not None:
+            quarantine_noted(tdir / TRAJECTORY, problem, note, RERUN)
+            quarantine_noted(tdir / SUMMARY, None, note, RERUN)  # a summary means a whole trial
+            return None
+    return summary
 
 
 # --- the sweep's lease: one driver at a time -------------------------------------------------

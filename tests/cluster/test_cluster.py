@@ -21,7 +21,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
 
 from cluster._procs import descendants, is_loopback, listening
-from sweep.cli import build_parser
+from ntkdiv.cli import build_parser
 
 REPO = Path(__file__).parents[2]
 CLUSTER = REPO / "cluster"

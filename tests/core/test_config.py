@@ -156,17 +156,18 @@ def test_encode_value():
 
 
 def test_core_exports_resolve_and_commands_load_torch_only_when_needed():
-    """Every name in ``core.__all__`` and ``sweep.__all__`` resolves, the lazy ones to their
-    module's object; and reading configs and the store does not import torch (a fresh
-    interpreter)."""
+    """Every name in ``core.__all__``, ``sweep.__all__`` and ``mlflow_index.__all__`` resolves,
+    the lazy ones to their module's object; and reading configs and the store imports neither
+    torch, Ray nor MLflow (a fresh interpreter)."""
     import importlib
     import subprocess
     import sys
 
     import core
+    import mlflow_index
     import sweep
 
-    for package in (core, sweep):
+    for package in (core, sweep, mlflow_index):
         for name in package.__all__:
             value = getattr(package, name)
             if name in package._LAZY:
@@ -175,8 +176,8 @@ def test_core_exports_resolve_and_commands_load_torch_only_when_needed():
     with pytest.raises(AttributeError):
         sweep.no_such_name  # noqa: B018
     probe = (
-        "import sys, core, core.store, dashboards, sweep.cli, sweep._runner, sweep._search; "
-        "core.config_from_dict; print('torch' in sys.modules, 'ray' in sys.modules)"
+        "import sys, core, core.store, dashboards, ntkdiv.cli, sweep._runner, sweep._search; "
+        "core.config_from_dict; print([m in sys.modules for m in ('torch', 'ray', 'mlflow')])"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
+    assert out.stdout.strip() == "[False, False, False]", out.stderr[-2000:]

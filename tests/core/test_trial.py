@@ -114,7 +114,16 @@ def test_killed_run_resumes_to_the_same_bits(tmp_path):
                 checkpoint={"every": 400})  # fmt: skip
     cfg_path = _write_yaml(tmp_path / "cfg.yaml", raw)
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "sweep.cli", "run", str(cfg_path), "--out", str(killed), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ntkdiv.cli",
+        "run",
+        str(cfg_path),
+        "--out",
+        str(killed),
+        "--quiet",
+    ]
     # bitwise only at equal torch threads: the killed part runs in a subprocess, the rest here
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

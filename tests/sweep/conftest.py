@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sweep.cli import main
+from ntkdiv.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 

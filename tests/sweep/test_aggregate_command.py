@@ -1,4 +1,4 @@
-"""``ntkdiv aggregate`` (sweep/_commands.py): the console script end to end, its one-line errors,
+"""``ntkdiv aggregate`` (ntkdiv/_commands.py): the console script end to end, its one-line errors,
 and the report logged to MLflow."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from bench.aggregate import SyntheticGroup, write_sweep
 from core import store
-from sweep.cli import main
+from ntkdiv.cli import main
 from tests.conftest import free_port
 
 NTKDIV = Path(sys.executable).with_name("ntkdiv")

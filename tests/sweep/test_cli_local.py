@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.cli import main
+from ntkdiv.cli import main
 
 BAD = Path(__file__).parents[1] / "core" / "fixtures" / "bad"
 SMALL = ["--set", "model.width=32", "--set", "train.epochs=20", "--quiet"]

@@ -28,7 +28,7 @@ from tests.sweep.conftest import attempts, spec_dict, summaries, tiny_base, writ
 
 pytestmark = pytest.mark.slow
 
-NTKDIV = [sys.executable, "-m", "sweep.cli"]
+NTKDIV = [sys.executable, "-m", "ntkdiv.cli"]
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> object:

@@ -28,12 +28,12 @@ from mlflow import MlflowClient
 from bench.aggregate import SyntheticGroup, write_sweep
 from core import config_from_dict, run_trial, trial_id
 from core import store as st
-from sweep._commands import aggregate_once, headline
-from sweep._mlflow import MlflowLogger
-from sweep._mlflow._logger import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
-from sweep._mlflow._runs import LOG_T_PREFIX, LOG_T_SCALE
+from mlflow_index import MlflowLogger
+from mlflow_index._logger import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from mlflow_index._runs import LOG_T_PREFIX, LOG_T_SCALE
+from ntkdiv._commands import aggregate_once, headline
+from ntkdiv.cli import build_parser, interrupted, main
 from sweep._progress import Counts, Progress, Stage
-from sweep.cli import build_parser, interrupted, main
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS_WITH_OPTIONS = ("run", "ntk", "sweep", "sync", "rerun", "search", "aggregate", "docs")

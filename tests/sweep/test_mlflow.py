@@ -14,8 +14,8 @@ from mlflow.entities import Metric, Param, RunTag
 
 from core import config_from_dict, config_to_yaml, flatten, run_trial, trial_id
 from core import store as st
-from sweep._mlflow import MlflowLogger, TrackingUnavailable, pack_batches
-from sweep.cli import main
+from mlflow_index import MlflowLogger, TrackingUnavailable, pack_batches
+from ntkdiv.cli import main
 from tests.conftest import free_port
 
 HISTORY = ("loss", "accuracy", "gap", "drift", "lambda_min", "theta_inf", "theta_l2", "f_abs_min",

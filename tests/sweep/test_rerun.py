@@ -10,9 +10,9 @@ from mlflow.entities import Param
 
 from core import config_from_dict, run_trial, trial_id
 from core import store as st
-from sweep._mlflow import MlflowLogger
-from sweep._rerun import RTOL, comparison, same
-from sweep.cli import main
+from mlflow_index import MlflowLogger
+from ntkdiv._rerun import RTOL, comparison, same
+from ntkdiv.cli import main
 
 
 def logged_trial(mlflow_server, tmp_path) -> tuple[str, dict]:

@@ -133,7 +133,7 @@ def test_an_attempts_json_read_while_its_trial_rewrites_it_is_never_taken_for_co
     that does not parse) never takes one for a damaged file."""
     import json
 
-    from sweep._dispatch import checked_attempts
+    from core.store import checked_attempts
 
     state, env = s3
     where = f"s3://ntkdiv/tests/{uuid.uuid4().hex[:8]}/sweep/trials/abc"
@@ -186,7 +186,7 @@ BAD = {
 def test_bad_object_store_refused_before_any_trial_with_one_line(
     s3, tmp_path, monkeypatch, capsys, case
 ):
-    from sweep.cli import main
+    from ntkdiv.cli import main
 
     state, env = s3
     changes, where, hint = BAD[case]

@@ -20,10 +20,11 @@ import yaml
 
 from core import run_trial
 from core.store import LEASE, acquire_lease, read_json, release_lease
-from sweep._search import config_for, report, run_search
+from ntkdiv._search import report
+from ntkdiv.cli import main
+from sweep._search import config_for, run_search
 from sweep._search_spec import objective_value
 from sweep._spec import load_spec
-from sweep.cli import main
 
 REPO = Path(__file__).parents[2]
 
@@ -97,7 +98,7 @@ def _assert_overlap(sweep_dir: Path) -> None:
 @pytest.mark.slow
 def test_killed_driver_resumes_without_losing_or_doubling_trials(tmp_path):
     spec_path = write_spec(tmp_path, epochs=1500, n_trials=6)
-    cmd = [sys.executable, "-m", "sweep.cli", "search", str(spec_path)]
+    cmd = [sys.executable, "-m", "ntkdiv.cli", "search", str(spec_path)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 240
@@ -194,7 +195,7 @@ def test_a_search_refuses_while_another_driver_holds_the_sweep(tmp_path, monkeyp
 
 
 def test_compute_saved_counts_only_pruned_steps():
-    from sweep._search import compute_saved
+    from ntkdiv._search import compute_saved
 
     trials = [
         {"state": "COMPLETE", "user_attrs": {"epochs": 100, "steps": 100}},

@@ -25,7 +25,7 @@ from tests.sweep.test_recovery import GARBAGE, quarantined, truncate
 
 pytestmark = pytest.mark.slow
 
-NTKDIV = [sys.executable, "-m", "sweep.cli"]
+NTKDIV = [sys.executable, "-m", "ntkdiv.cli"]
 
 
 def errors(stderr: str) -> list[str]:
