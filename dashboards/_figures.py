@@ -155,6 +155,10 @@ def _select(fits: pd.DataFrame, g: pd.Series) -> pd.DataFrame:
 
 def gap_figure(family: pd.DataFrame, curves: dict, path: Path, name: str) -> Figure:
     """gap_t / bound against t (log t), one line per width; the bound is the line at 1."""
+    cap = ("gap_t = max|K_t - K| over the bound lambda0/(2n^2), against t (log); median over "
+           "seeds, band over seeds; dotted, where recorded: gap_avg, the gap of K_t averaged "
+           "over the last tenth of a decade of t. Above the dashed line the kernel is out of the "
+           "bound; a width whose line starts above it is outside from t = 0.")  # fmt: skip
     groups = _groups(family)
     fig, axes = _panels(len(groups))
     colors = _width_colors(family["width"])
@@ -183,10 +187,6 @@ def gap_figure(family: pd.DataFrame, curves: dict, path: Path, name: str) -> Fig
         ax.set(xscale="log", yscale="log", title=_panel_name(g), xlabel="gradient-flow time t",
                ylabel="gap_t / bound")  # fmt: skip
         ax.legend(fontsize=7)
-    cap = ("gap_t = max|K_t - K| over the bound lambda0/(2n^2), against t (log); median over "
-           "seeds, band over seeds; dotted, where recorded: gap_avg, the gap of K_t averaged "
-           "over the last tenth of a decade of t. Above the dashed line the kernel is out of the "
-           "bound; a width whose line starts above it is outside from t = 0.")  # fmt: skip
     return _save(fig, path, f"gap_t / bound against t: {name}", cap)
 
 
