@@ -15,9 +15,7 @@ from typing import Any, TextIO
 
 from core import NtkdivError
 from core import store as st
-from sweep._progress import Stage
-from sweep._runner import SweepResult, run_sweep
-from sweep._spec import SweepSpec, load_spec
+from sweep import Stage, SweepResult, SweepSpec, load_spec, run_sweep
 
 
 def sweep_with_report(spec: SweepSpec, *, aggregate: bool = True,

@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def interrupted(argv: Sequence[str], command: str) -> str:
     """The line printed on Ctrl-C, on a line of its own, with the command that picks up."""
-    from sweep._progress import end_line
+    from sweep import end_line
 
     end_line(sys.stderr)
     again = shlex.join(["ntkdiv", *argv])
