@@ -19,6 +19,9 @@ prototype was read (about 3 decades per doubling at m = 4096 -> 8192).
 A width where the squared-loss control, started inside the bound too, also left it is left out
 of the cross-entropy t_leave fit (said in its note): there leaving does not tell the losses
 apart, and t_leave measures how far inside the kernel happened to start rather than the law.
+Where trials recorded ``gap_avg`` (gradient flow), t_leave_avg(m), the crossing of the
+window-averaged kernel, is fitted by the same rule: unlike t_leave it converges as the flow's
+tolerance shrinks (docs/concepts.md, "Chattering at the kinks").
 """
 
 from __future__ import annotations
@@ -201,6 +204,8 @@ def group_fits(keys: dict, sub: pd.DataFrame, contested: frozenset = frozenset()
     rows.append(_fit_row(keys, "drift_sup_horizon", horizon, sub, "drift_sup", bound, True))
     rows.append(_censored(keys, "t_exceed", sub, "t_exceed", horizon, "exceeded"))
     rows.append(_t_leave_row(keys, sub, horizon, contested))
+    if "t_leave_avg" in sub and np.isfinite(sub["t_leave_avg"].to_numpy(float)).any():
+        rows.append(_t_leave_row(keys, sub, horizon, contested, "t_leave_avg"))  # gradient flow
     return rows
 
 
@@ -218,12 +223,14 @@ def _inside(sub: pd.DataFrame) -> np.ndarray:
                          sub["bound"].to_numpy(float))  # fmt: skip
 
 
-def _t_leave_row(keys: dict, sub: pd.DataFrame, horizon: float, contested: frozenset) -> dict:
-    """t_leave(m) over the trials that start inside the bound (elsewhere t_leave is 0 or a
-    flip, not the theorem), at the widths where the squared-loss control did not leave too."""
+def _t_leave_row(keys: dict, sub: pd.DataFrame, horizon: float, contested: frozenset,
+                 col: str = "t_leave") -> dict:  # fmt: skip
+    """``col``(m) (t_leave, or t_leave_avg: the window-averaged kernel's crossing) over the
+    trials that start inside the bound (elsewhere it is 0 or a flip, not the theorem), at the
+    widths where the squared-loss control did not leave too."""
     inside = _inside(sub)
     if not inside.any():
-        row = _fit_row(keys, "t_leave", horizon, sub.iloc[:0], "t_leave", horizon, False)
+        row = _fit_row(keys, col, horizon, sub.iloc[:0], col, horizon, False)
         row["note"] = "refused: no trial starts inside the bound (gap_0 < bound, jump < bound/10)"
         return row
     sub, note = sub[inside], ""
@@ -234,7 +241,7 @@ def _t_leave_row(keys: dict, sub: pd.DataFrame, horizon: float, contested: froze
             note = (f"m = {widths} left out: the squared-loss control left the bound there too, "
                     "so leaving does not tell the losses apart")  # fmt: skip
             sub = sub[~out]
-    row = _censored(keys, "t_leave", sub, "t_leave", horizon, "left the bound")
+    row = _censored(keys, col, sub, col, horizon, "left the bound")
     row["note"] = "; ".join(x for x in (note, row["note"]) if x)
     return row
 
@@ -248,6 +255,7 @@ def fit_table(trials: pd.DataFrame, contested: frozenset = frozenset()) -> pd.Da
     for keys, sub in usable.groupby(list(GROUP_KEYS), dropna=False, sort=True):
         rows += group_fits(dict(zip(GROUP_KEYS, keys, strict=True)), sub, contested)
     out = pd.DataFrame(rows, columns=list(FIT_COLUMNS))
-    out["decades_per_doubling"] = np.where(out["quantity"].isin(["t_leave", "t_exceed"]),
+    rising = ["t_leave", "t_leave_avg", "t_exceed"]
+    out["decades_per_doubling"] = np.where(out["quantity"].isin(rising),
                                            out["exponent"] * math.log10(2.0), np.nan)  # fmt: skip
     return out

@@ -92,3 +92,21 @@ def test_fit_table_flags_extrapolation_past_ten_times_the_widest_width():
     far = _q(fit_table(_trials(w, 300.0 * w**-0.5)), "gap_init")
     assert far["extrapolated"] and "extrapolated" in far["note"]
     assert is_extrapolated(math.inf, 256.0) and not is_extrapolated(math.nan, 256.0)
+
+
+def test_t_leave_avg_is_fitted_where_trials_recorded_it():
+    """The window-averaged crossing gets its own fit row, by the t_leave rule (inside trials
+    only); trials without it (plain GD, older stores) get no such row."""
+    w = np.array([1024.0, 2048.0, 4096.0, 8192.0])
+    gap0 = np.full(4, 0.1)  # all start inside
+    t_avg = 1e3 * (w / 1024.0) ** 20.0
+    far, small = {"t_horizon": np.full(4, 1e40)}, {"flip_jump_max": np.full(4, 1e-3)}
+    table = fit_table(_trials(w, gap0, t_leave=t_avg / 2, t_leave_avg=t_avg, **far, **small))
+    row = _q(table, "t_leave_avg")
+    assert_close(row["exponent"], 20.0, (1e-9, 0.0), "t_leave_avg exponent")
+    assert_close(row["decades_per_doubling"], 20.0 * math.log10(2.0), (1e-9, 0.0), "decades")
+    outside = fit_table(_trials(w, np.full(4, 0.9), t_leave=t_avg, t_leave_avg=t_avg, **far,
+                                **small))  # fmt: skip
+    assert "no trial starts inside" in _q(outside, "t_leave_avg")["note"]
+    plain = fit_table(_trials(w, gap0, t_leave=t_avg, **far, **small))
+    assert "t_leave_avg" not in set(plain["quantity"])
