@@ -198,6 +198,7 @@ def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: s
     leaves it out."""
     groups = _groups(family)
     fig, axes = _panels(len(groups))
+    averaged = False  # a t_leave_avg series drawn in some panel
     for ax, (g, sub) in zip(axes[0], groups, strict=False):
         ax.set(xscale="log", yscale="log")
         ax.set_autoscaley_on(False)  # equal values would give a singular autoscaled range
@@ -219,13 +220,26 @@ def t_leave_figure(family: pd.DataFrame, fits: pd.DataFrame, path: Path, name: s
             ax.scatter(sub["width"][never], sub["t_horizon"][never], marker="^", s=30,
                        color="gray", label="did not leave by (horizon)")  # fmt: skip
         _fit_line(ax, _select(fits, g), "t_leave", sub["width"], "C2", "t_leave")
+        shown = [t_leave[hit], sub["t_horizon"].to_numpy(float)[never]]
+        if "t_leave_avg" in sub:  # gradient flow: the window-averaged kernel's crossing
+            avg = sub["t_leave_avg"].to_numpy(float)
+            got = inside & ~out & np.isfinite(avg) & (avg > 0)
+            if got.any():
+                ax.scatter(sub["width"][got], avg[got], s=22, marker="x", color="C4",
+                           label="t_leave_avg")  # fmt: skip
+                _fit_line(ax, _select(fits, g), "t_leave_avg", sub["width"], "C4", "t_leave_avg")
+                shown.append(avg[got])
+                averaged = True
         ax.set(title=_panel_name(g), xlabel="width m", ylabel="first t with gap_t >= bound")
-        _open_ylim(ax, np.r_[t_leave[hit], sub["t_horizon"].to_numpy(float)[never]])
+        _open_ylim(ax, np.concatenate(shown))
         ax.legend(fontsize=7)
     cap = ("t_leave: first tracked t at which gap_t = max|K_t - K| reaches the bound, per seed "
            "that started inside it; the line is the fit log t_leave ~ log m (from >= 3 widths "
            "only). Hollow: a width where the squared-loss control left the bound too, left out "
            "of the fit.")  # fmt: skip
+    if averaged:
+        cap += (" x: t_leave_avg, the same for the gap of K_t averaged over the last tenth of a "
+                "decade of t, with its own fit.")  # fmt: skip
     return _save(fig, path, f"t_leave against width: {name}", cap)
 
 

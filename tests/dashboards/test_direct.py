@@ -79,6 +79,23 @@ def test_the_fit_and_its_figure_leave_out_the_same_trials(result, tmp_path):
     family = trials[trials["depth"] == 8]
     fig = t_leave_figure(family, result.fits, tmp_path / "tleave.png", "L=8", contested)
     assert fig.path.is_file() and "Hollow: a width where the squared-loss control" in fig.caption
+    assert "t_leave_avg" not in fig.caption  # these trials recorded no gap_avg
+
+
+def test_the_t_leave_figure_draws_the_averaged_crossing_where_it_was_recorded(result, tmp_path):
+    """Trials with t_leave_avg (gradient flow) get its points and its fit in the t_leave figure;
+    the fit row is the aggregate's rule applied to that column."""
+    from dashboards._figures import t_leave_figure
+    from dashboards._fits import fit_table
+
+    trials = result.trials[result.trials["depth"] == 2].copy()
+    trials["t_leave_avg"] = trials["t_leave"] * 1.5
+    fits = fit_table(trials)
+    row = fits[(fits["quantity"] == "t_leave_avg") & (fits["loss"] == CE.loss)].iloc[0]
+    plain = fits[(fits["quantity"] == "t_leave") & (fits["loss"] == CE.loss)].iloc[0]
+    assert_close(row["exponent"], plain["exponent"], (1e-9, 0.0), "a constant factor, one slope")
+    fig = t_leave_figure(trials, fits, tmp_path / "tleave.png", "L=2")
+    assert fig.path.is_file() and "x: t_leave_avg" in fig.caption
 
 
 def test_kernel_that_never_leaves_stays_within_and_says_how_far(result):
