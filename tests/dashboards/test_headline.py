@@ -352,34 +352,87 @@ def test_the_direct_table_names_the_variant_of_each_row_when_there_are_several()
 
 
 FINE = REPO / "docs" / "results" / "direct-fine"
+CE_LOSS = "cross_entropy"
 
 
 def test_results_md_quotes_the_direct_test_at_the_converged_tolerance():
-    """The m = 4096 direct test at flow_tol 2.5e-4: its table is the aggregate's, and the steps,
-    each seed's t_leave_avg and its ratio to the tolerance study's finest run are the trials'."""
+    """The direct test at flow_tol 2.5e-4 (m = 1024-8192): its table is the aggregate's; the
+    steps and minutes per width, each seed's t_leave_avg at m = 4096 and 8192 and their ratios to
+    the tolerance studies, the control's figures and the t_leave_avg(m) fit are the trials'."""
     text = (REPO / "docs" / "results.md").read_text()
     joined = " ".join(text.split())
     readme = " ".join((REPO / "README.md").read_text().split())
     assert direct_markdown(pd.read_parquet(FINE / "verdict.parquet")) in text
-    t = pd.read_parquet(FINE / "trials.parquet").sort_values("seed")
-    ce, mse = t[t["loss"] == "cross_entropy"], t[t["loss"] == "mse"]
+    t = pd.read_parquet(FINE / "trials.parquet").sort_values(["width", "seed"])
+    assert sorted(set(t["width"])) == [1024, 2048, 4096, 8192] and len(t) == 24
+    ce_all, mse_all = t[t["loss"] == "cross_entropy"], t[t["loss"] == "mse"]
+    for width, sub in ce_all.groupby("width"):
+        steps = f"{sub['steps'].min():,d}-{sub['steps'].max():,d} accepted steps at m = {width}"
+        assert steps in joined, steps
+    ce = ce_all[ce_all["width"] == 4096]
     steps = f"{ce['steps'].min():,d}-{ce['steps'].max():,d} accepted steps"
-    assert steps in joined and steps in readme, steps
+    assert steps in readme, steps
     avg = ", ".join(_short(v) for v in ce["t_leave_avg"])
-    assert f"t_leave_avg = {avg} (seeds 0-2)" in joined and avg in readme, avg
+    assert f"m = 4096 at t_leave_avg = {avg} (seeds 0-2)" in joined and avg in readme, avg
     first = f"first instantaneous crossing came at {_and(ce['t_leave'])}"
     assert first in joined, first
     tol = pd.read_parquet(TOLERANCE)
     finest = tol[tol["train.flow_tol"] == tol["train.flow_tol"].min()].set_index("seed")
     ratio = ce.set_index("seed")["t_leave_avg"] / finest["t_leave_avg"]
     assert f"{ratio.min():.2f}-{ratio.max():.2f} times" in joined, ratio
-    held = mse["stationary_t"].astype(float)
-    assert f"held from t = {held.min():.1f}-{held.max():.1f} on" in joined
-    worst = (mse["gap_sup"] / mse["bound"]).max()
-    assert f"never passed {worst:.2f} of the bound" in joined, worst
-    lo, hi = (f"{v / 60:.0f}" for v in ce["wall_s"].agg(["min", "max"]))
-    assert f"({lo if lo == hi else f'{lo}-{hi}'} min each on one core" in joined
+    for width in (4096, 8192):
+        lo, hi = (f"{v / 60:.0f}" for v in ce_all.loc[ce_all["width"] == width, "wall_s"]
+                  .agg(["min", "max"]))  # fmt: skip
+        assert f"({lo if lo == hi else f'{lo}-{hi}'} min each on one core" in joined, width
     coarse = pd.read_parquet(TRIALS)
     coarse = coarse[(coarse["width"] == 4096) & (coarse["loss"] == "cross_entropy")]
     times = ce["steps"].median() / coarse["steps"].median()
     assert f"{times:.1f}x the median steps at flow_tol 1e-3" in joined, times
+    wide = ce_all[ce_all["width"] == 8192]
+    avg = ", ".join(_short(v) for v in wide["t_leave_avg"])
+    assert f"m = 8192 at t_leave_avg = {avg} (seeds 0-2)" in joined, avg
+    same = pd.read_parquet(TOLERANCE_8192)
+    same = same[same["train.flow_tol"] == 2.5e-4].iloc[0]
+    r = float(wide.loc[wide["seed"] == 0, "t_leave_avg"].iloc[0] / same["t_leave_avg"])
+    assert f"{r:.2f} times the m = 8192 tolerance study's" in joined, r
+    inside = mse_all[mse_all["width"] >= 4096]
+    held = inside["stationary_t"].astype(float)
+    assert f"held from t = {held.min():.1f}-{held.max():.1f} on" in joined
+    worst = (inside["gap_sup"] / inside["bound"]).max()
+    assert f"never passed {worst:.2f} of the bound at m = 4096 and 8192" in joined, worst
+    assert wide["t_leave_avg"].min() > ce["t_leave_avg"].max()  # "each later than every seed"
+    coarse_wide = pd.read_parquet(TRIALS).sort_values("seed")
+    coarse_wide = coarse_wide[(coarse_wide["width"] == 8192) & (coarse_wide["loss"] == CE_LOSS)]
+    factors = wide["t_leave"].to_numpy() / coarse_wide["t_leave"].to_numpy()
+    assert f"m = 8192, {_and(wide['t_leave'])}, are" in joined
+    assert f"are {_listed(f'{v:.2g}' for v in factors)} times the table's" in joined, factors
+    assert f"({_and(coarse_wide['t_leave'])})" in joined
+    new = t[t["width"] != 4096]  # the trials of the later session
+    minutes = [
+        new.loc[new["loss"] == loss, "wall_s"].sum() / 60 for loss in ("cross_entropy", "mse")
+    ]
+    assert f"{minutes[0]:.0f} min of cross-entropy trial time and {minutes[1]:.0f} min" in joined
+    narrow = ce_all[ce_all["width"] == 2048].set_index("seed")
+    inside = narrow[narrow["gap_init"] < narrow["bound"]]
+    assert list(inside.index) == [2] and f"(gap_0 = {inside['gap_init'].iloc[0]:.2f})" in joined
+    assert f"took it out at t = {inside['t_leave'].iloc[0]:.1f}" in joined
+    assert (
+        mse_all.loc[(mse_all["width"] == 2048) & (mse_all["seed"] == 2), "t_leave"].iloc[0] > 1e40
+    )
+    n1024 = ce_all[ce_all["width"] == 1024].set_index("seed").loc[[0, 1]]
+    assert f"({n1024['gap_init'].iloc[0]:.2f} and {n1024['gap_init'].iloc[1]:.2f})" in joined
+    jumps = n1024["flip_jump_max"]
+    assert (jumps > n1024["bound"] / 10).all()
+    assert f"by up to {jumps.iloc[0]:.2f} and {jumps.iloc[1]:.2f}, more than a tenth" in joined
+    m1024 = mse_all[(mse_all["width"] == 1024) & (mse_all["seed"] == 0)]["t_leave"].iloc[0]
+    assert f"took seed 0 out too (t = {m1024:.2f})" in joined
+    fits = pd.read_parquet(FINE / "fits.parquet").set_index(["loss", "quantity"])
+    for quantity in ("t_leave_avg", "t_leave"):
+        f = fits.loc[("cross_entropy", quantity)]
+        assert f["n_widths"] == 3 and f["n_points"] == 1 + 3 + 3, quantity
+        quoted = (f"{quantity} ~ m^{f['exponent']:.0f} [{f['exponent_lo']:.0f}, "
+                  f"{f['exponent_hi']:.0f}] (r2 = {f['r2']:.2f}), "
+                  f"{f['decades_per_doubling']:.1f} decades of t per doubling")  # fmt: skip
+        assert quoted in joined, quoted
+        if quantity == "t_leave_avg":
+            assert quoted in " ".join(readme.split()), quoted
