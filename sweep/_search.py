@@ -7,8 +7,9 @@ The driver, top to bottom:
 3. keep ``parallel`` trials running: ask Optuna, run ``core.run_trial`` on Ray with the exact
    pruning monitor, publish each finished trial to the store and MLflow like any sweep trial,
    tell Optuna, and rewrite the best value that the monitors read;
-4. print the best configurations with their rerun commands, the candidates below the bound,
-   and the compute saved by pruning.
+4. return the study's trials (``SearchResult``); ``ntkdiv/_search.py`` prints the best
+   configurations with their rerun commands, the candidates below the bound, and the compute
+   saved by pruning.
 
 A driver killed mid-search leaves RUNNING trials in the study; the next run resubmits exactly
 those (their trials resume from their checkpoints) before asking for new ones, so no trial is
