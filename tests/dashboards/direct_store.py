@@ -150,8 +150,6 @@ def write_trial(sweep_dir: Path, g: DirectGroup, m: int, seed: int) -> str:
         summary["step_jump_max"] = max(rows["step_jump"])
         summary["flip_jump_max"] = max(rows["flip_jump"])
     store.write_json(tdir / "summary.json", summary)
-    if hasattr(store, "publish_trial"):
-        store.publish_trial(sweep_dir, tid)
     return tid
 
 
