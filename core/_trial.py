@@ -78,7 +78,7 @@ def lr_warning(config: TrialConfig, ref: NTKReference) -> str | None:
 
 def _check_out_dir(config: TrialConfig, out_dir: store.StorePath) -> dict[str, Any] | None:
     """Return a finished summary if ``out_dir`` already holds this trial; refuse a foreign dir."""
-    cfg_path = out_dir / "config.yaml"
+    cfg_path = out_dir / store.CONFIG
     if cfg_path.exists():
         existing = config_from_dict(yaml.safe_load(cfg_path.read_text()))
         if trial_id(existing) != trial_id(config):
@@ -122,7 +122,7 @@ def run_trial(
     warning = lr_warning(config, ref)
     if warning:
         log.warning(warning)
-    store.atomic_write_text(out_dir / "config.yaml", config_to_yaml(config))
+    store.atomic_write_text(out_dir / store.CONFIG, config_to_yaml(config))
     return _execute(config, out_dir, data, ref, progress, resume, monitor)
 
 
@@ -175,7 +175,7 @@ def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str,
     X, y = data.X.to(device, dtype), data.y.to(device, dtype)
     X_probe = data.X_probe.to(device, dtype) if data.X_probe.shape[0] else None
     # --- resume -----------------------------------------------------------------------------
-    ckpt = out_dir / "checkpoint.pt"
+    ckpt = out_dir / store.CHECKPOINT
     store.remove_partial_writes(out_dir)  # a killed writer's leftovers; this run writes here now
     resumed_from, quarantined = None, None
     if resume and ckpt.exists():
@@ -212,12 +212,12 @@ def _execute(config, out_dir, data, ref, progress, resume, monitor) -> dict[str,
         summary["quarantined"] = [quarantined]
     tid = summary["trial_id"]
     table = store.trajectory_table(tracker.rows, {"trial_id": tid, "kernel_pairs": tracker.pairs})
-    store.write_trajectory(out_dir / "trajectory.parquet", table)
+    store.write_trajectory(out_dir / store.TRAJECTORY, table)
     if config.checkpoint.keep_final or state.stopped_step is not None:
         checkpoint(state)  # a stopped run must be resumable
     elif ckpt.exists():
         ckpt.unlink()
-    store.write_json(out_dir / "summary.json", summary)
+    store.write_json(out_dir / store.SUMMARY, summary)
     return summary
 
 
