@@ -34,6 +34,7 @@ from mlflow_index._runs import LOG_T_PREFIX, LOG_T_SCALE
 from ntkdiv._commands import aggregate_once, headline
 from ntkdiv.cli import build_parser, interrupted, main
 from sweep._progress import Counts, Progress, Stage
+from tests._signals import sigint_as_in_a_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS_WITH_OPTIONS = ("run", "ntk", "sweep", "sync", "rerun", "search", "aggregate", "docs")
@@ -227,7 +228,7 @@ def test_ctrl_c_during_a_sweep_on_a_terminal(tmp_path):
     master, slave = pty.openpty()
     proc = subprocess.Popen([str(Path(sys.executable).with_name("ntkdiv")), "sweep", "spec.yaml"],
                             stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path, env=env,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=sigint_as_in_a_terminal)  # fmt: skip
     os.close(slave)
     out, deadline, sent = b"", time.monotonic() + 600, False
     try:

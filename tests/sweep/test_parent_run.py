@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._signals import sigint_as_in_a_terminal
+
 NTKDIV = str(Path(sys.executable).with_name("ntkdiv"))
 
 
@@ -32,7 +34,8 @@ def interrupt_at_a_checkpoint(argv: list[str], cwd: Path, env: dict, trials: Pat
     process group) and expect exit 130."""
     db = cwd / "mlflow.db"
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=sigint_as_in_a_terminal)  # fmt: skip
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and proc.poll() is None:
         if db.exists() and any(trials.glob("*/checkpoint.pt")):
