@@ -170,7 +170,7 @@ def test_initialization_and_outputs_keep_their_bits(arch, alpha, dtype):
     the same parameters in the same order and the same checkpoint keys, bit for bit; the same
     outputs to a few units in the last place. The initialization is the CPU generator's and
     the same everywhere; a matrix product's last bits depend on the kernel the BLAS picks for
-    the CPU (the outputs recorded on one Xeon differ by 2 ulps on another)."""
+    the CPU (the outputs recorded on one Xeon differ by up to 6.4 ulps on another)."""
     want = BITS[f"{arch}/{dtype}"]
     model = build_model(arch, 3, 16, 3, alpha=alpha, seed=7, dtype=getattr(torch, dtype))
     X = torch.randn(5, 3, generator=torch.Generator().manual_seed(123), dtype=torch.float64)

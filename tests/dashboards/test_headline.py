@@ -352,7 +352,6 @@ def test_the_direct_table_names_the_variant_of_each_row_when_there_are_several()
 
 
 FINE = REPO / "docs" / "results" / "direct-fine"
-CE_LOSS = "cross_entropy"
 
 
 def test_results_md_quotes_the_direct_test_at_the_converged_tolerance():
@@ -402,7 +401,9 @@ def test_results_md_quotes_the_direct_test_at_the_converged_tolerance():
     assert f"never passed {worst:.2f} of the bound at m = 4096 and 8192" in joined, worst
     assert wide["t_leave_avg"].min() > ce["t_leave_avg"].max()  # "each later than every seed"
     coarse_wide = pd.read_parquet(TRIALS).sort_values("seed")
-    coarse_wide = coarse_wide[(coarse_wide["width"] == 8192) & (coarse_wide["loss"] == CE_LOSS)]
+    coarse_wide = coarse_wide[
+        (coarse_wide["width"] == 8192) & (coarse_wide["loss"] == "cross_entropy")
+    ]
     factors = wide["t_leave"].to_numpy() / coarse_wide["t_leave"].to_numpy()
     assert f"m = 8192, {_and(wide['t_leave'])}, are" in joined
     assert f"are {_listed(f'{v:.2g}' for v in factors)} times the table's" in joined, factors
@@ -435,4 +436,4 @@ def test_results_md_quotes_the_direct_test_at_the_converged_tolerance():
                   f"{f['decades_per_doubling']:.1f} decades of t per doubling")  # fmt: skip
         assert quoted in joined, quoted
         if quantity == "t_leave_avg":
-            assert quoted in " ".join(readme.split()), quoted
+            assert quoted in readme, quoted
